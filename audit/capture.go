@@ -1,0 +1,117 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Sink receives every event the capture emits, in emission order, including LOST events. Append must copy
+// what it keeps (the event is reused after the call) and must not block on I/O: the netlink reader calls
+// it, and a blocked reader makes audited tasks wait in the kernel.
+type Sink interface {
+	Append(ev *RawEvent)
+}
+
+// Capture reads records from a registered Conn, reassembles them and hands events to a Sink, with loss
+// accounting: kernel lost-counter increases (polled), serial gaps and socket overruns each become a LOST
+// event in the stream.
+type Capture struct {
+	Conn         *Conn
+	Reassembler  *Reassembler
+	PollInterval time.Duration // how often the kernel's lost counter is read; default 1 s
+	Log          zerolog.Logger
+	// BeforeUnregister runs once the context is cancelled, while the data socket is still registered, so
+	// that records caused by it (rule removal) are still captured. May be nil.
+	BeforeUnregister func()
+
+	lost      uint32
+	lostKnown bool
+}
+
+// Run captures until ctx is cancelled, then runs BeforeUnregister, unregisters, drains the records already
+// queued, emits every incomplete event and reports missing serials, and returns nil. It returns an error
+// only if the socket fails; the caller still owns and closes Conn.
+func (c *Capture) Run(ctx context.Context, sink Sink) error {
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	r := c.Reassembler
+	r.Emit = sink.Append
+	c.pollLost(time.Now().UnixNano())
+	lastTick := time.Now().UnixNano()
+	nextPoll := lastTick + int64(c.PollInterval)
+	stopping := false
+	for {
+		typ, text, err := c.Conn.Receive()
+		now := time.Now().UnixNano()
+		switch {
+		case err == nil:
+			if typ >= 1000 {
+				if perr := r.Push(typ, text, now); perr != nil {
+					c.Log.Warn().Err(perr).Uint16("type", typ).Msg("kept a record without a valid stamp as its own event")
+				}
+			}
+		case errors.Is(err, ErrIdle):
+			if stopping {
+				r.Flush(now)
+				c.pollLost(now)
+				return nil
+			}
+		case errors.Is(err, ErrOverrun):
+			c.Log.Error().Msg("netlink receive buffer overrun: records were dropped by the socket")
+			r.Lost(Lost{Reason: LostSocket}, now)
+		default:
+			r.Flush(now)
+			return err
+		}
+		if now-lastTick >= int64(100*time.Millisecond) {
+			lastTick = now
+			r.Tick(now)
+		}
+		if now >= nextPoll {
+			nextPoll = now + int64(c.PollInterval)
+			c.pollLost(now)
+		}
+		if !stopping && ctx.Err() != nil {
+			stopping = true
+			if c.BeforeUnregister != nil {
+				c.BeforeUnregister()
+			}
+			if err := c.Conn.Unregister(); err != nil {
+				c.Log.Error().Err(err).Msg("unregister")
+			}
+		}
+	}
+}
+
+// pollLost reads the kernel's lost counter and emits a LOST event for any increase. The counter is a
+// 32-bit value that an administrator can reset (auditctl --reset-lost): a decrease is a reset, and the new
+// value is what was lost since, never a wrapped difference.
+func (c *Capture) pollLost(now int64) {
+	st, err := c.Conn.Control().GetStatus()
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("read kernel audit status")
+		return
+	}
+	if !c.lostKnown {
+		c.lost, c.lostKnown = st.Lost, true
+		if st.Lost > 0 {
+			c.Log.Info().Uint32("lost", st.Lost).Msg("kernel lost counter before capture started")
+		}
+		return
+	}
+	var delta uint32
+	if st.Lost >= c.lost {
+		delta = st.Lost - c.lost
+	} else {
+		delta = st.Lost
+	}
+	c.lost = st.Lost
+	if delta > 0 {
+		c.Log.Warn().Uint32("lost", delta).Msg("kernel lost audit records")
+		c.Reassembler.Lost(Lost{Reason: LostKernel, Count: uint64(delta)}, now)
+	}
+}

@@ -1,0 +1,330 @@
+package audit
+
+import (
+	"time"
+)
+
+// Kind says what a RawEvent stands for.
+type Kind uint8
+
+const (
+	// KindEvent is a kernel event: the records that share one serial.
+	KindEvent Kind = 1
+	// KindLost records events that were lost: counted by the kernel, missing serials, or dropped locally.
+	KindLost Kind = 2
+)
+
+// LostReason says how a loss was detected.
+type LostReason uint8
+
+const (
+	// LostKernel is an increase of the kernel's lost counter (backlog overflow, rate limit, no memory).
+	LostKernel LostReason = 1
+	// LostGap is a range of serial numbers that never arrived.
+	LostGap LostReason = 2
+	// LostLocal counts events auditarch received but could not keep (queue bound, write failure).
+	LostLocal LostReason = 3
+	// LostSocket is a receive-buffer overrun on the netlink socket (ENOBUFS); the count is unknown (0) and
+	// the serial gap that follows gives it.
+	LostSocket LostReason = 4
+)
+
+// String names the reason as it is printed.
+func (r LostReason) String() string {
+	switch r {
+	case LostKernel:
+		return "kernel"
+	case LostGap:
+		return "serial_gap"
+	case LostLocal:
+		return "local_drop"
+	case LostSocket:
+		return "socket_overrun"
+	}
+	return "unknown"
+}
+
+// Lost describes a KindLost event. For LostGap, First..Last is the missing serial range (inclusive, and
+// may wrap past 2^32-1 to 1).
+type Lost struct {
+	Reason LostReason
+	Count  uint64
+	First  uint32
+	Last   uint32
+}
+
+// RawEvent is one reassembled event: its records verbatim in arrival order, without the EOE record.
+type RawEvent struct {
+	Kind     Kind
+	Serial   uint32
+	Sec      int64 // kernel timestamp of the first record
+	Msec     int32
+	Received int64 // unix nanoseconds when the first record was read
+	// EOE is true when the kernel's end-of-event record closed the event; false when it was closed by the
+	// timeout (records that the kernel sends without an EOE, or an event cut short).
+	EOE bool
+	// Late is true when the records arrived after their serial had been emitted or reported missing.
+	Late    bool
+	Records []Record
+	Lost    Lost
+
+	buf []byte // backing store for the records' text
+}
+
+// Time returns the kernel timestamp of the event.
+func (e *RawEvent) Time() time.Time { return time.Unix(e.Sec, int64(e.Msec)*1e6) }
+
+func (e *RawEvent) reset() {
+	*e = RawEvent{Records: e.Records[:0], buf: e.buf[:0]}
+}
+
+// add copies a record into the event's reusable buffer. When append moves buf, earlier texts keep
+// pointing at the old array, whose bytes never change, so they stay valid.
+func (e *RawEvent) add(typ uint16, text []byte) {
+	start := len(e.buf)
+	e.buf = append(e.buf, text...)
+	e.Records = append(e.Records, Record{Type: typ, Text: e.buf[start:len(e.buf):len(e.buf)]})
+}
+
+// Record types the reassembler treats specially (linux/audit.h).
+const (
+	TypeEOE = 1320
+	// Userspace and daemon messages (1100–1299) and the second userspace range (2100–2999) are single-record
+	// events sent without an EOE; everything else from the kernel waits for EOE or the timeout.
+	firstUserMsg  = 1100
+	lastDaemonMsg = 1299
+	firstUserMsg2 = 2100
+	lastUserMsg2  = 2999
+)
+
+func standalone(typ uint16) bool {
+	return (typ >= firstUserMsg && typ <= lastDaemonMsg) || (typ >= firstUserMsg2 && typ <= lastUserMsg2)
+}
+
+// Reassembler joins records into events by serial number and accounts for serials that never arrive.
+//
+// An event is emitted as soon as it is complete (its EOE arrives, or it is a single-record type) or when
+// it has waited Timeout for more records; it is never held behind another incomplete event. Records that
+// arrive for a serial already emitted, or already reported missing, form a new event marked Late, so
+// nothing is dropped and nothing is counted twice.
+//
+// A Reassembler is not safe for concurrent use: one goroutine (the netlink reader) owns it. The *RawEvent
+// passed to Emit is valid only during the call; Emit must copy what it keeps.
+type Reassembler struct {
+	Timeout time.Duration // how long an event without EOE waits for more records
+	Grace   time.Duration // how long a missing serial may arrive late before it is reported as lost
+	Emit    func(*RawEvent)
+
+	inflight []*pending
+	free     []*RawEvent
+	gaps     gapTracker
+}
+
+type pending struct {
+	ev       *RawEvent
+	deadline int64
+}
+
+// NewReassembler returns a reassembler with the usual timeouts: 1 s per event, 5 s for missing serials.
+func NewReassembler(emit func(*RawEvent)) *Reassembler {
+	return &Reassembler{Timeout: time.Second, Grace: 5 * time.Second, Emit: emit}
+}
+
+// Push adds one record received at now (unix nanoseconds). Malformed records (no stamp) are emitted at
+// once as their own event with serial 0 so that nothing received is lost; the error says why.
+func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
+	h, _, err := ParseHeader(text)
+	if err != nil {
+		ev := r.get()
+		ev.Kind, ev.Received = KindEvent, now
+		ev.add(typ, text)
+		r.emit(ev)
+		return err
+	}
+	// Records of the newest event are the likeliest match: search from the end.
+	for i := len(r.inflight) - 1; i >= 0; i-- {
+		p := r.inflight[i]
+		if p.ev.Serial != h.Serial {
+			continue
+		}
+		if typ == TypeEOE {
+			p.ev.EOE = true
+			r.remove(i)
+			r.emit(p.ev)
+			return nil
+		}
+		p.ev.add(typ, text)
+		return nil
+	}
+	late := h.Serial != 0 && !r.gaps.observe(h.Serial, now+int64(r.Grace))
+	if typ == TypeEOE {
+		if late {
+			// The EOE of an event already emitted by timeout: nothing to add, nothing lost.
+			return nil
+		}
+		// An EOE with no records before it: keep it, it is what the kernel sent.
+	}
+	ev := r.get()
+	ev.Kind, ev.Serial, ev.Sec, ev.Msec, ev.Received, ev.Late = KindEvent, h.Serial, h.Sec, h.Msec, now, late
+	ev.add(typ, text)
+	if standalone(typ) || typ == TypeEOE || h.Serial == 0 {
+		ev.EOE = typ == TypeEOE
+		r.emit(ev)
+		return nil
+	}
+	r.inflight = append(r.inflight, &pending{ev: ev, deadline: now + int64(r.Timeout)})
+	return nil
+}
+
+// Tick emits events that have waited longer than Timeout and reports missing serials older than Grace.
+// Call it periodically (the reader calls it whenever the socket is idle and at least every 100 ms).
+func (r *Reassembler) Tick(now int64) {
+	for i := 0; i < len(r.inflight); {
+		if p := r.inflight[i]; p.deadline <= now {
+			r.remove(i)
+			r.emit(p.ev)
+			continue
+		}
+		i++
+	}
+	r.gaps.expire(now, false, r.lost)
+}
+
+// Flush emits every event still waiting and reports every missing serial: the end of a capture.
+func (r *Reassembler) Flush(now int64) {
+	for len(r.inflight) > 0 {
+		p := r.inflight[0]
+		r.remove(0)
+		r.emit(p.ev)
+	}
+	r.gaps.expire(now, true, r.lost)
+}
+
+// Lost emits a KindLost event now.
+func (r *Reassembler) Lost(l Lost, now int64) {
+	ev := r.get()
+	ev.Kind, ev.Received, ev.Lost, ev.EOE = KindLost, now, l, true
+	ev.Sec, ev.Msec = now/1e9, int32(now%1e9/1e6)
+	r.emit(ev)
+}
+
+func (r *Reassembler) lost(first, last uint32, count uint64, now int64) {
+	r.Lost(Lost{Reason: LostGap, Count: count, First: first, Last: last}, now)
+}
+
+func (r *Reassembler) remove(i int) {
+	copy(r.inflight[i:], r.inflight[i+1:])
+	r.inflight[len(r.inflight)-1] = nil
+	r.inflight = r.inflight[:len(r.inflight)-1]
+}
+
+func (r *Reassembler) get() *RawEvent {
+	if n := len(r.free); n > 0 {
+		ev := r.free[n-1]
+		r.free = r.free[:n-1]
+		return ev
+	}
+	return &RawEvent{}
+}
+
+func (r *Reassembler) emit(ev *RawEvent) {
+	r.Emit(ev)
+	ev.reset()
+	r.free = append(r.free, ev)
+}
+
+// gapTracker finds serials that never arrive. Serials are 32-bit and wrap from 2^32-1 to 1 (the kernel
+// never issues 0); all comparisons use wrap-safe signed differences, never plain subtraction of counters.
+type gapTracker struct {
+	started bool
+	next    uint32 // the serial after the highest seen
+	missing []gap
+}
+
+type gap struct {
+	lo, hi   uint32 // inclusive
+	deadline int64
+}
+
+// maxMissing bounds the ranges kept; beyond it the oldest is reported at once.
+const maxMissing = 4096
+
+func nextSerial(s uint32) uint32 {
+	s++
+	if s == 0 {
+		s = 1
+	}
+	return s
+}
+
+func prevSerial(s uint32) uint32 {
+	s--
+	if s == 0 {
+		s = 1<<32 - 1
+	}
+	return s
+}
+
+// span counts the serials in lo..hi (inclusive, wrap-aware, 0 excluded).
+func span(lo, hi uint32) uint64 {
+	n := uint64(hi-lo) + 1
+	if hi < lo { // wrapped past 2^32-1: the range contains 0, which the kernel never issues
+		n--
+	}
+	return n
+}
+
+// observe records serial s and reports whether it is new: the first record of its event. A serial that
+// fills a known gap is new; one below the highest seen and not missing has been seen already (late).
+func (g *gapTracker) observe(s uint32, deadline int64) bool {
+	if !g.started {
+		g.started, g.next = true, nextSerial(s)
+		return true
+	}
+	if d := int32(s - g.next); d >= 0 {
+		if s != g.next {
+			g.missing = append(g.missing, gap{lo: g.next, hi: prevSerial(s), deadline: deadline})
+		}
+		g.next = nextSerial(s)
+		return true
+	}
+	for i := range g.missing {
+		m := &g.missing[i]
+		if int32(s-m.lo) < 0 || int32(m.hi-s) < 0 {
+			continue
+		}
+		switch {
+		case m.lo == m.hi:
+			g.missing = append(g.missing[:i], g.missing[i+1:]...)
+		case s == m.lo:
+			m.lo = nextSerial(s)
+		case s == m.hi:
+			m.hi = prevSerial(s)
+		default:
+			hi := m.hi
+			m.hi = prevSerial(s)
+			rest := gap{lo: nextSerial(s), hi: hi, deadline: m.deadline}
+			g.missing = append(g.missing, gap{})
+			copy(g.missing[i+2:], g.missing[i+1:])
+			g.missing[i+1] = rest
+		}
+		return true
+	}
+	return false
+}
+
+// expire reports ranges whose deadline has passed, oldest first, and trims the list to maxMissing.
+func (g *gapTracker) expire(now int64, all bool, report func(first, last uint32, count uint64, now int64)) {
+	kept := g.missing[:0]
+	for i, m := range g.missing {
+		if all || m.deadline <= now || len(g.missing)-i > maxMissing {
+			report(m.lo, m.hi, span(m.lo, m.hi), now)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	for i := len(kept); i < len(g.missing); i++ {
+		g.missing[i] = gap{}
+	}
+	g.missing = kept
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/auditarch/auditarch/rules"
+)
+
+// Config is the daemon's configuration file (YAML). Every field has a working default.
+type Config struct {
+	Archive string `yaml:"archive"` // archive directory
+	Rules   string `yaml:"rules"`   // auditctl-syntax rule file; empty: the built-in set
+	Lock    bool   `yaml:"lock"`    // -e 2 after loading the rules
+
+	ReceiveBuffer int           `yaml:"receive_buffer"` // netlink receive buffer, bytes (SO_RCVBUFFORCE)
+	EventTimeout  time.Duration `yaml:"event_timeout"`  // how long an event without EOE waits for more records
+	GapGrace      time.Duration `yaml:"gap_grace"`      // how long a missing serial may still arrive before it is reported lost
+	LostPoll      time.Duration `yaml:"lost_poll"`      // how often the kernel's lost counter is read
+	FlushInterval time.Duration `yaml:"flush_interval"` // how often the archive is written and fsynced
+}
+
+func defaultConfig() Config {
+	return Config{
+		ReceiveBuffer: 16 << 20,
+		EventTimeout:  time.Second,
+		GapGrace:      5 * time.Second,
+		LostPoll:      time.Second,
+		FlushInterval: 100 * time.Millisecond,
+	}
+}
+
+// loadConfig reads path over the defaults. Unknown keys are errors: a typo must not silently fall back.
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ruleSet loads the configured rule file, or the built-in default set.
+func (c Config) ruleSet() (*rules.Set, error) {
+	if c.Rules == "" {
+		return rules.Default(), nil
+	}
+	return rules.ParseFile(c.Rules)
+}

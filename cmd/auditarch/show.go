@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/audit"
+)
+
+func showCmd(args []string, stdout io.Writer) error {
+	fs := newFlags("show")
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: show needs exactly one archive directory", errUsage)
+	}
+	r, err := archive.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
+	var corrupt []error
+	for {
+		raw, idx, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if archive.IsCorrupt(err) {
+			corrupt = append(corrupt, err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		ev := audit.Decode(raw)
+		ev.Index = idx
+		if *asJSON {
+			if err := enc.Encode(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		fmt.Fprintln(out, summary(ev))
+	}
+	if len(corrupt) > 0 {
+		out.Flush()
+		return &exitError{code: 1, err: &hinted{errors.Join(corrupt...),
+			"events before each damaged frame were shown; a torn last frame means the writer stopped mid-write"}}
+	}
+	return nil
+}
+
+// summary renders one event on one line, in auditd's key=value spirit.
+func summary(ev *audit.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "#%d %s seq=%d", ev.Index, ev.Time, ev.Seq)
+	if ev.Type == "LOST" {
+		fmt.Fprintf(&b, " LOST reason=%s lost=%d", ev.LostReason, *ev.LostCount)
+		if ev.LostFirst != 0 {
+			fmt.Fprintf(&b, " first_seq=%d last_seq=%d", ev.LostFirst, ev.LostLast)
+		}
+		return b.String()
+	}
+	b.WriteString(" " + ev.Kind)
+	kv := func(k, v string) {
+		if v != "" {
+			b.WriteString(" " + k + "=" + v)
+		}
+	}
+	num := func(k string, p *uint32) {
+		if p != nil {
+			kv(k, strconv.FormatUint(uint64(*p), 10))
+		}
+	}
+	kv("syscall", ev.Sys)
+	if ev.Success != nil {
+		kv("success", strconv.FormatBool(*ev.Success))
+	}
+	if ev.Exit != nil {
+		kv("exit", strconv.FormatInt(*ev.Exit, 10))
+	}
+	if ev.ExitStatus != nil {
+		kv("status", strconv.FormatInt(*ev.ExitStatus, 10))
+	}
+	num("pid", ev.PID)
+	num("ppid", ev.PPID)
+	num("uid", ev.UID)
+	num("auid", ev.AUID)
+	num("ses", ev.Ses)
+	kv("tty", ev.TTY)
+	kv("comm", strconv.Quote(ev.Comm))
+	kv("exe", quoteIf(ev.Exe))
+	kv("key", quoteIf(ev.Key))
+	kv("cwd", quoteIf(ev.Cwd))
+	if ev.Args != nil {
+		q := make([]string, len(ev.Args))
+		for i, a := range ev.Args {
+			q[i] = strconv.Quote(a)
+		}
+		kv("args", "["+strings.Join(q, " ")+"]")
+	}
+	for _, p := range ev.Paths {
+		kv("path", strconv.Quote(p.Name)+"("+strings.ToLower(p.NameType)+")")
+	}
+	if sa := ev.Sockaddr; sa != nil {
+		switch {
+		case sa.Port != nil:
+			kv("sockaddr", sa.Family+":"+sa.Addr+"#"+strconv.Itoa(int(*sa.Port)))
+		case sa.Abstract:
+			kv("sockaddr", "unix:@"+strconv.Quote(sa.Path))
+		case sa.Path != "":
+			kv("sockaddr", "unix:"+strconv.Quote(sa.Path))
+		default:
+			kv("sockaddr", sa.Family)
+		}
+	}
+	if ev.TargetPID != nil {
+		kv("target_pid", strconv.Itoa(int(*ev.TargetPID)))
+	}
+	if ev.Signal != nil {
+		kv("signal", strconv.Itoa(*ev.Signal))
+	}
+	kv("msg", quoteIf(ev.Msg))
+	if ev.Late {
+		b.WriteString(" late")
+	}
+	return b.String()
+}
+
+func quoteIf(s string) string {
+	if s == "" {
+		return ""
+	}
+	return strconv.Quote(s)
+}

@@ -1,0 +1,165 @@
+// Package privtest gates tests that need root, the kernel's audit subsystem or a peer program.
+//
+// On a developer laptop such a test skips with the reason. When AUDITARCH_REQUIRE_PRIVILEGED=1 (set by
+// .ci/run) the same condition fails the test instead: a skip must never hide a regression in CI.
+//
+// Kernel audit state is global to the machine. Kernel takes a machine-wide lock, so tests of different
+// packages never program the kernel at the same time, and restores the audit status and rule list it found
+// when the test ends, pass or fail.
+package privtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	libaudit "github.com/elastic/go-libaudit/v2"
+	"golang.org/x/sys/unix"
+)
+
+// EnvRequire names the environment variable that turns skips into failures.
+const EnvRequire = "AUDITARCH_REQUIRE_PRIVILEGED"
+
+// lockPath is the machine-wide lock that serialises tests touching kernel audit state.
+const lockPath = "/run/lock/auditarch-kernel-test.lock"
+
+// Required reports whether this machine must have every privilege and peer (CI).
+func Required() bool { return os.Getenv(EnvRequire) == "1" }
+
+// Unavailable skips the test with reason, or fails it when privileges are required.
+func Unavailable(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	reason := fmt.Sprintf(format, args...)
+	if Required() {
+		tb.Fatalf("required by %s=1 but unavailable: %s", EnvRequire, reason)
+	}
+	tb.Skip("skipped: " + reason)
+}
+
+// Root requires the test to run as root.
+func Root(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(tb, "needs root")
+	}
+}
+
+// Command requires a program on PATH (a peer such as ausearch or auditd) and returns its path.
+func Command(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Unavailable(tb, "needs %s on PATH (make deps installs it)", name)
+	}
+	return p
+}
+
+// Snapshot is the part of the kernel's audit state that tests may change.
+type Snapshot struct {
+	Status libaudit.AuditStatus
+	Rules  [][]byte
+}
+
+// TakeSnapshot reads the kernel audit status and rule list.
+func TakeSnapshot(c *libaudit.AuditClient) (Snapshot, error) {
+	st, err := c.GetStatus()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("get audit status: %w", err)
+	}
+	rules, err := c.GetRules()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("get audit rules: %w", err)
+	}
+	return Snapshot{Status: *st, Rules: rules}, nil
+}
+
+// Restore puts the kernel back to the snapshot: rules, checks no audit pid was left registered, enabled,
+// failure mode, backlog limit, backlog wait time and rate limit.
+func (s Snapshot) Restore(c *libaudit.AuditClient) error {
+	var errs []error
+	if _, err := c.DeleteRules(); err != nil {
+		errs = append(errs, fmt.Errorf("delete rules: %w", err))
+	}
+	for _, r := range s.Rules {
+		if err := c.AddRule(r); err != nil {
+			errs = append(errs, fmt.Errorf("re-add rule: %w", err))
+		}
+	}
+	// Only the registered process can unregister itself; a dead one is reset by the kernel on the next
+	// request. A pid still registered here is a daemon the test leaked.
+	if now, err := c.GetStatus(); err == nil && now.PID != s.Status.PID {
+		errs = append(errs, fmt.Errorf("audit pid %d is still registered after the test", now.PID))
+	}
+	errs = append(errs,
+		c.SetBacklogLimit(s.Status.BacklogLimit, libaudit.WaitForReply),
+		c.SetBacklogWaitTime(int32(s.Status.BacklogWaitTime), libaudit.WaitForReply),
+		c.SetFailure(libaudit.FailureMode(s.Status.Failure), libaudit.WaitForReply),
+		c.SetRateLimit(s.Status.RateLimit, libaudit.WaitForReply),
+		c.SetEnabled(s.Status.Enabled == 1, libaudit.WaitForReply),
+	)
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// Kernel requires root and a working kernel audit subsystem, takes the machine-wide kernel lock, and
+// registers a cleanup that restores the audit state found. It returns a control client for the test.
+func Kernel(tb testing.TB) *libaudit.AuditClient {
+	tb.Helper()
+	Root(tb)
+	lock := acquireLock(tb)
+	c, err := libaudit.NewAuditClient(nil)
+	if err != nil {
+		unix.Close(lock)
+		Unavailable(tb, "kernel audit netlink: %v", err)
+	}
+	snap, err := TakeSnapshot(c)
+	if err != nil {
+		c.Close()
+		unix.Close(lock)
+		Unavailable(tb, "kernel audit status: %v", err)
+	}
+	if snap.Status.PID != 0 {
+		c.Close()
+		unix.Close(lock)
+		tb.Fatalf("another audit daemon (pid %d) is registered with the kernel; stop it before testing", snap.Status.PID)
+	}
+	if snap.Status.Enabled == 2 {
+		c.Close()
+		unix.Close(lock)
+		Unavailable(tb, "kernel audit configuration is locked (-e 2) until reboot")
+	}
+	tb.Cleanup(func() {
+		if err := snap.Restore(c); err != nil {
+			tb.Errorf("restore kernel audit state: %v", err)
+		}
+		c.Close()
+		unix.Close(lock)
+	})
+	return c
+}
+
+func acquireLock(tb testing.TB) int {
+	tb.Helper()
+	fd, err := unix.Open(lockPath, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		tb.Fatalf("open kernel test lock: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return fd
+		}
+		if time.Now().After(deadline) {
+			unix.Close(fd)
+			tb.Fatalf("kernel test lock %s held for 10 minutes", lockPath)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
