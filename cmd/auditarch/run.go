@@ -7,9 +7,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"syscall"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
@@ -43,7 +43,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	if cfg.Archive == "" {
 		return fmt.Errorf("%w: run needs --archive DIR (or archive: in the config)", errUsage)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	log := zerolog.New(stderr).With().Timestamp().Logger()
 	return run(ctx, cfg, log)

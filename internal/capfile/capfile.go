@@ -85,4 +85,3 @@ func Replay(c *Capture, t0 int64) []*audit.RawEvent {
 	re.Flush(now)
 	return out
 }
-
