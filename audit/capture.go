@@ -26,6 +26,8 @@ type Capture struct {
 	// BeforeUnregister runs once the context is cancelled, while the data socket is still registered, so
 	// that records caused by it (rule removal) are still captured. May be nil.
 	BeforeUnregister func()
+	// Tap, when set, sees every record as received, before reassembly (for recording test streams).
+	Tap func(typ uint16, text []byte)
 
 	lost      uint32
 	lostKnown bool
@@ -50,6 +52,9 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 		switch {
 		case err == nil:
 			if typ >= 1000 {
+				if c.Tap != nil {
+					c.Tap(typ, text)
+				}
 				if perr := r.Push(typ, text, now); perr != nil {
 					c.Log.Warn().Err(perr).Uint16("type", typ).Msg("kept a record without a valid stamp as its own event")
 				}

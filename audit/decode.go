@@ -121,7 +121,14 @@ func Decode(ev *RawEvent) *Event {
 	}
 	var ex execveArgs
 	var sys syscallArgs
+	// Process fields come from the SYSCALL record when there is one: other records of the event (a
+	// CONFIG_CHANGE's key=, say) describe their object, not the process.
 	haveSyscall := false
+	for _, r := range ev.Records {
+		if r.Type == TypeSyscall {
+			haveSyscall = true
+		}
+	}
 	for _, r := range ev.Records {
 		_, off, err := ParseHeader(r.Text)
 		if err != nil {
@@ -131,7 +138,6 @@ func Decode(ev *RawEvent) *Event {
 		switch r.Type {
 		case TypeSyscall:
 			out.Kind = "SYSCALL"
-			haveSyscall = true
 			sys = decodeSyscall(out, body)
 		case TypeExecve:
 			ex.add(body)

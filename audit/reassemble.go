@@ -115,7 +115,8 @@ type Reassembler struct {
 	Grace   time.Duration // how long a missing serial may arrive late before it is reported as lost
 	Emit    func(*RawEvent)
 
-	inflight []*pending
+	// Perf fix: pending values, not pointers (a *pending was one allocation per event on the reader's path).
+	inflight []pending
 	free     []*RawEvent
 	gaps     gapTracker
 }
@@ -143,14 +144,15 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 	}
 	// Records of the newest event are the likeliest match: search from the end.
 	for i := len(r.inflight) - 1; i >= 0; i-- {
-		p := r.inflight[i]
+		p := &r.inflight[i]
 		if p.ev.Serial != h.Serial {
 			continue
 		}
 		if typ == TypeEOE {
-			p.ev.EOE = true
+			ev := p.ev // remove overwrites *p
+			ev.EOE = true
 			r.remove(i)
-			r.emit(p.ev)
+			r.emit(ev)
 			return nil
 		}
 		p.ev.add(typ, text)
@@ -172,7 +174,7 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 		r.emit(ev)
 		return nil
 	}
-	r.inflight = append(r.inflight, &pending{ev: ev, deadline: now + int64(r.Timeout)})
+	r.inflight = append(r.inflight, pending{ev: ev, deadline: now + int64(r.Timeout)})
 	return nil
 }
 
@@ -214,7 +216,7 @@ func (r *Reassembler) lost(first, last uint32, count uint64, now int64) {
 
 func (r *Reassembler) remove(i int) {
 	copy(r.inflight[i:], r.inflight[i+1:])
-	r.inflight[len(r.inflight)-1] = nil
+	r.inflight[len(r.inflight)-1] = pending{}
 	r.inflight = r.inflight[:len(r.inflight)-1]
 }
 
@@ -244,7 +246,11 @@ type gapTracker struct {
 type gap struct {
 	lo, hi   uint32 // inclusive
 	deadline int64
+	silent   bool // before the capture started: never reported
 }
+
+// preStart is how many serials below the first one seen may still arrive as new events.
+const preStart = 256
 
 // maxMissing bounds the ranges kept; beyond it the oldest is reported at once.
 const maxMissing = 4096
@@ -278,7 +284,11 @@ func span(lo, hi uint32) uint64 {
 // fills a known gap is new; one below the highest seen and not missing has been seen already (late).
 func (g *gapTracker) observe(s uint32, deadline int64) bool {
 	if !g.started {
+		// Events in flight when the capture starts may arrive just after a higher serial. The serials
+		// right below the first one are a silent range: they count as new if they arrive, and are not
+		// reported lost if they do not (anything before the start is not ours to account).
 		g.started, g.next = true, nextSerial(s)
+		g.missing = append(g.missing, gap{lo: s - preStart, hi: prevSerial(s), deadline: deadline, silent: true})
 		return true
 	}
 	if d := int32(s - g.next); d >= 0 {
@@ -303,7 +313,7 @@ func (g *gapTracker) observe(s uint32, deadline int64) bool {
 		default:
 			hi := m.hi
 			m.hi = prevSerial(s)
-			rest := gap{lo: nextSerial(s), hi: hi, deadline: m.deadline}
+			rest := gap{lo: nextSerial(s), hi: hi, deadline: m.deadline, silent: m.silent}
 			g.missing = append(g.missing, gap{})
 			copy(g.missing[i+2:], g.missing[i+1:])
 			g.missing[i+1] = rest
@@ -318,7 +328,9 @@ func (g *gapTracker) expire(now int64, all bool, report func(first, last uint32,
 	kept := g.missing[:0]
 	for i, m := range g.missing {
 		if all || m.deadline <= now || len(g.missing)-i > maxMissing {
-			report(m.lo, m.hi, span(m.lo, m.hi), now)
+			if !m.silent {
+				report(m.lo, m.hi, span(m.lo, m.hi), now)
+			}
 			continue
 		}
 		kept = append(kept, m)

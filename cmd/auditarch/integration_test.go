@@ -462,12 +462,15 @@ func saveCapture(t *testing.T, path, comment string, evs []*audit.RawEvent) {
 	}
 	c := &capfile.Capture{Uname: strings.TrimSpace(string(u)), Comment: []string{comment}}
 	for _, ev := range evs {
-		c.Records = append(c.Records, ev.Records...)
+		for _, r := range ev.Records {
+			c.Items = append(c.Items, capfile.Item{Record: r})
+		}
 		if ev.EOE {
-			// The EOE record is not kept in an event; put it back so replay sees the stream as received.
+			// An event keeps its EOE record as a flag; the kernel's EOE text is the bare stamp, so the
+			// record is restored exactly and replay sees the stream as received.
 			_, off, err := audit.ParseHeader(ev.Records[0].Text)
 			if err == nil {
-				c.Records = append(c.Records, audit.Record{Type: audit.TypeEOE, Text: ev.Records[0].Text[:off]})
+				c.Items = append(c.Items, capfile.Item{Record: audit.Record{Type: audit.TypeEOE, Text: ev.Records[0].Text[:off]}})
 			}
 		}
 	}
