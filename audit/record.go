@@ -138,7 +138,7 @@ func (f *Fields) Next() bool {
 
 // isFieldSep reports whether c separates pairs: space, newline, or NUL (trailing NULs and newlines occur
 // after the last pair).
-func isFieldSep(c byte) bool { return c == ' ' || c == '\n' || c == 0 }
+func isFieldSep(c byte) bool { return c <= ' ' && (c == ' ' || c == '\n' || c == 0) } // one compare for most bytes
 
 // Lookup returns the raw value of the first field named key, scanning body from the start.
 func Lookup(body []byte, key string) ([]byte, bool) {

@@ -33,7 +33,20 @@ var update = flag.Bool("update", false, "rewrite testdata captures from the real
 // workload must be another process).
 const workloadEnv = "AUDITARCH_TEST_WORKLOAD"
 
+// mainEnv makes the test binary act as the auditarch command itself; holdEnv makes it register as the
+// kernel's audit daemon and wait for its stdin to close (another daemon, for the refusal test).
+const (
+	mainEnv = "AUDITARCH_TEST_MAIN"
+	holdEnv = "AUDITARCH_TEST_HOLD"
+)
+
 func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) != "" {
+		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	if os.Getenv(holdEnv) != "" {
+		os.Exit(hold())
+	}
 	if os.Getenv(workloadEnv) != "" {
 		if err := workload(os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "workload:", err)

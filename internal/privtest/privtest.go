@@ -9,6 +9,7 @@
 package privtest
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -87,10 +88,10 @@ func (s Snapshot) Restore(c *libaudit.AuditClient) error {
 			errs = append(errs, fmt.Errorf("re-add rule: %w", err))
 		}
 	}
-	// Only the registered process can unregister itself; a dead one is reset by the kernel on the next
-	// request. A pid still registered here is a daemon the test leaked.
-	if now, err := c.GetStatus(); err == nil && now.PID != s.Status.PID {
-		errs = append(errs, fmt.Errorf("audit pid %d is still registered after the test", now.PID))
+	// Only the registered process can unregister itself. A pid still registered by a live process here
+	// is a daemon the test leaked.
+	if pid := settledPID(c); pid != s.Status.PID {
+		errs = append(errs, fmt.Errorf("audit pid %d is still registered after the test", pid))
 	}
 	errs = append(errs,
 		c.SetBacklogLimit(s.Status.BacklogLimit, libaudit.WaitForReply),
@@ -123,6 +124,9 @@ func Kernel(tb testing.TB) *libaudit.AuditClient {
 		c.Close()
 		unix.Close(lock)
 		Unavailable(tb, "kernel audit status: %v", err)
+	}
+	if snap.Status.PID != 0 {
+		snap.Status.PID = settledPID(c)
 	}
 	if snap.Status.PID != 0 {
 		c.Close()
@@ -162,4 +166,41 @@ func acquireLock(tb testing.TB) int {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// settledPID returns the registered audit pid, after making the kernel notice a registered process that
+// has exited: the kernel keeps reporting a dead daemon's pid until it next tries to reach it. A
+// registration attempt makes it test the current daemon's socket (audit_replace) and reset a dead one;
+// if the attempt succeeds, this process unregisters again at once.
+func settledPID(c *libaudit.AuditClient) uint32 {
+	st, err := c.GetStatus()
+	if err != nil || st.PID == 0 {
+		return 0
+	}
+	if err := unix.Kill(int(st.PID), 0); err != unix.ESRCH {
+		return st.PID // alive
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_AUDIT)
+	if err != nil {
+		return st.PID
+	}
+	defer unix.Close(fd)
+	set := func(pid uint32) {
+		msg := make([]byte, 16+4*11)
+		binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
+		binary.LittleEndian.PutUint16(msg[4:], 1001) // AUDIT_SET
+		binary.LittleEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST)
+		binary.LittleEndian.PutUint32(msg[16:], uint32(libaudit.AuditStatusPID))
+		binary.LittleEndian.PutUint32(msg[16+12:], pid)
+		unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	}
+	set(uint32(os.Getpid()))
+	if st, err = c.GetStatus(); err == nil && int(st.PID) == os.Getpid() {
+		set(0)
+		st, err = c.GetStatus()
+	}
+	if err != nil {
+		return 0
+	}
+	return st.PID
 }
