@@ -4,6 +4,7 @@ go 1.26
 
 require (
 	github.com/elastic/go-libaudit/v2 v2.6.2
+	github.com/rogpeppe/go-internal v1.13.1
 	github.com/rs/zerolog v1.33.0
 	golang.org/x/sys v0.28.0
 	gopkg.in/yaml.v3 v3.0.1
@@ -14,4 +15,5 @@ require (
 	github.com/kballard/go-shellquote v0.0.0-20180428030007-95032a82bc51 // indirect
 	github.com/mattn/go-colorable v0.1.13 // indirect
 	github.com/mattn/go-isatty v0.0.19 // indirect
+	golang.org/x/tools v0.22.0 // indirect
 )

@@ -122,14 +122,7 @@ func (w *Writer) Append(ev *audit.RawEvent) {
 		w.dropped++
 		return
 	}
-	if w.dropped > 0 {
-		now := time.Now().UnixNano()
-		lost := audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-			Lost: audit.Lost{Reason: audit.LostLocal, Count: w.dropped}}
-		w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
-		w.append(&lost)
-		w.dropped = 0
-	}
+	w.appendLost()
 	w.append(ev)
 	if len(w.buf) >= w.opts.FlushBytes {
 		select {
@@ -137,6 +130,19 @@ func (w *Writer) Append(ev *audit.RawEvent) {
 		default:
 		}
 	}
+}
+
+// appendLost appends a LOST frame for the events dropped since the last one, if any. w.mu is held.
+func (w *Writer) appendLost() {
+	if w.dropped == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	lost := audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+		Lost: audit.Lost{Reason: audit.LostLocal, Count: w.dropped}}
+	w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
+	w.append(&lost)
+	w.dropped = 0
 }
 
 func (w *Writer) append(ev *audit.RawEvent) {
@@ -166,12 +172,17 @@ func (w *Writer) flusher() {
 		}
 		w.mu.Unlock()
 		if len(batch) > 0 {
-			err := w.write(batch)
+			n, err := w.write(batch)
 			w.mu.Lock()
 			w.werr = err
-			if err == nil {
-				w.held -= len(batch)
-				batch = batch[:0]
+			// Fix: keep only what did not reach the file. The whole batch used to be kept after a failed
+			// write, so the retry wrote its start again behind the torn frame, and the reader lost the rest
+			// of the file at that frame.
+			w.held -= n
+			if n == len(batch) {
+				batch = batch[:0] // reuse the array
+			} else {
+				batch = batch[n:]
 			}
 			w.mu.Unlock()
 			if err != nil {
@@ -192,18 +203,20 @@ func (w *Writer) flusher() {
 
 // write appends batch and makes it durable. A partial write is completed on retry from where it stopped:
 // the file only ever holds whole frames followed, at worst, by one torn frame after a crash.
-func (w *Writer) write(batch []byte) error {
-	for len(batch) > 0 {
-		n, err := w.f.Write(batch)
-		batch = batch[n:]
+// It returns how many bytes of batch reached the file, also on error.
+func (w *Writer) write(batch []byte) (int, error) {
+	written := 0
+	for written < len(batch) {
+		n, err := w.f.Write(batch[written:])
+		written += n
 		if err != nil {
-			return fmt.Errorf("write %s: %w", w.path, err)
+			return written, fmt.Errorf("write %s: %w", w.path, err)
 		}
 	}
 	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", w.path, err)
+		return written, fmt.Errorf("sync %s: %w", w.path, err)
 	}
-	return nil
+	return written, nil
 }
 
 // Stats returns the number of events appended (including LOST frames) and dropped so far.
@@ -221,6 +234,9 @@ func (w *Writer) Close() error {
 		w.mu.Unlock()
 		return nil
 	}
+	// Fix: drops that no later Append reported went nowhere but Close's error; the archive must say so
+	// itself. One small frame beyond MaxPending is fine at this point.
+	w.appendLost()
 	w.closed = true
 	w.mu.Unlock()
 	close(w.done)
@@ -317,7 +333,9 @@ func DecodeFrame(p []byte, ev *audit.RawEvent) error {
 		ev.Lost = audit.Lost{Reason: audit.LostReason(p[0]), Count: le.Uint64(p[1:]), First: le.Uint32(p[9:]), Last: le.Uint32(p[13:])}
 		p = p[17:]
 	default:
-		return fmt.Errorf("unknown frame kind %d", p[0])
+		// Fix: this printed p[0] after p was advanced past the header, which named the wrong byte and
+		// panicked (index out of range) when nothing followed the header.
+		return fmt.Errorf("unknown frame kind %d", ev.Kind)
 	}
 	n, k := binary.Uvarint(p)
 	if k <= 0 || n > uint64(len(p)) {
