@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,9 +29,12 @@ type Capture struct {
 	BeforeUnregister func()
 	// Tap, when set, sees every record as received, before reassembly (for recording test streams).
 	Tap func(typ uint16, text []byte)
+	// Reregistered counts how often the kernel had dropped the daemon and it registered again.
+	Reregistered int
 
 	lost      uint32
 	lostKnown bool
+	recheck   bool // verify, once the socket is drained, that the kernel still sends to us
 }
 
 // Run captures until ctx is cancelled, then runs BeforeUnregister, unregisters, drains the records already
@@ -65,9 +69,15 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 				c.pollLost(now)
 				return nil
 			}
+			if c.recheck {
+				// The socket is drained: nothing already sent to us can be lost by registering again.
+				c.reregister(now)
+			}
 		case errors.Is(err, ErrOverrun):
 			c.Log.Error().Msg("netlink receive buffer overrun: records were dropped by the socket")
 			r.Lost(Lost{Reason: LostSocket}, now)
+			// After failed sends the kernel unregisters the daemon (kauditd's auditd_reset): check.
+			c.recheck = true
 		default:
 			r.Flush(now)
 			return err
@@ -101,6 +111,9 @@ func (c *Capture) pollLost(now int64) {
 		c.Log.Warn().Err(err).Msg("read kernel audit status")
 		return
 	}
+	if int(st.PID) != os.Getpid() {
+		c.recheck = true
+	}
 	if !c.lostKnown {
 		c.lost, c.lostKnown = st.Lost, true
 		if st.Lost > 0 {
@@ -119,4 +132,28 @@ func (c *Capture) pollLost(now int64) {
 		c.Log.Warn().Uint32("lost", delta).Msg("kernel lost audit records")
 		c.Reassembler.Lost(Lost{Reason: LostKernel, Count: uint64(delta)}, now)
 	}
+}
+
+// reregister registers again if the kernel has dropped this daemon. The kernel unregisters a daemon whose
+// socket stays full (it then holds records for the next daemon, up to the backlog limit, and counts the
+// rest as lost), and the capture must not silently stop: the records it held flow to us once we are back,
+// and what it could not hold shows as LOST through its lost counter.
+func (c *Capture) reregister(now int64) {
+	c.recheck = false
+	st, err := c.Conn.Control().GetStatus()
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("read kernel audit status")
+		c.recheck = true
+		return
+	}
+	if int(st.PID) == os.Getpid() {
+		return
+	}
+	c.Log.Error().Uint32("registered_pid", st.PID).Msg("the kernel unregistered this daemon; registering again")
+	if err := c.Conn.Register(); err != nil {
+		c.Log.Error().Err(err).Msg("register again")
+		c.recheck = true
+		return
+	}
+	c.Reregistered++
 }

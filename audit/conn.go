@@ -38,6 +38,7 @@ var ErrOverrun = errors.New("netlink receive buffer overrun")
 // Netlink constants (linux/netlink.h, linux/audit.h).
 const (
 	auditSet       = 1001
+	auditReplace   = 1329
 	nlmsgError     = 2
 	statusMaskPID  = 4
 	sizeofStatus   = 4 * 11
@@ -149,10 +150,12 @@ func (c *Conn) setPID(pid uint32, ack bool) error {
 func (c *Conn) Receive() (uint16, []byte, error) {
 	for {
 		typ, data, err := c.receive()
-		if err != nil || typ != nlmsgError {
+		if err != nil || (typ != nlmsgError && typ != auditReplace) {
 			return typ, data, err
 		}
-		// Acknowledgements (for example of Unregister) are not records.
+		// Acknowledgements (of Unregister, say) are not records, and neither is AUDIT_REPLACE: the kernel's
+		// probe of the registered socket, sent whenever any process sets the audit pid (its payload is a
+		// binary pid). An attempt to take over is logged by the kernel as a CONFIG_CHANGE record.
 	}
 }
 

@@ -158,3 +158,4 @@ func saveItems(t *testing.T, path, comment string, items []capfile.Item, marker 
 		t.Fatal(err)
 	}
 }
+

@@ -26,7 +26,7 @@ type Config struct {
 
 func defaultConfig() Config {
 	return Config{
-		ReceiveBuffer: 16 << 20,
+		ReceiveBuffer: 64 << 20,
 		EventTimeout:  time.Second,
 		GapGrace:      5 * time.Second,
 		LostPoll:      time.Second,
