@@ -158,4 +158,3 @@ func saveItems(t *testing.T, path, comment string, items []capfile.Item, marker 
 		t.Fatal(err)
 	}
 }
-
