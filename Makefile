@@ -23,7 +23,7 @@ test: deps lint
 # consumer CPU per event for no audit, a bare netlink reader, auditd and auditarch, in one run.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/
-	$(GO) run ./bench/cmd/sidebyside -out bench-out -auditarch $(BIN)
+	$(GO) run ./bench/cmd/sidebyside -out bench-out
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	libaudit "github.com/elastic/go-libaudit/v2"
+	"golang.org/x/sys/unix"
+)
+
+// lockPath is the machine-wide lock that serialises everything touching kernel audit state
+// (internal/privtest takes the same one).
+const lockPath = "/run/lock/auditarch-kernel-test.lock"
+
+// lockKernel takes the machine-wide kernel audit lock, waiting for up to 10 minutes.
+func lockKernel(ctx context.Context) (unlock func(), err error) {
+	fd, err := unix.Open(lockPath, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", lockPath, err)
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for said := false; ; {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "waiting for %s (someone else is using kernel audit)\n", lockPath)
+			said = true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("kernel lock %s not acquired: %w", lockPath, errors.Join(err, ctx.Err()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// kernel is the harness's control connection and the audit state it found, to put back at the end.
+type kernel struct {
+	c     *libaudit.AuditClient
+	saved libaudit.AuditStatus
+	rules [][]byte
+}
+
+// openKernel connects to kernel audit and records its state. It refuses to run while another audit daemon
+// is registered or the configuration is locked.
+func openKernel() (*kernel, error) {
+	c, err := libaudit.NewAuditClient(nil)
+	if err != nil {
+		return nil, fmt.Errorf("audit control socket: %w", err)
+	}
+	st, err := c.GetStatus()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("get audit status: %w", err)
+	}
+	rules, err := c.GetRules()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("get audit rules: %w", err)
+	}
+	switch {
+	case st.PID != 0:
+		c.Close()
+		return nil, fmt.Errorf("an audit daemon (pid %d) is registered; stop it first", st.PID)
+	case st.Enabled == 2:
+		c.Close()
+		return nil, errors.New("kernel audit configuration is locked (-e 2) until reboot")
+	}
+	return &kernel{c: c, saved: *st, rules: rules}, nil
+}
+
+func (k *kernel) status() (*libaudit.AuditStatus, error) {
+	st, err := k.c.GetStatus()
+	if err != nil {
+		return nil, fmt.Errorf("get audit status: %w", err)
+	}
+	return st, nil
+}
+
+func (k *kernel) ruleCount() (int, error) {
+	r, err := k.c.GetRules()
+	if err != nil {
+		return 0, fmt.Errorf("get audit rules: %w", err)
+	}
+	return len(r), nil
+}
+
+// quiet deletes all rules and puts the enabled flag back to what was found: the "none" baseline.
+func (k *kernel) quiet() error {
+	if _, err := k.c.DeleteRules(); err != nil {
+		return fmt.Errorf("delete rules: %w", err)
+	}
+	if err := k.c.SetEnabled(k.saved.Enabled == 1, libaudit.WaitForReply); err != nil {
+		return fmt.Errorf("set enabled: %w", err)
+	}
+	return nil
+}
+
+// setFair applies the settings every consumer runs under.
+func (k *kernel) setFair(backlog, wait uint32) error {
+	if err := k.c.SetBacklogLimit(backlog, libaudit.WaitForReply); err != nil {
+		return fmt.Errorf("set backlog limit: %w", err)
+	}
+	if err := k.c.SetBacklogWaitTime(int32(wait), libaudit.WaitForReply); err != nil {
+		return fmt.Errorf("set backlog wait time: %w", err)
+	}
+	if err := k.c.SetEnabled(true, libaudit.WaitForReply); err != nil {
+		return fmt.Errorf("set enabled: %w", err)
+	}
+	return nil
+}
+
+// waitPID polls the registered audit pid until ok accepts it or timeout passes.
+func (k *kernel) waitPID(ctx context.Context, timeout time.Duration,
+	ok func(pid uint32) (bool, error)) (uint32, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := k.status()
+		if err != nil {
+			return 0, err
+		}
+		done, err := ok(st.PID)
+		if done || err != nil {
+			return st.PID, err
+		}
+		if time.Now().After(deadline) {
+			return st.PID, fmt.Errorf("audit pid is %d after %v", st.PID, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return st.PID, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// restore puts back the rules and status found at the start. Only the registered process can unregister
+// itself, so a pid still registered here is a consumer the harness failed to stop.
+func (k *kernel) restore() error {
+	var errs []error
+	if _, err := k.c.DeleteRules(); err != nil {
+		errs = append(errs, fmt.Errorf("delete rules: %w", err))
+	}
+	for _, r := range k.rules {
+		if err := k.c.AddRule(r); err != nil {
+			errs = append(errs, fmt.Errorf("re-add rule: %w", err))
+		}
+	}
+	if st, err := k.c.GetStatus(); err != nil {
+		errs = append(errs, fmt.Errorf("get audit status: %w", err))
+	} else if st.PID != k.saved.PID {
+		errs = append(errs, fmt.Errorf("audit pid %d is still registered", st.PID))
+	}
+	s := k.saved
+	for _, err := range []error{
+		k.c.SetBacklogLimit(s.BacklogLimit, libaudit.WaitForReply),
+		k.c.SetBacklogWaitTime(int32(s.BacklogWaitTime), libaudit.WaitForReply),
+		k.c.SetFailure(libaudit.FailureMode(s.Failure), libaudit.WaitForReply),
+		k.c.SetRateLimit(s.RateLimit, libaudit.WaitForReply),
+		k.c.SetEnabled(s.Enabled == 1, libaudit.WaitForReply),
+	} {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore status: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kernelHZ reads CONFIG_HZ (the unit of backlog_wait_time) from the kernel config, or returns 0.
+func kernelHZ() int {
+	var r io.Reader
+	if f, err := os.Open("/proc/config.gz"); err == nil {
+		defer f.Close()
+		if zr, err := gzip.NewReader(f); err == nil {
+			r = zr
+		}
+	}
+	if r == nil {
+		var u unix.Utsname
+		if unix.Uname(&u) != nil {
+			return 0
+		}
+		f, err := os.Open("/boot/config-" + unix.ByteSliceToString(u.Release[:]))
+		if err != nil {
+			return 0
+		}
+		defer f.Close()
+		r = f
+	}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CONFIG_HZ="); ok {
+			var hz int
+			fmt.Sscan(v, &hz)
+			return hz
+		}
+	}
+	return 0
+}
