@@ -88,6 +88,10 @@ func TestLostMessagesRealKernel(t *testing.T) {
 	}
 	close(release)
 	time.Sleep(1500 * time.Millisecond) // drain, let the lost poll see the counter
+	whileCapturing, err := ctl.GetStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -96,7 +100,11 @@ func TestLostMessagesRealKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernelLost := uint64(after.Lost - before.Lost)
+	// Once the capture unregisters, the kernel holds records for the next daemon in a queue as small as
+	// the backlog limit and counts overflow as lost: those losses are after the capture and may or may
+	// not be in its last poll. Everything lost while it was capturing must be.
+	kernelLost := uint64(whileCapturing.Lost - before.Lost)
+	kernelLostAtEnd := uint64(after.Lost - before.Lost)
 	if kernelLost == 0 {
 		t.Fatalf("the kernel lost nothing (backlog %d, wait 0): the test did not overflow it", after.BacklogLimit)
 	}
@@ -115,8 +123,8 @@ func TestLostMessagesRealKernel(t *testing.T) {
 			inEvents++ // the EOE record closes the event and is kept as its flag
 		}
 	}
-	if reported != kernelLost {
-		t.Errorf("LOST events report %d kernel losses, the kernel counted %d", reported, kernelLost)
+	if reported < kernelLost || reported > kernelLostAtEnd {
+		t.Errorf("LOST events report %d kernel losses; the kernel counted %d while capturing and %d by the end", reported, kernelLost, kernelLostAtEnd)
 	}
 	if inEvents != received {
 		t.Errorf("%d records received but %d in events: something was dropped or duplicated", received, inEvents)
