@@ -9,22 +9,21 @@
 package privtest
 
 import (
-	"encoding/binary"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"testing"
-	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/kernlock"
 )
 
 // EnvRequire names the environment variable that turns skips into failures.
 const EnvRequire = "AUDITARCH_REQUIRE_PRIVILEGED"
-
-// lockPath is the machine-wide lock that serialises tests touching kernel audit state.
-const lockPath = "/run/lock/auditarch-kernel-test.lock"
 
 // Required reports whether this machine must have every privilege and peer (CI).
 func Required() bool { return os.Getenv(EnvRequire) == "1" }
@@ -113,16 +112,19 @@ func (s Snapshot) Restore(c *libaudit.AuditClient) error {
 func Kernel(tb testing.TB) *libaudit.AuditClient {
 	tb.Helper()
 	Root(tb)
-	lock := acquireLock(tb)
+	release, err := kernlock.Acquire(context.Background(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	c, err := libaudit.NewAuditClient(nil)
 	if err != nil {
-		unix.Close(lock)
+		release()
 		Unavailable(tb, "kernel audit netlink: %v", err)
 	}
 	snap, err := TakeSnapshot(c)
 	if err != nil {
 		c.Close()
-		unix.Close(lock)
+		release()
 		Unavailable(tb, "kernel audit status: %v", err)
 	}
 	if snap.Status.PID != 0 {
@@ -130,12 +132,12 @@ func Kernel(tb testing.TB) *libaudit.AuditClient {
 	}
 	if snap.Status.PID != 0 {
 		c.Close()
-		unix.Close(lock)
+		release()
 		tb.Fatalf("another audit daemon (pid %d) is registered with the kernel; stop it before testing", snap.Status.PID)
 	}
 	if snap.Status.Enabled == 2 {
 		c.Close()
-		unix.Close(lock)
+		release()
 		Unavailable(tb, "kernel audit configuration is locked (-e 2) until reboot")
 	}
 	tb.Cleanup(func() {
@@ -143,29 +145,9 @@ func Kernel(tb testing.TB) *libaudit.AuditClient {
 			tb.Errorf("restore kernel audit state: %v", err)
 		}
 		c.Close()
-		unix.Close(lock)
+		release()
 	})
 	return c
-}
-
-func acquireLock(tb testing.TB) int {
-	tb.Helper()
-	fd, err := unix.Open(lockPath, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		tb.Fatalf("open kernel test lock: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return fd
-		}
-		if time.Now().After(deadline) {
-			unix.Close(fd)
-			tb.Fatalf("kernel test lock %s held for 10 minutes", lockPath)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // settledPID returns the registered audit pid, after making the kernel notice a registered process that
@@ -180,26 +162,13 @@ func settledPID(c *libaudit.AuditClient) uint32 {
 	if err := unix.Kill(int(st.PID), 0); err != unix.ESRCH {
 		return st.PID // alive
 	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_AUDIT)
-	if err != nil {
-		return st.PID
+	if conn, err := audit.Dial(0); err == nil {
+		if conn.Register() == nil {
+			conn.Unregister()
+		}
+		conn.Close()
 	}
-	defer unix.Close(fd)
-	set := func(pid uint32) {
-		msg := make([]byte, 16+4*11)
-		binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
-		binary.LittleEndian.PutUint16(msg[4:], 1001) // AUDIT_SET
-		binary.LittleEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST)
-		binary.LittleEndian.PutUint32(msg[16:], uint32(libaudit.AuditStatusPID))
-		binary.LittleEndian.PutUint32(msg[16+12:], pid)
-		unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	}
-	set(uint32(os.Getpid()))
-	if st, err = c.GetStatus(); err == nil && int(st.PID) == os.Getpid() {
-		set(0)
-		st, err = c.GetStatus()
-	}
-	if err != nil {
+	if st, err = c.GetStatus(); err != nil {
 		return 0
 	}
 	return st.PID

@@ -12,35 +12,16 @@ import (
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
+
+	"github.com/auditarch/auditarch/internal/kernlock"
 	"golang.org/x/sys/unix"
 )
 
-// lockPath is the machine-wide lock that serialises everything touching kernel audit state
-// (internal/privtest takes the same one).
-const lockPath = "/run/lock/auditarch-kernel-test.lock"
-
-// lockKernel takes the machine-wide kernel audit lock, waiting for up to 10 minutes.
+// lockKernel takes the machine-wide kernel audit lock (internal/kernlock), waiting for up to 10 minutes.
 func lockKernel(ctx context.Context) (unlock func(), err error) {
-	fd, err := unix.Open(lockPath, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", lockPath, err)
-	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for said := false; ; {
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Close(fd) }, nil
-		}
-		if !said {
-			fmt.Fprintf(os.Stderr, "waiting for %s (someone else is using kernel audit)\n", lockPath)
-			said = true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("kernel lock %s not acquired: %w", lockPath, errors.Join(err, ctx.Err()))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return kernlock.Acquire(ctx, func() {
+		fmt.Fprintf(os.Stderr, "waiting for %s (someone else is using kernel audit)\n", kernlock.Path)
+	})
 }
 
 // kernel is the harness's control connection and the audit state it found, to put back at the end.
