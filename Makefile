@@ -2,6 +2,7 @@
 GO      ?= go
 BIN     := bin/auditarch
 ARCHIVE ?= var/archive
+KEY     ?= var/keys/host.key
 STATICCHECK_VERSION := v0.6.1
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
@@ -32,10 +33,11 @@ lint:
 	$(GOBIN)/staticcheck ./...
 	scripts/boundaries.sh
 
-# The main job on the built-in defaults: capture into ./var/archive in the foreground (root needed).
-# Ctrl-C stops it and restores the kernel's audit rules; then: bin/auditarch show var/archive
+# The main job on the built-in defaults: capture into ./var/archive in the foreground (root needed), signed
+# with the host identity key ./var/keys/host.key (created on the first run). Ctrl-C stops it and restores
+# the kernel's audit rules; then: bin/auditarch verify --key var/keys/host.pub var/archive
 run: build
-	$(BIN) run --archive $(ARCHIVE)
+	$(BIN) run --archive $(ARCHIVE) --key $(KEY) --segment-duration 1h
 
 clean:
 	rm -rf bin bench-out

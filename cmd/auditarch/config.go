@@ -8,12 +8,15 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/auditarch/auditarch/archive"
+
 	"github.com/auditarch/auditarch/rules"
 )
 
 // Config is the daemon's configuration file (YAML). Every field has a working default.
 type Config struct {
 	Archive string `yaml:"archive"` // archive directory
+	Key     string `yaml:"key"`     // host identity key (host.key); created on first run if missing
 	Rules   string `yaml:"rules"`   // auditctl-syntax rule file; empty: the built-in set
 	Lock    bool   `yaml:"lock"`    // -e 2 after loading the rules
 
@@ -22,6 +25,13 @@ type Config struct {
 	GapGrace      time.Duration `yaml:"gap_grace"`      // how long a missing serial may still arrive before it is reported lost
 	LostPoll      time.Duration `yaml:"lost_poll"`      // how often the kernel's lost counter is read
 	FlushInterval time.Duration `yaml:"flush_interval"` // how often the archive is written and fsynced
+
+	SegmentDuration    time.Duration          `yaml:"segment_duration"`    // segments are cut at multiples of this
+	EpochDuration      time.Duration          `yaml:"epoch_duration"`      // lifetime of an epoch signing key
+	CheckpointInterval time.Duration          `yaml:"checkpoint_interval"` // signed checkpoint at least this often while events flow
+	HeartbeatInterval  time.Duration          `yaml:"heartbeat_interval"`  // HEARTBEAT leaf after this long without events
+	Sync               archive.SyncPolicy     `yaml:"sync"`                // batch (fsync every batch) or none
+	DiskFull           archive.DiskFullAction `yaml:"disk_full"`           // keep (hold, then drop with a LOST leaf) or exit
 }
 
 func defaultConfig() Config {
@@ -31,6 +41,14 @@ func defaultConfig() Config {
 		GapGrace:      5 * time.Second,
 		LostPoll:      time.Second,
 		FlushInterval: 100 * time.Millisecond,
+		Key:           "/etc/auditarch/host.key",
+
+		SegmentDuration:    time.Hour,
+		EpochDuration:      time.Minute,
+		CheckpointInterval: time.Second,
+		HeartbeatInterval:  10 * time.Second,
+		Sync:               archive.SyncBatch,
+		DiskFull:           archive.DiskFullKeep,
 	}
 }
 

@@ -96,7 +96,7 @@ func TestSigtermFlushesAndRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "archive")
-	cmd := exec.Command(os.Args[0], "run", "--archive", dir)
+	cmd := exec.Command(os.Args[0], "run", "--archive", dir, "--key", filepath.Join(t.TempDir(), "keys", "host.key"))
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

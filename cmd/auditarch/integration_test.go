@@ -185,6 +185,7 @@ func startDaemon(t *testing.T, dir string) (stop func()) {
 	privtest.Kernel(t)
 	cfg := defaultConfig()
 	cfg.Archive = dir
+	cfg.Key = filepath.Join(filepath.Dir(dir), "keys", "host.key")
 	ctx, cancel := context.WithCancel(context.Background())
 	var logBuf bytes.Buffer
 	done := make(chan error, 1)
@@ -272,6 +273,26 @@ func TestCaptureRealKernel(t *testing.T) {
 	stop()
 
 	evs, raws := readArchive(t, filepath.Join(dir, "archive"))
+	// The daemon's archive proves itself against the key it created.
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(dir, "keys", archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vr, err := archive.Verify(filepath.Join(dir, "archive"), archive.VerifyOptions{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Status != archive.Pass || len(vr.Runs) != 1 || vr.Runs[0].Ended != "stopped" || vr.Verified != vr.Leaves {
+		t.Errorf("verify after the daemon stopped: %s, runs %+v, %d of %d leaves verified: %+v", vr.Status, vr.Runs, vr.Verified, vr.Leaves, vr.Problems)
+	}
+	rd, err := archive.Open(filepath.Join(dir, "archive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, i, err := rd.NextLeaf(); err != nil || i != 0 || l.Kind != archive.LeafStart ||
+		!strings.Contains(string(l.Body), `"kernel":{"backlog":`) || !strings.Contains(string(l.Body), `"config_digest":"`) {
+		t.Errorf("leaf 0 is not a START with the kernel's audit status and the config digest: %v %d %v %s", err, i, l.Kind, l.Body)
+	}
 	ours := map[int]bool{rep.PID: true, rep.ShPID: true, rep.SleepPID: true}
 	for _, e := range rep.Execs {
 		ours[e.PID] = true

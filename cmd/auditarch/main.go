@@ -13,26 +13,46 @@ import (
 )
 
 const usage = `Usage:
-    auditarch run --archive DIR [--rules FILE] [--config FILE] [--lock]
+    auditarch run --archive DIR [--key FILE] [--segment-duration D] [--rules FILE] [--config FILE] [--lock]
+    auditarch keygen --out DIR [--origin NAME]
+    auditarch verify [--key PUBFILE] [--json] [--witness FILE] [--grace D] DIR...
     auditarch show [--json] DIR
+    auditarch search DIR [--since T] [--until T] [--syscall S] [--pid N] [--auid N] [--uid N]
+                         [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
     auditarch rules [--rules FILE] [--config FILE]
 
 Commands:
     run     Register as the kernel's audit daemon, program the audit rules and append every event,
-            with its raw kernel records, to the archive in DIR. Runs in the foreground; SIGTERM or
-            SIGINT flushes, restores the kernel's audit rules and settings, and exits 0.
+            with its raw kernel records, to the signed, hash-linked archive in DIR. Runs in the
+            foreground; SIGTERM or SIGINT flushes, restores the kernel's audit rules and settings,
+            and exits 0.
+    keygen  Create the host identity key pair: DIR/host.key (private, 0600) and DIR/host.pub.
+    verify  Prove each archive complete and untampered, or say exactly what is missing or altered.
+            Exit status 0: every check passed; 3: evidence is incomplete (missing segments, a crash,
+            an unsigned tail, a silence); 4: tampering (altered, re-signed, spliced, replayed or
+            rolled-back data); 1: the archive could not be read.
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
+    search  Print the events that match every given filter, like show.
     rules   Print the effective audit rules in auditctl syntax.
 
 Options:
-    --archive DIR    Where events are archived (run).
-    --rules FILE     An auditctl-syntax rule file (/etc/audit/rules.d style) instead of the built-in set.
-    --config FILE    A YAML configuration file; flags override it.
-    --lock           Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
-    --json           One JSON object per event and line (show).
+    --archive DIR          Where events are archived (run).
+    --key FILE             run: the host identity key, created on first run if missing
+                           (default /etc/auditarch/host.key); verify: the pinned public key (host.pub).
+    --segment-duration D   Cut segments at multiples of D (default 1h).
+    --rules FILE           An auditctl-syntax rule file (/etc/audit/rules.d style) instead of the built-in set.
+    --config FILE          A YAML configuration file; flags override it.
+    --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
+    --witness FILE         verify: a checkpoint seen before must still be in the archive (no rollback, no
+                           fork); FILE is updated to the newest checkpoint when the archive passes.
+    --grace D              verify: how much longer than the heartbeat a silence may last (default 5s).
+    --json                 One JSON object per event and line (show, search); the report (verify).
 
 Examples:
-    auditarch run --archive /var/lib/auditarch
+    auditarch keygen --out /etc/auditarch
+    auditarch run --archive /var/lib/auditarch --key /etc/auditarch/host.key
+    auditarch verify --key host.pub /var/lib/auditarch
+    auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000
     auditarch show --json /var/lib/auditarch | jq 'select(.syscall=="execve") | .args'
     auditarch rules --rules /etc/audit/rules.d/audit.rules`
 
@@ -96,6 +116,12 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return showCmd(args[1:], stdout)
 	case "rules":
 		return rulesCmd(args[1:], stdout)
+	case "keygen":
+		return keygenCmd(args[1:], stdout)
+	case "verify":
+		return verifyCmd(args[1:], stdout)
+	case "search":
+		return searchCmd(args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 
+	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -22,6 +26,8 @@ func runCmd(args []string, stderr io.Writer) error {
 	rulesFile := fs.String("rules", "", "")
 	configFile := fs.String("config", "", "")
 	lock := fs.Bool("lock", false, "")
+	keyFile := fs.String("key", "", "")
+	segDur := fs.Duration("segment-duration", 0, "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -40,6 +46,15 @@ func runCmd(args []string, stderr io.Writer) error {
 		cfg.Rules = *rulesFile
 	}
 	cfg.Lock = cfg.Lock || *lock
+	if *keyFile != "" {
+		cfg.Key = *keyFile
+	}
+	if *segDur < 0 {
+		return fmt.Errorf("%w: --segment-duration must be positive", errUsage)
+	}
+	if *segDur > 0 {
+		cfg.SegmentDuration = *segDur
+	}
 	if cfg.Archive == "" {
 		return fmt.Errorf("%w: run needs --archive DIR (or archive: in the config)", errUsage)
 	}
@@ -68,17 +83,34 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 		return err
 	}
-	w, err := archive.Create(cfg.Archive, archive.Options{FlushInterval: cfg.FlushInterval, Log: log})
+	st, err := conn.Control().GetStatus()
+	if err != nil {
+		conn.Unregister()
+		return fmt.Errorf("read kernel audit status: %w", err)
+	}
+	id, created, err := loadOrCreateIdentity(cfg.Key)
 	if err != nil {
 		conn.Unregister()
 		return err
 	}
-	st, err := conn.Control().GetStatus()
+	if created {
+		log.Warn().Str("key", cfg.Key).Str("public_key", id.VKey).Msg("created the host identity key; pin its public half where you verify")
+	}
+	w, err := archive.Create(cfg.Archive, cfg.archiveOptions(id, set, st, log))
 	if err != nil {
 		conn.Unregister()
-		w.Close()
-		return fmt.Errorf("read kernel audit status: %w", err)
+		return &hinted{err, "auditarch verify " + cfg.Archive + " says what is wrong with the archive"}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case err := <-w.Failed():
+			log.Error().Err(err).Msg("archive cannot be written and disk_full is exit: stopping")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	var applied *rules.Applied
 	if st.Enabled == 2 {
 		log.Warn().Msg("kernel audit configuration is locked (-e 2) until reboot: capturing with the rules already loaded")
@@ -90,7 +122,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 			return fmt.Errorf("program audit rules: %w", err)
 		}
 	}
-	log.Info().Str("archive", w.Path()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
+	log.Info().Str("archive", w.Dir()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
 		Uint32("backlog_limit", st.BacklogLimit).Msg("capturing")
 
 	re := audit.NewReassembler(nil)
@@ -106,10 +138,43 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}}
 	capErr := c.Run(ctx, w)
 	closeErr := w.Close()
-	appended, _ := w.Stats()
-	log.Info().Uint64("events", appended).Msg("stopped")
+	appended, dropped, durable := w.Stats()
+	log.Info().Uint64("events", appended).Uint64("dropped", dropped).Uint64("durable_leaves", durable).Msg("stopped")
 	if capErr != nil {
 		return fmt.Errorf("capture: %w", capErr)
 	}
 	return closeErr
+}
+
+// version is recorded in every START leaf.
+const version = "auditarch 0.3.0-dev"
+
+// archiveOptions builds the writer's options; the START leaf records the configuration's digest and the
+// kernel's audit status.
+func (c Config) archiveOptions(id *archive.Identity, set *rules.Set, st *libaudit.AuditStatus, log zerolog.Logger) archive.Options {
+	h := sha256.New()
+	fmt.Fprintf(h, "%+v\n", c)
+	set.Format(h)
+	host, _ := os.Hostname()
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return archive.Options{
+		Identity:           id,
+		SegmentDuration:    c.SegmentDuration,
+		EpochDuration:      c.EpochDuration,
+		CheckpointInterval: c.CheckpointInterval,
+		HeartbeatInterval:  c.HeartbeatInterval,
+		FlushInterval:      c.FlushInterval,
+		Sync:               c.Sync,
+		DiskFull:           c.DiskFull,
+		Log:                log,
+		Start: archive.Start{
+			Version:      version,
+			Hostname:     host,
+			BootID:       strings.TrimSpace(string(boot)),
+			ConfigDigest: hex.EncodeToString(h.Sum(nil)),
+			Kernel: map[string]uint32{"enabled": st.Enabled, "failure": st.Failure, "pid": st.PID,
+				"rate_limit": st.RateLimit, "backlog_limit": st.BacklogLimit, "lost": st.Lost, "backlog": st.Backlog,
+				"backlog_wait_time": st.BacklogWaitTime},
+		},
+	}
 }

@@ -57,7 +57,7 @@ func showCmd(args []string, stdout io.Writer) error {
 	if len(corrupt) > 0 {
 		out.Flush()
 		return &exitError{code: 1, err: &hinted{errors.Join(corrupt...),
-			"events before each damaged frame were shown; a torn last frame means the writer stopped mid-write"}}
+			"events before each damaged block were shown; a torn last block means the writer stopped mid-write"}}
 	}
 	return nil
 }

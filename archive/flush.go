@@ -1,0 +1,227 @@
+package archive
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// cycle turns the events appended since the last cycle into a block for the open segment, adding the
+// control leaves and checkpoints that are due, and queues it for writing. Only the flusher calls it.
+func (w *Writer) cycle(now time.Time, final bool) {
+	w.mu.Lock()
+	batch := w.buf
+	w.buf = w.spare[:0]
+	w.mu.Unlock()
+	ent := w.ent[:0]
+	// The batch already holds leaf entries: hash them in place.
+	for p := batch; len(p) > 0; {
+		l := int(binary.LittleEndian.Uint32(p[1:]))
+		w.leafAdded(p[entryHead:entryHead+l], now)
+		p = p[entryHead+l:]
+	}
+	ent = append(ent, batch...)
+	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - now.Sub(w.lastWall); drift > clockStep || drift < -clockStep {
+		w.opts.Log.Warn().Dur("step", drift).Msg("wall clock stepped")
+		ent = w.addControl(ent, LeafClock, now, Clock{StepNanos: int64(drift)})
+	}
+	w.lastWall = now
+	if now.Sub(w.lastLeafAt) >= w.opts.HeartbeatInterval {
+		ent = w.addControl(ent, LeafHeartbeat, now, Heartbeat{Events: w.runLeaves})
+	}
+	var err error
+	switch {
+	case now.Sub(w.epochStart) >= w.opts.EpochDuration && !final:
+		ent, err = w.rekey(ent, now)
+	case w.tree.Size > w.ckSize && now.Sub(w.ckAt) >= w.opts.CheckpointInterval && !final:
+		ent, err = w.checkpoint(ent, w.key, now)
+	}
+	if err != nil {
+		w.opts.Log.Error().Err(err).Msg("sign checkpoint")
+	}
+	switch {
+	case final:
+		ent = w.addControl(ent, LeafStop, now, Stop{Reason: "stopped", Events: w.runLeaves})
+		ent = w.seal(ent, now, false)
+		w.queue(w.seg.f, ent, len(batch), true)
+	case !now.Before(w.seg.end) && now.Sub(w.rotateErr) >= time.Second:
+		w.rotate(ent, len(batch), now)
+	default:
+		w.queue(w.seg.f, ent, len(batch), false)
+	}
+	w.spare = batch[:0]
+	w.ent = ent[:0] // queue compressed a copy
+}
+
+// leafAdded hashes a leaf into the tree and updates the segment's summary.
+func (w *Writer) leafAdded(leaf []byte, now time.Time) {
+	w.tree.Append(leaf)
+	var t int64
+	switch k := LeafKind(leaf[0]); {
+	case k.control() && len(leaf) >= 9:
+		t = int64(binary.LittleEndian.Uint64(leaf[1:]))
+	case len(leaf) >= 26:
+		t = int64(binary.LittleEndian.Uint64(leaf[18:])) // received
+	}
+	s := w.seg
+	if s.leaves == 0 {
+		s.firstTime = t
+	}
+	s.lastTime = t
+	s.leaves++
+	w.runLeaves++
+	w.lastLeafAt = now
+}
+
+// addControl appends a control leaf entry to ent and hashes it into the tree.
+func (w *Writer) addControl(ent []byte, kind LeafKind, now time.Time, body any) []byte {
+	n0 := len(ent)
+	ent = append(ent, entryLeaf, 0, 0, 0, 0)
+	ent = appendControlLeaf(ent, kind, now.UnixNano(), body)
+	binary.LittleEndian.PutUint32(ent[n0+1:], uint32(len(ent)-n0-entryHead))
+	w.leafAdded(ent[n0+entryHead:], now)
+	return ent
+}
+
+// checkpoint appends a checkpoint of the whole tree signed by s.
+func (w *Writer) checkpoint(ent []byte, s note.Signer, now time.Time) ([]byte, error) {
+	c := Checkpoint{Origin: w.origin, Size: w.tree.Size, Root: w.tree.Root()}
+	msg, err := signCheckpoint(c, s)
+	if err != nil {
+		return ent, err
+	}
+	w.lastCk, w.ckSize, w.ckAt = msg, c.Size, now
+	w.seg.checkpoints = append(w.seg.checkpoints, c.Size)
+	return appendEntry(ent, entryCheckpoint, msg), nil
+}
+
+// rekey introduces the next epoch key with a KEY leaf, signs a checkpoint covering it with the current
+// key, and erases the current key: from then on nothing before this point can be signed again.
+func (w *Writer) rekey(ent []byte, now time.Time) ([]byte, error) {
+	next, err := newEpochKey(w.origin, w.key.epoch+1)
+	if err != nil {
+		return ent, err
+	}
+	ent = w.addControl(ent, LeafKey, now, Key{EpochKey: next.vkey, Epoch: next.epoch})
+	ent, err = w.checkpoint(ent, w.key, now)
+	if err != nil {
+		return ent, err
+	}
+	w.key.Erase()
+	w.key, w.epochStart = next, now
+	if testEpochKeyHook != nil {
+		testEpochKeyHook(next.priv, next.vkey)
+	}
+	return ent, nil
+}
+
+// testEpochKeyHook, set only by tests, sees each new epoch key: the tamper tests play an attacker who
+// stole a later key.
+var testEpochKeyHook func(priv []byte, vkey string)
+
+// seal appends the SEAL leaf and the segment's final checkpoint.
+func (w *Writer) seal(ent []byte, now time.Time, next bool) []byte {
+	s := w.seg
+	sl := Seal{Segment: s.number, FirstIndex: s.first, Leaves: s.leaves + 1, FirstTime: s.firstTime,
+		Checkpoints: s.checkpoints, Next: next}
+	sl.LastTime = now.UnixNano()
+	if s.leaves == 0 {
+		sl.FirstTime = sl.LastTime
+	}
+	ent = w.addControl(ent, LeafSeal, now, sl)
+	ent, err := w.checkpoint(ent, w.key, now)
+	if err != nil {
+		w.opts.Log.Error().Err(err).Msg("sign final checkpoint")
+	}
+	return ent
+}
+
+// rotate seals the open segment with ent as its last block and opens the next one. The new segment is
+// created (header durable) before the seal is written, so a sealed segment always has its successor on
+// disk unless the seal write itself was the last thing that happened.
+func (w *Writer) rotate(ent []byte, held int, now time.Time) {
+	old := w.seg
+	// Peek: can a new segment be created? Seal first in memory, then create it with the frontier after
+	// the seal; if creation fails, the seal must not be written.
+	snapTree, snapCk, snapCkSize, snapCkAt := w.tree.Clone(), w.lastCk, w.ckSize, w.ckAt
+	snapLeaves, snapRun, snapCks := old.leaves, w.runLeaves, len(old.checkpoints)
+	sealed := w.seal(ent, now, true)
+	if err := w.openSegment(old.number+1, now, w.key.vkey); err != nil {
+		w.opts.Log.Error().Err(err).Msg("cannot start the next segment; the current one stays open")
+		w.tree, w.lastCk, w.ckSize, w.ckAt = snapTree, snapCk, snapCkSize, snapCkAt
+		old.leaves, w.runLeaves, old.checkpoints = snapLeaves, snapRun, old.checkpoints[:snapCks]
+		w.seg, w.rotateErr = old, now
+		w.queue(old.f, ent, held, false)
+		return
+	}
+	w.queue(old.f, sealed, held, true)
+}
+
+// queue hands a block for f to the writer.
+func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
+	if len(ent) == 0 && !closeAfter {
+		w.mu.Lock()
+		w.held -= held
+		w.mu.Unlock()
+		return
+	}
+	var data []byte
+	if len(ent) > 0 {
+		data = appendBlock(nil, ent)
+	}
+	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, close: closeAfter})
+}
+
+// writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it
+// stopped, so a file only ever holds whole blocks and, after a crash, at most one torn block at its end.
+func (w *Writer) writeQueued() error {
+	for len(w.writeWait) > 0 {
+		p := &w.writeWait[0]
+		for len(p.data) > 0 {
+			n, err := p.f.Write(p.data)
+			p.data = p.data[n:]
+			if err != nil {
+				return fmt.Errorf("write %s: %w", p.f.Name(), err)
+			}
+		}
+		if w.opts.Sync == SyncBatch || p.close {
+			if err := p.f.Sync(); err != nil {
+				return fmt.Errorf("sync %s: %w", p.f.Name(), err)
+			}
+		}
+		if p.close {
+			p.f.Close()
+		}
+		w.mu.Lock()
+		w.held -= p.held
+		w.durable = p.size
+		w.mu.Unlock()
+		w.writeWait = w.writeWait[1:]
+	}
+	return nil
+}
+
+// Close writes what was appended, a STOP leaf and the segment's seal with its final checkpoint, syncs, and
+// releases the directory. Events appended after Close are counted as dropped. If blocks could not be
+// written it returns the error; if events were dropped it says how many (they are in a LOST leaf).
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	// Drops that no later Append reported must be in the archive itself.
+	w.appendLost()
+	w.closed = true
+	w.mu.Unlock()
+	close(w.done)
+	<-w.stopped
+	if w.key != nil {
+		w.key.Erase()
+	}
+	w.lock.Close()
+	return w.closeErr
+}

@@ -1,0 +1,249 @@
+package archive
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Segment file layout (docs/format.md, "Segments").
+const (
+	segMagic    = "AUDITARCH-SEG-1\n"
+	segPattern  = "seg-*.aseg"
+	blockHeader = 8       // u32 compressed length, u32 CRC-32C of the compressed bytes
+	maxBlock    = 1 << 30 // no block is this large; a length beyond it is damage
+	entryHead   = 5       // u8 entry type, u32 payload length
+	lockFile    = "LOCK"
+	formatV1    = 1
+)
+
+// Entry types inside a decompressed block.
+const (
+	entryHeader     byte = 1 // JSON SegmentHeader; the only entry of a segment's first block
+	entryLeaf       byte = 2 // leaf bytes
+	entryCheckpoint byte = 3 // a signed checkpoint note
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// SegmentHeader opens every segment. With it a segment can be checked on its own: Frontier rebuilds the
+// tree before the segment's first leaf, and PrevCheckpoint is the last checkpoint written before it
+// (which the previous segment must end with, or hold last).
+type SegmentHeader struct {
+	Format         int      `json:"format"`
+	Origin         string   `json:"origin"`
+	Segment        uint64   `json:"segment"`     // sequence number, from 0
+	FirstIndex     uint64   `json:"first_index"` // index of the segment's first leaf
+	Start          int64    `json:"start"`       // unix ns when the segment was opened
+	Frontier       []string `json:"frontier"`    // tree frontier at FirstIndex (Frontier.Encode)
+	PrevCheckpoint string   `json:"prev_checkpoint,omitempty"`
+	// EpochKey is the epoch key signing when the segment was opened at a rotation; empty when the
+	// segment starts a run (its first leaf is START).
+	EpochKey string `json:"epoch_key,omitempty"`
+	Epoch    uint64 `json:"epoch"`
+}
+
+func segmentName(first uint64, start time.Time) string {
+	return fmt.Sprintf("seg-%020d-%s.aseg", first, start.UTC().Format("20060102T150405Z"))
+}
+
+// ErrCorrupt is wrapped by every *CorruptError.
+var ErrCorrupt = errors.New("corrupt archive")
+
+// CorruptError locates bytes of a segment that do not decode: a torn tail after a crash (Torn), or damage.
+type CorruptError struct {
+	Path   string
+	Offset int64
+	Reason string
+	Torn   bool // the file ends inside a block: the writer stopped mid-write (or the tail was cut)
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("%s: offset %d: %s", e.Path, e.Offset, e.Reason)
+}
+
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+// IsCorrupt reports whether err is about a damaged or torn segment.
+func IsCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
+
+// listSegments returns the segment files of dir sorted by name (their first leaf index).
+func listSegments(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, segPattern))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlock))
+
+// segReader reads a segment block by block and yields its entries.
+type segReader struct {
+	path     string
+	f        *os.File
+	br       *bufio.Reader
+	off      int64 // file offset of the next block
+	blockOff int64 // file offset of the current block
+	size     int64
+	raw      []byte
+	buf      []byte // the current block, decompressed
+	p        []byte // entries of the current block not yet returned
+	blocks   int
+}
+
+func openSegment(path string) (*segReader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &segReader{path: path, f: f, br: bufio.NewReaderSize(f, 256<<10), size: st.Size()}
+	magic := make([]byte, len(segMagic))
+	if _, err := io.ReadFull(s.br, magic); err != nil || string(magic) != segMagic {
+		f.Close()
+		return nil, &CorruptError{Path: path, Reason: "not an auditarch segment (bad magic)", Torn: err != nil && st.Size() < int64(len(segMagic))}
+	}
+	s.off = int64(len(segMagic))
+	return s, nil
+}
+
+func (s *segReader) Close() error { return s.f.Close() }
+
+func (s *segReader) corrupt(off int64, torn bool, format string, args ...any) error {
+	return &CorruptError{Path: s.path, Offset: off, Reason: fmt.Sprintf(format, args...), Torn: torn}
+}
+
+// nextBlock reads and decompresses the next block. io.EOF at a clean end of file.
+func (s *segReader) nextBlock() error {
+	var h [blockHeader]byte
+	n, err := io.ReadFull(s.br, h[:])
+	if err == io.EOF {
+		return io.EOF
+	}
+	if err != nil {
+		return s.corrupt(s.off, true, "torn block header at end of file (%d of %d bytes)", n, blockHeader)
+	}
+	l := binary.LittleEndian.Uint32(h[:])
+	sum := binary.LittleEndian.Uint32(h[4:])
+	if l > maxBlock {
+		return s.corrupt(s.off, false, "block length %d is impossible", l)
+	}
+	if rest := s.size - s.off - blockHeader; int64(l) > rest {
+		return s.corrupt(s.off, true, "block of %d bytes runs past the end of the file by %d bytes (torn write)", l, int64(l)-rest)
+	}
+	if cap(s.raw) < int(l) {
+		s.raw = make([]byte, l)
+	}
+	s.raw = s.raw[:l]
+	if _, err := io.ReadFull(s.br, s.raw); err != nil {
+		return s.corrupt(s.off, true, "block cut short: %v", err)
+	}
+	if crc32.Checksum(s.raw, castagnoli) != sum {
+		return s.corrupt(s.off, false, "block checksum mismatch")
+	}
+	s.buf, err = zdec.DecodeAll(s.raw, s.buf[:0])
+	if err != nil {
+		return s.corrupt(s.off, false, "block does not decompress: %v", err)
+	}
+	s.blockOff = s.off
+	s.off += blockHeader + int64(l)
+	s.p = s.buf
+	s.blocks++
+	return nil
+}
+
+// next returns the next entry. Its payload aliases the block buffer and is valid until the next call that
+// reads a block. io.EOF at a clean end; a *CorruptError for a torn or damaged block (the entries before it
+// were all returned).
+func (s *segReader) next() (byte, []byte, error) {
+	for len(s.p) == 0 {
+		if err := s.nextBlock(); err != nil {
+			return 0, nil, err
+		}
+	}
+	if len(s.p) < entryHead {
+		return 0, nil, s.corrupt(s.blockOff, false, "truncated entry in block")
+	}
+	typ := s.p[0]
+	l := binary.LittleEndian.Uint32(s.p[1:])
+	if int64(l) > int64(len(s.p)-entryHead) {
+		return 0, nil, s.corrupt(s.blockOff, false, "entry runs past the end of its block")
+	}
+	payload := s.p[entryHead : entryHead+int(l)]
+	s.p = s.p[entryHead+int(l):]
+	switch typ {
+	case entryHeader, entryLeaf, entryCheckpoint:
+	default:
+		return 0, nil, s.corrupt(s.blockOff, false, "unknown entry type %d", typ)
+	}
+	return typ, payload, nil
+}
+
+// readHeader reads the segment's first entry, which must be its header.
+func (s *segReader) readHeader() (SegmentHeader, error) {
+	var h SegmentHeader
+	typ, p, err := s.next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return h, s.corrupt(s.off, true, "segment has no header block")
+		}
+		return h, err
+	}
+	if typ != entryHeader {
+		return h, s.corrupt(s.blockOff, false, "segment does not start with a header")
+	}
+	if err := json.Unmarshal(p, &h); err != nil {
+		return h, s.corrupt(s.blockOff, false, "segment header: %v", err)
+	}
+	if h.Format != formatV1 {
+		return h, s.corrupt(s.blockOff, false, "segment format %d is not supported", h.Format)
+	}
+	return h, nil
+}
+
+// readSegmentHeader opens path just to read its header.
+func readSegmentHeader(path string) (SegmentHeader, error) {
+	s, err := openSegment(path)
+	if err != nil {
+		return SegmentHeader{}, err
+	}
+	defer s.Close()
+	return s.readHeader()
+}
+
+// appendEntry appends an entry: u8 type, u32 payload length, payload.
+func appendEntry(b []byte, typ byte, payload []byte) []byte {
+	b = append(b, typ)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	return append(b, payload...)
+}
+
+var zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
+	zstd.WithLowerEncoderMem(true))
+
+// appendBlock appends the block holding entries: u32 length, u32 CRC-32C, zstd frame.
+func appendBlock(b, entries []byte) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = zenc.EncodeAll(entries, b)
+	z := b[start+blockHeader:]
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(z)))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(z, castagnoli))
+	return b
+}

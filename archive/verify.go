@@ -1,0 +1,652 @@
+package archive
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sys/unix"
+)
+
+// Verdicts, worst last.
+const (
+	Pass       = "PASS"
+	Incomplete = "INCOMPLETE" // authentic as far as it goes, but evidence is missing or the tail is unsigned
+	Tampered   = "TAMPERED"   // something was altered, reordered, re-signed, spliced or replayed
+)
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	// Key is the pinned host identity key. When nil, Verify trusts the identity key named by the archive's
+	// first START leaf and says so (Report.Pinned false).
+	Key note.Verifier
+	// Grace is how much longer than the heartbeat interval a silence may last; default 5 s.
+	Grace time.Duration
+	// Witness is a signed checkpoint seen earlier (from a previous verify, or a store receipt). The archive
+	// must still contain it: a smaller archive is a rollback, a different root at that size a fork.
+	Witness []byte
+	// Now is the time the verdict is made (for a live writer's silence); default time.Now().
+	Now time.Time
+}
+
+// Problem is one finding. Class is Tampered or Incomplete; Code is a stable identifier (docs/format.md).
+type Problem struct {
+	Class   string  `json:"class"`
+	Code    string  `json:"code"`
+	Segment string  `json:"segment,omitempty"`
+	Index   *uint64 `json:"index,omitempty"` // leaf index, when the problem is at a leaf
+	Message string  `json:"message"`
+}
+
+// SegmentReport is the verdict on one segment file.
+type SegmentReport struct {
+	File        string `json:"file"`
+	Segment     uint64 `json:"segment"`
+	Status      string `json:"status"` // PASS or FAIL
+	FirstIndex  uint64 `json:"first_index"`
+	Leaves      uint64 `json:"leaves"`   // leaves read
+	Verified    uint64 `json:"verified"` // leaves covered by a valid checkpoint
+	FirstTime   string `json:"first_time,omitempty"`
+	LastTime    string `json:"last_time,omitempty"`
+	Checkpoints int    `json:"checkpoints"`
+	Sealed      bool   `json:"sealed"`
+	Problems    int    `json:"problems"`
+}
+
+// Run is one daemon run: a START leaf and, unless it crashed or is still running, its STOP.
+type Run struct {
+	Start     uint64    `json:"start_index"`
+	StartTime string    `json:"start_time"`
+	Stop      *uint64   `json:"stop_index,omitempty"`
+	StopTime  string    `json:"stop_time,omitempty"`
+	Ended     string    `json:"ended"` // stopped, crashed, running, unknown
+	Recovered *Recovery `json:"recovered,omitempty"`
+}
+
+// LostReport is a LOST leaf: events the kernel, the socket or the archive could not keep.
+type LostReport struct {
+	Index  uint64 `json:"index"`
+	Time   string `json:"time"`
+	Reason string `json:"reason"`
+	Count  uint64 `json:"count"`
+	First  uint32 `json:"first_seq,omitempty"`
+	Last   uint32 `json:"last_seq,omitempty"`
+}
+
+// Tail describes leaves after the last checkpoint of the last segment.
+type Tail struct {
+	Segment string `json:"segment"`
+	First   uint64 `json:"first_index"`
+	Leaves  uint64 `json:"leaves"`
+	Torn    int64  `json:"torn_bytes,omitempty"`
+}
+
+// Report is Verify's verdict on one archive directory.
+type Report struct {
+	Dir        string          `json:"dir"`
+	Status     string          `json:"status"`
+	Origin     string          `json:"origin"`
+	Identity   string          `json:"identity,omitempty"`
+	Pinned     bool            `json:"pinned"`
+	Live       bool            `json:"live"` // a writer holds the archive
+	Leaves     uint64          `json:"leaves"`
+	Verified   uint64          `json:"verified"` // leaves 0..Verified-1 of the archive's range are signed
+	FirstIndex uint64          `json:"first_index"`
+	FirstTime  string          `json:"first_time,omitempty"`
+	LastTime   string          `json:"last_time,omitempty"`
+	Segments   []SegmentReport `json:"segments"`
+	Problems   []Problem       `json:"problems"`
+	Runs       []Run           `json:"runs"`
+	Lost       []LostReport    `json:"lost"`
+	Unsigned   *Tail           `json:"unsigned_tail,omitempty"`
+	Latest     string          `json:"latest_checkpoint,omitempty"` // the last valid signed checkpoint
+}
+
+type segEntry struct {
+	path string
+	h    SegmentHeader
+	err  error
+}
+
+// verifier holds the state of one pass over an archive.
+type verifier struct {
+	opts VerifyOptions
+	r    *Report
+
+	origin   string
+	identity note.Verifier
+
+	tree    Frontier
+	started bool // tree holds a trusted state
+	broken  bool // the chain was interrupted: the next segment's header is adopted
+	lastCk  []byte
+	ckSize  uint64
+	ckTime  int64 // newest leaf time covered by the last checkpoint
+
+	key      note.Verifier // the epoch key that signs now
+	keyVKey  string
+	epoch    uint64
+	intro    *intro // a START or KEY leaf waiting for the checkpoint that must follow it
+	interval time.Duration
+	ckEvery  time.Duration
+
+	maxTime    int64
+	runOpen    bool
+	lastSeal   *Seal
+	lastSealed string
+	pendingRec *Recovery // what the next START must record about the previous segment's end
+
+	witness     *Checkpoint
+	witnessSeen bool
+
+	seg     *SegmentReport
+	segCks  []uint64
+	sealIdx int64
+	leaf    Leaf
+}
+
+type intro struct {
+	index  uint64
+	signer note.Verifier
+	vkey   string
+	epoch  uint64
+	kind   LeafKind
+}
+
+// Verify checks the archive in dir: every leaf and root recomputed, every checkpoint's signature by the
+// epoch key that must sign it, the epoch key chain back to the identity key, index contiguity and
+// segment linkage, seals, START/STOP pairing, silences and origin. It returns an error only when dir
+// cannot be read at all; everything about the archive's content is in the Report.
+func Verify(dir string, opts VerifyOptions) (*Report, error) {
+	if opts.Grace <= 0 {
+		opts.Grace = 5 * time.Second
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	files, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		return nil, fmt.Errorf("verify: no segments in %s", dir)
+	}
+	r := &Report{Dir: dir, Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}}
+	v := &verifier{opts: opts, r: r, interval: 10 * time.Second, ckEvery: time.Second}
+	r.Live = isLive(dir)
+	if opts.Key != nil {
+		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
+	}
+	if opts.Witness != nil {
+		c, err := peekCheckpoint(opts.Witness)
+		if err != nil {
+			return nil, fmt.Errorf("verify: witness checkpoint: %w", err)
+		}
+		v.witness = &c
+	}
+	segs := make([]segEntry, len(files))
+	for i, f := range files {
+		segs[i] = segEntry{path: f}
+		segs[i].h, segs[i].err = readSegmentHeader(f)
+	}
+	sort.SliceStable(segs, func(i, j int) bool {
+		if (segs[i].err == nil) != (segs[j].err == nil) {
+			return segs[i].err == nil
+		}
+		return segs[i].h.FirstIndex < segs[j].h.FirstIndex
+	})
+	for i := range segs {
+		v.segment(&segs[i], i == len(segs)-1 || segs[i+1].err != nil)
+	}
+	v.finish()
+	return r, nil
+}
+
+// isLive reports whether a writer holds dir's lock.
+func isLive(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, lockFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+func (v *verifier) problem(class, code string, index *uint64, format string, args ...any) {
+	p := Problem{Class: class, Code: code, Index: index, Message: fmt.Sprintf(format, args...)}
+	if v.seg != nil {
+		p.Segment = v.seg.File
+		v.seg.Problems++
+		if class == Tampered {
+			v.seg.Status = "FAIL"
+		}
+	}
+	v.r.Problems = append(v.r.Problems, p)
+}
+
+func idx(i uint64) *uint64 { return &i }
+
+func fmtTime(ns int64) string {
+	if ns == 0 {
+		return ""
+	}
+	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
+}
+
+// segment verifies one segment file. last is true for the newest readable segment.
+func (v *verifier) segment(se *segEntry, last bool) {
+	name := filepath.Base(se.path)
+	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: "PASS"})
+	v.seg = &v.r.Segments[len(v.r.Segments)-1]
+	defer func() { v.seg = nil }()
+	if se.err != nil {
+		var ce *CorruptError
+		if errors.As(se.err, &ce) && ce.Torn && last {
+			v.seg.Status = "FAIL"
+			v.problem(Incomplete, "torn-segment", nil, "segment header was never completely written (the writer stopped while creating it): %v", se.err)
+			return
+		}
+		v.problem(Tampered, "segment-header", nil, "segment header unreadable: %v", se.err)
+		return
+	}
+	h := se.h
+	v.seg.Segment, v.seg.FirstIndex = h.Segment, h.FirstIndex
+	if v.origin == "" {
+		v.origin = h.Origin
+	}
+	if h.Origin != v.origin {
+		v.problem(Tampered, "origin", nil, "segment belongs to origin %q, not %q: another host's data was spliced in", h.Origin, v.origin)
+		return
+	}
+	switch {
+	case !v.started || v.broken:
+		if !v.started && h.FirstIndex > 0 {
+			v.problem(Incomplete, "missing-start", nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
+		}
+		if v.started && h.FirstIndex < v.tree.Size {
+			v.problem(Tampered, "replay", nil, "segment repeats leaves %d..%d already seen: an older segment was replayed", h.FirstIndex, v.tree.Size-1)
+			return
+		}
+		if v.started && h.FirstIndex > v.tree.Size {
+			v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
+		}
+		f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
+		if err != nil {
+			v.problem(Tampered, "segment-header", nil, "segment header: %v", err)
+			return
+		}
+		v.tree, v.started, v.broken = f, true, false
+		v.lastCk = []byte(h.PrevCheckpoint)
+		if c, err := peekCheckpoint(v.lastCk); err == nil {
+			v.ckSize = c.Size
+		}
+		if h.EpochKey != "" {
+			// Without the segments before, this key is the header's word only.
+			if kv, err := note.NewVerifier(h.EpochKey); err == nil {
+				v.key, v.keyVKey, v.epoch = kv, h.EpochKey, h.Epoch
+			}
+		}
+	case h.FirstIndex < v.tree.Size:
+		v.problem(Tampered, "replay", nil, "segment repeats leaves %d..%d already seen: an older segment was replayed", h.FirstIndex, v.tree.Size-1)
+		return
+	case h.FirstIndex > v.tree.Size:
+		v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
+		f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
+		if err != nil {
+			v.problem(Tampered, "segment-header", nil, "segment header: %v", err)
+			return
+		}
+		v.tree = f
+		v.lastCk = []byte(h.PrevCheckpoint)
+		v.lastSeal, v.pendingRec = nil, nil
+	default:
+		if fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()) {
+			v.problem(Tampered, "segment-header", nil, "segment header's tree frontier does not match the leaves before it")
+		}
+		if h.PrevCheckpoint != string(v.lastCk) {
+			v.problem(Tampered, "segment-link", nil, "segment header's previous checkpoint is not the last checkpoint before it")
+		}
+		if h.EpochKey != "" && h.EpochKey != v.keyVKey {
+			v.problem(Tampered, "segment-header", nil, "segment header names an epoch key that the key chain does not")
+		}
+	}
+	v.lastSeal = nil
+	v.segCks = v.segCks[:0]
+	v.sealIdx = -1
+	first := true
+	s, err := openSegment(se.path)
+	if err != nil {
+		v.problem(Tampered, "segment-header", nil, "%v", err)
+		return
+	}
+	defer s.Close()
+	if _, err := s.readHeader(); err != nil {
+		v.problem(Tampered, "segment-header", nil, "%v", err)
+		return
+	}
+	var torn int64
+	for {
+		typ, p, err := s.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var ce *CorruptError
+			if errors.As(err, &ce) && ce.Torn {
+				torn = s.size - ce.Offset
+				if last && v.r.Live {
+					break // the writer is mid-write
+				}
+				if last {
+					v.problem(Incomplete, "torn-tail", nil, "%s (%d bytes); the leaves before it are intact", ce.Reason, torn)
+				} else {
+					v.pendingRec = &Recovery{Segment: name, TornOffset: ce.Offset, TornBytes: torn}
+				}
+				break
+			}
+			v.problem(Tampered, "damaged", nil, "%v: the leaves after index %d in this segment cannot be read", err, v.tree.Size)
+			v.broken = true
+			break
+		}
+		switch typ {
+		case entryLeaf:
+			v.leafEntry(p, first)
+			first = false
+		case entryCheckpoint:
+			v.checkpointEntry(p)
+		default:
+			v.problem(Tampered, "damaged", nil, "a second header inside the segment")
+		}
+	}
+	v.seg.Leaves = v.tree.Size - h.FirstIndex
+	v.seg.Sealed = v.sealIdx >= 0 && v.ckSize == v.tree.Size && uint64(v.sealIdx) == v.tree.Size-1
+	if v.sealIdx >= 0 && !v.seg.Sealed {
+		v.problem(Tampered, "seal", idx(uint64(v.sealIdx)), "leaves follow the seal, or the seal is not signed by a checkpoint")
+	}
+	if !v.seg.Sealed {
+		if v.pendingRec == nil {
+			v.pendingRec = &Recovery{Segment: name}
+		}
+		v.pendingRec.Unsigned = v.tree.Size - v.ckSize
+		if last {
+			if v.tree.Size > v.ckSize || torn > 0 {
+				v.r.Unsigned = &Tail{Segment: name, First: v.ckSize, Leaves: v.tree.Size - v.ckSize, Torn: torn}
+			}
+		}
+	} else {
+		v.pendingRec = nil
+		v.lastSealed = name
+	}
+}
+
+// leafEntry verifies one leaf.
+func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
+	i := v.tree.Size
+	v.tree.Append(p)
+	v.rootCheck()
+	if v.intro != nil && v.intro.index+1 < v.tree.Size {
+		v.problem(Tampered, "unsigned-key", idx(v.intro.index), "the %s leaf is not followed by the checkpoint that must sign it: checkpoints were removed", v.intro.kind)
+		v.adoptIntro()
+	}
+	if v.sealIdx >= 0 {
+		v.problem(Tampered, "seal", idx(i), "leaf after the segment's seal")
+	}
+	l := &v.leaf
+	if err := DecodeLeaf(p, l); err != nil {
+		v.problem(Tampered, "leaf", idx(i), "leaf does not decode: %v", err)
+		return
+	}
+	if v.seg.FirstTime == "" {
+		v.seg.FirstTime = fmtTime(l.Time)
+		if v.r.FirstTime == "" {
+			v.r.FirstTime = v.seg.FirstTime
+		}
+	}
+	v.seg.LastTime = fmtTime(l.Time)
+	if firstInSegment && v.pendingRec != nil && l.Kind != LeafStart {
+		v.problem(Tampered, "missing-recovery", idx(i), "the previous segment %s ends without a seal, and this segment does not begin with the START that records it", v.pendingRec.Segment)
+		v.pendingRec = nil
+	}
+	if v.runOpen && v.maxTime != 0 && l.Kind != LeafStart {
+		if gap := time.Duration(l.Time - v.maxTime); gap > v.interval+v.opts.Grace {
+			v.problem(Incomplete, "silence", idx(i), "nothing was recorded for %s before this leaf (%s..%s): the daemon was stopped, frozen or its records removed",
+				gap.Round(time.Millisecond), fmtTime(v.maxTime), fmtTime(l.Time))
+		}
+	}
+	if l.Time > v.maxTime {
+		v.maxTime = l.Time
+	}
+	switch l.Kind {
+	case LeafEvent:
+	case LeafLost:
+		ev := &l.Event
+		v.r.Lost = append(v.r.Lost, LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, First: ev.Lost.First, Last: ev.Lost.Last})
+	case LeafStart:
+		v.start(i, l)
+	case LeafStop:
+		if !v.runOpen {
+			v.problem(Tampered, "pairing", idx(i), "STOP without a START")
+		}
+		v.runOpen = false
+		if n := len(v.r.Runs); n > 0 {
+			v.r.Runs[n-1].Stop, v.r.Runs[n-1].StopTime, v.r.Runs[n-1].Ended = idx(i), fmtTime(l.Time), "stopped"
+		}
+	case LeafKey:
+		var k Key
+		if err := json.Unmarshal(l.Body, &k); err != nil {
+			v.problem(Tampered, "leaf", idx(i), "KEY leaf: %v", err)
+			return
+		}
+		kv, err := note.NewVerifier(k.EpochKey)
+		if err != nil || kv.Name() != v.origin {
+			v.problem(Tampered, "key-chain", idx(i), "KEY leaf names an unusable key %q", k.EpochKey)
+			return
+		}
+		if k.Epoch != v.epoch+1 {
+			v.problem(Tampered, "key-chain", idx(i), "KEY leaf introduces epoch %d after epoch %d", k.Epoch, v.epoch)
+		}
+		v.intro = &intro{index: i, signer: v.key, vkey: k.EpochKey, epoch: k.Epoch, kind: LeafKey}
+	case LeafSeal:
+		var sl Seal
+		if err := json.Unmarshal(l.Body, &sl); err != nil {
+			v.problem(Tampered, "leaf", idx(i), "SEAL leaf: %v", err)
+			return
+		}
+		v.sealIdx = int64(i)
+		if sl.FirstIndex != v.seg.FirstIndex || sl.Leaves != i+1-v.seg.FirstIndex || sl.Segment != v.seg.Segment {
+			v.problem(Tampered, "seal", idx(i), "the seal describes segment %d with leaves %d..%d, the file holds segment %d with leaves %d..%d",
+				sl.Segment, sl.FirstIndex, sl.FirstIndex+sl.Leaves-1, v.seg.Segment, v.seg.FirstIndex, i)
+		}
+		if fmt.Sprint(sl.Checkpoints) != fmt.Sprint(v.segCks) {
+			v.problem(Tampered, "missing-checkpoint", idx(i), "the seal lists checkpoints at sizes %v, the segment holds %v: checkpoints were removed or added",
+				sl.Checkpoints, v.segCks)
+		}
+		v.lastSeal = &sl
+	case LeafHeartbeat, LeafClock, LeafPolicy:
+	default:
+		v.problem(Tampered, "leaf", idx(i), "unknown leaf kind %d", l.Kind)
+	}
+}
+
+// start handles a START leaf: a new run, signed by the identity key, naming its first epoch key.
+func (v *verifier) start(i uint64, l *Leaf) {
+	var st Start
+	if err := json.Unmarshal(l.Body, &st); err != nil {
+		v.problem(Tampered, "leaf", idx(i), "START leaf: %v", err)
+		return
+	}
+	if st.Origin != v.origin {
+		v.problem(Tampered, "origin", idx(i), "START names origin %q, not %q", st.Origin, v.origin)
+	}
+	id, err := note.NewVerifier(st.Identity)
+	switch {
+	case err != nil:
+		v.problem(Tampered, "identity", idx(i), "START names an unusable identity key: %v", err)
+		return
+	case v.identity == nil:
+		v.identity = id
+		v.r.Identity = st.Identity
+	case id.Name() != v.identity.Name() || id.KeyHash() != v.identity.KeyHash():
+		v.problem(Tampered, "identity", idx(i), "START names identity key %q, which is not the pinned key %s+%08x", st.Identity, v.identity.Name(), v.identity.KeyHash())
+	}
+	if st.HeartbeatMillis > 0 {
+		v.interval = time.Duration(st.HeartbeatMillis) * time.Millisecond
+	}
+	if st.CheckpointMillis > 0 {
+		v.ckEvery = time.Duration(st.CheckpointMillis) * time.Millisecond
+	}
+	if v.runOpen {
+		n := len(v.r.Runs)
+		v.r.Runs[n-1].Ended = "crashed"
+		if st.Recovered == nil {
+			v.problem(Tampered, "pairing", idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
+		}
+	}
+	if pr := v.pendingRec; pr != nil {
+		rec := st.Recovered
+		switch {
+		case rec == nil:
+			v.problem(Tampered, "missing-recovery", idx(i), "segment %s ends without a seal but this START records no recovery", pr.Segment)
+		case rec.Segment != pr.Segment || rec.Unsigned != pr.Unsigned || rec.TornOffset != pr.TornOffset || rec.TornBytes != pr.TornBytes:
+			v.problem(Tampered, "missing-recovery", idx(i), "START records the end of %s as %d unsigned leaves and %d torn bytes at offset %d; the file shows %s with %d unsigned leaves and %d torn bytes at offset %d",
+				rec.Segment, rec.Unsigned, rec.TornBytes, rec.TornOffset, pr.Segment, pr.Unsigned, pr.TornBytes, pr.TornOffset)
+		}
+		v.pendingRec = nil
+	}
+	v.runOpen = true
+	v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
+	v.intro = &intro{index: i, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
+}
+
+// adoptIntro switches to the epoch key a START or KEY leaf introduced.
+func (v *verifier) adoptIntro() {
+	kv, err := note.NewVerifier(v.intro.vkey)
+	if err != nil || kv.Name() != v.origin {
+		v.problem(Tampered, "key-chain", idx(v.intro.index), "%s leaf names an unusable epoch key %q", v.intro.kind, v.intro.vkey)
+		kv = nil
+	}
+	v.key, v.keyVKey, v.epoch = kv, v.intro.vkey, v.intro.epoch
+	v.intro = nil
+}
+
+// checkpointEntry verifies a signed checkpoint against the tree recomputed so far.
+func (v *verifier) checkpointEntry(msg []byte) {
+	c, err := peekCheckpoint(msg)
+	if err != nil {
+		v.problem(Tampered, "checkpoint", nil, "checkpoint does not parse: %v", err)
+		return
+	}
+	if c.Origin != v.origin {
+		v.problem(Tampered, "origin", idx(c.Size), "checkpoint names origin %q, not %q", c.Origin, v.origin)
+		return
+	}
+	if c.Size != v.tree.Size {
+		v.problem(Tampered, "checkpoint", idx(c.Size), "checkpoint for %d leaves stands after leaf %d: leaves were removed, added or moved", c.Size, v.tree.Size)
+		return
+	}
+	if c.Size <= v.ckSize {
+		v.problem(Tampered, "rollback", idx(c.Size), "checkpoint for %d leaves follows one for %d", c.Size, v.ckSize)
+	}
+	signer := v.key
+	introducing := v.intro != nil && v.intro.index+1 == c.Size
+	if introducing {
+		signer = v.intro.signer
+	}
+	if signer == nil {
+		v.problem(Tampered, "key-chain", idx(c.Size), "no epoch key is established for the checkpoint of %d leaves", c.Size)
+		return
+	}
+	if _, err := OpenCheckpoint(msg, signer); err != nil {
+		v.problem(Tampered, "signature", idx(c.Size-1), "checkpoint for %d leaves: %v (epoch %d): it was re-signed with another key, or the key chain was altered", c.Size, err, v.epoch)
+		if introducing {
+			v.adoptIntro()
+		}
+		return
+	}
+	if c.Root != v.tree.Root() {
+		v.problem(Tampered, "root", idx(c.Size-1), "checkpoint for %d leaves is validly signed but its root does not match the leaves: leaves were altered, removed, inserted or reordered", c.Size)
+		if introducing {
+			v.adoptIntro()
+		}
+		return
+	}
+	if introducing {
+		v.adoptIntro()
+	}
+	v.lastCk, v.ckSize = append([]byte(nil), msg...), c.Size
+	v.ckTime = v.maxTime
+	v.segCks = append(v.segCks, c.Size)
+	v.seg.Checkpoints++
+	v.seg.Verified = c.Size - v.seg.FirstIndex
+	v.r.Verified = c.Size
+	v.r.Latest = string(v.lastCk)
+	v.r.LastTime = fmtTime(v.maxTime)
+}
+
+// rootCheck compares the tree with the witness checkpoint when it reaches the witness's size.
+func (v *verifier) rootCheck() {
+	if v.witness == nil || v.tree.Size != v.witness.Size {
+		return
+	}
+	v.witnessSeen = true
+	if v.tree.Root() != v.witness.Root {
+		v.problem(Tampered, "fork", idx(v.tree.Size-1), "the archive's first %d leaves differ from the witnessed checkpoint: history was rewritten (a fork)", v.witness.Size)
+	}
+}
+
+// finish checks what can only be judged at the end.
+func (v *verifier) finish() {
+	r := v.r
+	r.Origin = v.origin
+	if v.identity != nil && r.Identity == "" {
+		r.Identity = fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash())
+	}
+	if len(r.Segments) > 0 {
+		r.FirstIndex = r.Segments[0].FirstIndex
+	}
+	r.Leaves = v.tree.Size - r.FirstIndex
+	if v.intro != nil {
+		v.problem(Incomplete, "unsigned-key", idx(v.intro.index), "the last %s leaf is not yet signed", v.intro.kind)
+	}
+	if v.lastSeal != nil && v.lastSeal.Next {
+		v.problem(Incomplete, "missing-segment", nil, "segment %s was sealed with a successor, which is missing: the newest segment was deleted (or the writer crashed right after sealing)", v.lastSealed)
+	}
+	if v.runOpen {
+		n := len(r.Runs)
+		if r.Live {
+			r.Runs[n-1].Ended = "running"
+			if gap := v.opts.Now.Sub(time.Unix(0, v.maxTime)); v.maxTime != 0 && gap > v.interval+v.opts.Grace {
+				v.problem(Incomplete, "silence", nil, "the writer holds the archive but has recorded nothing for %s (since %s): it is stopped or frozen",
+					gap.Round(time.Second), fmtTime(v.maxTime))
+			}
+		} else {
+			r.Runs[n-1].Ended = "crashed"
+			v.problem(Incomplete, "no-stop", nil, "the archive ends without STOP after leaf %d (%s), the last checkpoint covers %d leaves: the writer crashed or was killed, or its tail was removed",
+				v.tree.Size-1, fmtTime(v.maxTime), v.ckSize)
+		}
+	}
+	if v.witness != nil && !v.witnessSeen {
+		v.problem(Tampered, "rollback", nil, "the archive holds %d leaves, but a checkpoint for %d leaves was witnessed before: it was rolled back or truncated", v.tree.Size, v.witness.Size)
+	}
+	r.Status = Pass
+	for _, p := range r.Problems {
+		if p.Class == Tampered {
+			r.Status = Tampered
+			break
+		}
+		r.Status = Incomplete
+	}
+}

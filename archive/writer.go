@@ -1,0 +1,494 @@
+package archive
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/audit"
+)
+
+// DiskFullAction says what the writer does when the disk refuses a write (auditd's disk_full_action).
+type DiskFullAction string
+
+const (
+	// DiskFullKeep holds events in memory and retries; beyond MaxPending it drops them, counts them and
+	// writes a LOST leaf with the count as soon as it can. Capture never stops. The default.
+	DiskFullKeep DiskFullAction = "keep"
+	// DiskFullExit reports the failure on Failed, so that the daemon stops (and the kernel applies its
+	// own failure mode to what follows).
+	DiskFullExit DiskFullAction = "exit"
+)
+
+// SyncPolicy says when written blocks are made durable.
+type SyncPolicy string
+
+const (
+	// SyncBatch fsyncs every batch: an event counts as archived (Durable) only once it is on stable
+	// storage. Batching (FlushInterval, FlushBytes) keeps the throughput. The default.
+	SyncBatch SyncPolicy = "batch"
+	// SyncNone leaves writeback to the kernel: a power loss may cost the last seconds.
+	SyncNone SyncPolicy = "none"
+)
+
+// Options configure a Writer. Zero values take the defaults.
+type Options struct {
+	Identity           *Identity     // required: signs the checkpoint of each START leaf
+	SegmentDuration    time.Duration // segments are cut at multiples of this (UTC); default 1 h
+	EpochDuration      time.Duration // lifetime of an epoch key; default 60 s
+	CheckpointInterval time.Duration // at most this long between a leaf and a checkpoint covering it; default 1 s
+	HeartbeatInterval  time.Duration // a HEARTBEAT leaf after this long without leaves; default 10 s
+	FlushInterval      time.Duration // how often a batch is written; default 100 ms
+	FlushBytes         int           // write early when this much is buffered; default 1 MiB
+	MaxPending         int           // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
+	Sync               SyncPolicy
+	DiskFull           DiskFullAction
+	// Start fills the START leaf: Version, ConfigDigest, Kernel, Hostname, BootID. The writer sets the
+	// key, epoch, interval and recovery fields.
+	Start Start
+	Log   zerolog.Logger
+	// Now is the writer's clock; default time.Now (benchmarks generate months of archive in seconds).
+	Now func() time.Time
+}
+
+func (o *Options) defaults() error {
+	if o.Identity == nil {
+		return errors.New("archive: no identity key")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.SegmentDuration, time.Hour)
+	def(&o.EpochDuration, time.Minute)
+	def(&o.CheckpointInterval, time.Second)
+	def(&o.HeartbeatInterval, 10*time.Second)
+	def(&o.FlushInterval, 100*time.Millisecond)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.FlushBytes <= 0 {
+		o.FlushBytes = 1 << 20
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 256 << 20
+	}
+	switch o.Sync {
+	case "":
+		o.Sync = SyncBatch
+	case SyncBatch, SyncNone:
+	default:
+		return fmt.Errorf("archive: unknown sync policy %q (batch, none)", o.Sync)
+	}
+	switch o.DiskFull {
+	case "":
+		o.DiskFull = DiskFullKeep
+	case DiskFullKeep, DiskFullExit:
+	default:
+		return fmt.Errorf("archive: unknown disk-full action %q (keep, exit)", o.DiskFull)
+	}
+	return nil
+}
+
+// clockStep is how far the wall clock may move against the monotonic clock before a CLOCK leaf.
+const clockStep = time.Second
+
+// Writer appends events to the archive in a directory. See the package documentation for its guarantees.
+type Writer struct {
+	opts   Options
+	dir    string
+	origin string
+	lock   *os.File
+
+	mu        sync.Mutex
+	buf       []byte // leaf entries not yet taken by the flusher
+	held      int    // bytes of buf plus batches not yet written
+	dropped   uint64 // events dropped since the last LOST leaf
+	appended  uint64
+	durable   uint64 // tree size on stable storage
+	werr      error
+	closed    bool
+	kick      chan struct{}
+	done      chan struct{}
+	stopped   chan struct{}
+	failed    chan error
+	closeErr  error
+	spare     []byte
+	writeWait []pendingWrite // owned by the flusher
+
+	// Owned by the flusher goroutine (and Create before it starts).
+	tree       Frontier
+	seg        *segment
+	key        *epochKey
+	epochStart time.Time
+	ckSize     uint64
+	ckAt       time.Time
+	lastCk     []byte
+	lastLeafAt time.Time
+	lastWall   time.Time
+	runLeaves  uint64
+	rotateErr  time.Time
+	ent        []byte
+}
+
+// segment is the open segment.
+type segment struct {
+	f           *os.File
+	name        string
+	number      uint64
+	first       uint64
+	end         time.Time
+	checkpoints []uint64
+	firstTime   int64
+	lastTime    int64
+	leaves      uint64
+}
+
+type pendingWrite struct {
+	f     *os.File
+	data  []byte
+	held  int
+	size  uint64 // tree size once this block is durable
+	close bool   // close f once written and synced (a sealed segment)
+}
+
+// Create opens the archive in dir for appending (dir is created 0700 if missing and must not be
+// accessible to others), recovers the state its last run left, starts a new segment with a START leaf
+// signed by the identity key, and starts the flusher. Only one Writer may hold a directory.
+func Create(dir string, opts Options) (*Writer, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create archive directory: %w", err)
+	}
+	if err := checkPrivate(dir); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("archive lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("archive %s is in use by another writer: %w", dir, err)
+	}
+	w := &Writer{opts: opts, dir: dir, origin: opts.Identity.Signer.Name(), lock: lock,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1)}
+	if err := w.start(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	go w.flusher()
+	return w, nil
+}
+
+// tail is what a starting writer learns from the archive's last segment.
+type tail struct {
+	tree    Frontier
+	lastCk  []byte
+	ckSize  uint64
+	segment uint64 // number of the next segment
+	epoch   uint64 // next epoch number
+	rec     *Recovery
+}
+
+// recoverTail reads the last segment of dir. It never modifies a file: a torn block stays where it is,
+// and the START leaf of the new run records it.
+func recoverTail(dir, origin string) (tail, error) {
+	var t tail
+	files, err := listSegments(dir)
+	if err != nil || len(files) == 0 {
+		return t, err
+	}
+	var headerless []string
+	for i := len(files) - 1; i >= 0; i-- {
+		s, err := openSegment(files[i])
+		if err != nil {
+			return t, err
+		}
+		h, err := s.readHeader()
+		var ce *CorruptError
+		if errors.As(err, &ce) && ce.Torn {
+			// A crash while a segment was being created: its header never became durable.
+			s.Close()
+			headerless = append(headerless, filepath.Base(files[i]))
+			continue
+		}
+		if err != nil {
+			s.Close()
+			return t, err
+		}
+		defer s.Close()
+		if h.Origin != origin {
+			return t, fmt.Errorf("archive %s belongs to origin %q, this identity key is %q", dir, h.Origin, origin)
+		}
+		if t.tree, err = DecodeFrontier(h.FirstIndex, h.Frontier); err != nil {
+			return t, &CorruptError{Path: files[i], Reason: "segment header: " + err.Error()}
+		}
+		t.lastCk = []byte(h.PrevCheckpoint)
+		if h.PrevCheckpoint != "" {
+			c, err := peekCheckpoint(t.lastCk)
+			if err != nil {
+				return t, &CorruptError{Path: files[i], Reason: "segment header: previous checkpoint: " + err.Error()}
+			}
+			t.ckSize = c.Size
+		}
+		t.segment = h.Segment + 1
+		t.epoch = h.Epoch + 1
+		rec := &Recovery{Segment: filepath.Base(files[i]), Headerless: headerless}
+		var lastKind LeafKind
+		var lastSeal Seal
+		var leaf Leaf
+		for {
+			typ, p, err := s.next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if errors.As(err, &ce) && ce.Torn {
+				rec.TornOffset, rec.TornBytes = ce.Offset, s.size-ce.Offset
+				break
+			}
+			if err != nil {
+				return t, err
+			}
+			switch typ {
+			case entryLeaf:
+				t.tree.Append(p)
+				if err := DecodeLeaf(p, &leaf); err != nil {
+					return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
+				}
+				lastKind = leaf.Kind
+				switch leaf.Kind {
+				case LeafStart, LeafKey:
+					var k Key
+					if json.Unmarshal(leaf.Body, &k) == nil {
+						t.epoch = k.Epoch + 1
+					}
+				case LeafSeal:
+					lastSeal = Seal{}
+					json.Unmarshal(leaf.Body, &lastSeal)
+				}
+			case entryCheckpoint:
+				c, err := peekCheckpoint(p)
+				if err != nil {
+					return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: err.Error()}
+				}
+				t.lastCk, t.ckSize = append([]byte(nil), p...), c.Size
+			default:
+				return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: "header entry inside a segment"}
+			}
+		}
+		rec.Sealed = lastKind == LeafSeal
+		rec.Unsigned = t.tree.Size - t.ckSize
+		if rec.Sealed && !lastSeal.Next && rec.TornBytes == 0 && len(headerless) == 0 {
+			rec = nil // the last run stopped cleanly
+		}
+		t.rec = rec
+		return t, nil
+	}
+	return t, fmt.Errorf("archive %s: no segment has a readable header (%v)", dir, headerless)
+}
+
+// start recovers the archive's state and opens the run's first segment with its START leaf, durably.
+func (w *Writer) start() error {
+	t, err := recoverTail(w.dir, w.origin)
+	if err != nil {
+		return fmt.Errorf("recover archive: %w", err)
+	}
+	w.tree, w.lastCk, w.ckSize = t.tree, t.lastCk, t.ckSize
+	now := w.opts.Now()
+	if err := w.openSegment(t.segment, now, ""); err != nil {
+		return err
+	}
+	if t.rec != nil {
+		w.opts.Log.Warn().Str("segment", t.rec.Segment).Uint64("unsigned", t.rec.Unsigned).
+			Int64("torn_bytes", t.rec.TornBytes).Bool("sealed", t.rec.Sealed).
+			Msg("the previous run did not stop cleanly; its tail is recorded in the START leaf")
+	}
+	if w.key, err = newEpochKey(w.origin, t.epoch); err != nil {
+		return err
+	}
+	st := w.opts.Start
+	st.Origin, st.Identity, st.EpochKey, st.Epoch, st.PID = w.origin, w.opts.Identity.VKey, w.key.vkey, w.key.epoch, os.Getpid()
+	st.CheckpointMillis = w.opts.CheckpointInterval.Milliseconds()
+	st.HeartbeatMillis = w.opts.HeartbeatInterval.Milliseconds()
+	st.EpochMillis = w.opts.EpochDuration.Milliseconds()
+	st.SegmentMillis = w.opts.SegmentDuration.Milliseconds()
+	st.Recovered = t.rec
+	ent := w.addControl(nil, LeafStart, now, st)
+	if ent, err = w.checkpoint(ent, w.opts.Identity.Signer, now); err != nil {
+		return err
+	}
+	w.epochStart, w.lastWall = now, now
+	w.queue(w.seg.f, ent, 0, false)
+	if err := w.writeQueued(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// openSegment creates segment number n, writes its header durably and makes it current.
+func (w *Writer) openSegment(n uint64, now time.Time, epochKey string) error {
+	name := segmentName(w.tree.Size, now)
+	path := filepath.Join(w.dir, name)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create segment: %w", err)
+	}
+	h := SegmentHeader{Format: formatV1, Origin: w.origin, Segment: n, FirstIndex: w.tree.Size, Start: now.UnixNano(),
+		Frontier: w.tree.Encode(), PrevCheckpoint: string(w.lastCk), EpochKey: epochKey}
+	if w.key != nil {
+		h.Epoch = w.key.epoch
+	}
+	hj, _ := json.Marshal(h)
+	data := appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, hj))
+	if err := writeAll(f, data); err == nil {
+		err = syncFileAndDir(f, w.dir)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("create segment %s: %w", name, err)
+	}
+	d := w.opts.SegmentDuration
+	w.seg = &segment{f: f, name: name, number: n, first: w.tree.Size, end: now.Truncate(d).Add(d)}
+	return nil
+}
+
+func writeAll(f *os.File, b []byte) error {
+	for len(b) > 0 {
+		n, err := f.Write(b)
+		b = b[n:]
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncFileAndDir(f *os.File, dir string) error {
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Dir is the archive directory.
+func (w *Writer) Dir() string { return w.dir }
+
+// Append adds ev to the batch being built. It never waits for the disk: when MaxPending bytes are already
+// held the event is dropped and counted, and a LOST leaf with the count precedes the next event that fits.
+func (w *Writer) Append(ev *audit.RawEvent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.held >= w.opts.MaxPending {
+		w.dropped++
+		return
+	}
+	w.appendLost()
+	w.appendEvent(ev)
+	if len(w.buf) >= w.opts.FlushBytes {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// appendEvent encodes ev as a leaf entry into buf. w.mu is held.
+func (w *Writer) appendEvent(ev *audit.RawEvent) {
+	n0 := len(w.buf)
+	w.buf = append(w.buf, entryLeaf, 0, 0, 0, 0)
+	w.buf = appendEventLeaf(w.buf, ev)
+	binary.LittleEndian.PutUint32(w.buf[n0+1:], uint32(len(w.buf)-n0-entryHead))
+	w.held += len(w.buf) - n0
+	w.appended++
+}
+
+// appendLost appends a LOST leaf for the events dropped since the last one, if any. w.mu is held.
+func (w *Writer) appendLost() {
+	if w.dropped == 0 {
+		return
+	}
+	now := w.opts.Now().UnixNano()
+	lost := audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+		Lost: audit.Lost{Reason: audit.LostLocal, Count: w.dropped}}
+	w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
+	w.appendEvent(&lost)
+	w.dropped = 0
+}
+
+// Stats returns the number of leaves appended (events and LOST), the events dropped and not yet recorded
+// in a LOST leaf, and the tree size that is durable.
+func (w *Writer) Stats() (appended, dropped, durable uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.appended, w.dropped, w.durable
+}
+
+// Failed delivers the write error that made the writer give up (DiskFullExit only).
+func (w *Writer) Failed() <-chan error { return w.failed }
+
+// flusher builds, writes and syncs a block every FlushInterval until Close.
+func (w *Writer) flusher() {
+	defer close(w.stopped)
+	t := time.NewTicker(w.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		final := false
+		select {
+		case <-t.C:
+		case <-w.kick:
+		case <-w.done:
+			final = true
+		}
+		w.cycle(w.opts.Now(), final)
+		err := w.flushQueue()
+		if !final {
+			continue
+		}
+		// At close, keep retrying for a while: the disk may come back.
+		for tries := 0; err != nil && tries < 50; tries++ {
+			time.Sleep(w.opts.FlushInterval)
+			err = w.flushQueue()
+		}
+		if err != nil {
+			w.closeErr = fmt.Errorf("archive not fully written: %w", err)
+		}
+		return
+	}
+}
+
+// flushQueue writes the queued blocks and records the outcome.
+func (w *Writer) flushQueue() error {
+	err := w.writeQueued()
+	w.mu.Lock()
+	w.werr = err
+	w.mu.Unlock()
+	if err != nil {
+		w.opts.Log.Error().Err(err).Msg("archive write failed; events are held in memory and retried")
+		if w.opts.DiskFull == DiskFullExit {
+			select {
+			case w.failed <- err:
+			default:
+			}
+		}
+	}
+	return err
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/auditarch/auditarch/archive"
+)
+
+// Exit statuses of verify beyond 0 (pass), 1 (error) and 2 (usage).
+const (
+	exitIncomplete = 3 // authentic as far as it goes, but evidence is missing or unsigned
+	exitTampered   = 4 // something was altered, re-signed, spliced, replayed or rolled back
+)
+
+func verifyCmd(args []string, stdout io.Writer) error {
+	fs := newFlags("verify")
+	keyFile := fs.String("key", "", "")
+	asJSON := fs.Bool("json", false, "")
+	witness := fs.String("witness", "", "")
+	grace := fs.Duration("grace", 0, "")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: verify needs at least one archive directory", errUsage)
+	}
+	if *witness != "" && len(pos) > 1 {
+		return fmt.Errorf("%w: --witness applies to one archive directory", errUsage)
+	}
+	opts := archive.VerifyOptions{Grace: *grace}
+	if *keyFile != "" {
+		v, _, err := archive.LoadVerifierKey(*keyFile)
+		if err != nil {
+			return err
+		}
+		opts.Key = v
+	}
+	if *witness != "" {
+		data, err := os.ReadFile(*witness)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read witness: %w", err)
+		}
+		if len(data) > 0 {
+			opts.Witness = data
+		}
+	}
+	worst := archive.Pass
+	var reports []*archive.Report
+	for _, dir := range pos {
+		r, err := archive.Verify(dir, opts)
+		if err != nil {
+			return err
+		}
+		reports = append(reports, r)
+		worst = worse(worst, r.Status)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if len(reports) == 1 {
+			err = enc.Encode(reports[0])
+		} else {
+			err = enc.Encode(reports)
+		}
+		if err != nil {
+			return err
+		}
+	} else {
+		for _, r := range reports {
+			printReport(stdout, r)
+		}
+	}
+	// The witness moves forward only over an archive that passed, so that a later rollback is caught.
+	if *witness != "" && worst == archive.Pass && reports[0].Latest != "" {
+		if err := os.WriteFile(*witness, []byte(reports[0].Latest), 0o600); err != nil {
+			return fmt.Errorf("write witness: %w", err)
+		}
+	}
+	switch worst {
+	case archive.Tampered:
+		return &exitError{exitTampered, errors.New("verify: the archive was tampered with (see above)")}
+	case archive.Incomplete:
+		return &exitError{exitIncomplete, errors.New("verify: evidence is incomplete (see above)")}
+	}
+	return nil
+}
+
+func worse(a, b string) string {
+	rank := map[string]int{archive.Pass: 0, archive.Incomplete: 1, archive.Tampered: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+func printReport(w io.Writer, r *archive.Report) {
+	pin := "pinned"
+	if !r.Pinned {
+		pin = "NOT pinned: trusting the key named in the archive; pass --key host.pub"
+	}
+	fmt.Fprintf(w, "archive %s: origin %s, identity %s (%s)\n", r.Dir, r.Origin, keyName(r.Identity), pin)
+	for _, s := range r.Segments {
+		state := "open"
+		if s.Sealed {
+			state = "sealed"
+		}
+		fmt.Fprintf(w, "  %s %s  segment %d, %s", s.Status, s.File, s.Segment, state)
+		if s.Leaves > 0 {
+			fmt.Fprintf(w, ", verified leaves %d..%d of %d..%d, time %s..%s, %d checkpoints",
+				s.FirstIndex, s.FirstIndex+s.Verified-1, s.FirstIndex, s.FirstIndex+s.Leaves-1, s.FirstTime, s.LastTime, s.Checkpoints)
+			if s.Verified == 0 {
+				fmt.Fprintf(w, " (none verified)")
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	for _, p := range r.Problems {
+		at := ""
+		if p.Index != nil {
+			at = fmt.Sprintf(" at leaf %d", *p.Index)
+		}
+		where := ""
+		if p.Segment != "" {
+			where = " in " + p.Segment
+		}
+		fmt.Fprintf(w, "  %s [%s]%s%s: %s\n", strings.ToLower(p.Class), p.Code, where, at, p.Message)
+	}
+	if t := r.Unsigned; t != nil {
+		what := "not yet signed (the writer is running)"
+		if !r.Live {
+			what = "not signed: the writer stopped before its next checkpoint"
+		}
+		fmt.Fprintf(w, "  unsealed tail: %s: %d leaves from %d %s", t.Segment, t.Leaves, t.First, what)
+		if t.Torn > 0 {
+			fmt.Fprintf(w, ", then a torn block of %d bytes", t.Torn)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, run := range r.Runs {
+		fmt.Fprintf(w, "  run from leaf %d (%s): %s", run.Start, run.StartTime, run.Ended)
+		if run.Stop != nil {
+			fmt.Fprintf(w, " at leaf %d (%s)", *run.Stop, run.StopTime)
+		}
+		if rec := run.Recovered; rec != nil {
+			fmt.Fprintf(w, "; recovered after a crash: %d unsigned leaves in %s", rec.Unsigned, rec.Segment)
+			if rec.TornBytes > 0 {
+				fmt.Fprintf(w, ", %d torn bytes at offset %d", rec.TornBytes, rec.TornOffset)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	for _, l := range r.Lost {
+		fmt.Fprintf(w, "  lost at leaf %d (%s): %d events, reason %s", l.Index, l.Time, l.Count, l.Reason)
+		if l.First != 0 {
+			fmt.Fprintf(w, ", kernel serials %d..%d", l.First, l.Last)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "%s: %s: %d leaves from %d, %d verified, time %s..%s\n", r.Status, r.Dir, r.Leaves, r.FirstIndex, r.Verified-min(r.Verified, r.FirstIndex), r.FirstTime, r.LastTime)
+}
+
+// keyName shortens a verifier key to name+hash.
+func keyName(vkey string) string {
+	if v, err := note.NewVerifier(vkey); err == nil {
+		return fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
+	}
+	return vkey
+}
