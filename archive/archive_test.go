@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,8 +184,6 @@ func TestRoundTripAndVerify(t *testing.T) {
 	if r.Leaves != want || r.Verified != want {
 		t.Fatalf("verify: %d leaves, %d verified; want %d", r.Leaves, r.Verified, want)
 	}
-	_ = errors.Is
-	_ = time.Second
 }
 
 // fastOptions cut segments, epochs, checkpoints and heartbeats in fractions of a second.
@@ -285,5 +285,170 @@ func TestHeartbeatsWhileIdle(t *testing.T) {
 	}
 	if beats < 3 || beats > 6 {
 		t.Errorf("%d heartbeats in 1 s at 200 ms", beats)
+	}
+}
+
+func TestSkipOutsideUsesKernelTimes(t *testing.T) {
+	id, _ := identity(t, "host-a.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	opts := fastOptions(id)
+	w, err := archive.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three segments whose events carry kernel times far from when they were written: old records the
+	// kernel held back, or a replay.
+	for _, sec := range []int64{1000, 2000, 3000} {
+		for i := int64(0); i < 3; i++ {
+			w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: uint32(sec + i), Sec: sec + i, EOE: true, Received: time.Now().UnixNano()})
+		}
+		time.Sleep(opts.SegmentDuration + 100*time.Millisecond)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(since, until int64) []uint32 {
+		r, err := archive.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s time.Time
+		if since != 0 {
+			s = time.Unix(since, 0)
+		}
+		r.SkipOutside(s, time.Unix(until, 0))
+		var got []uint32
+		for {
+			ev, _, err := r.Next()
+			if err == io.EOF {
+				return got
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ev.Serial)
+		}
+	}
+	// Each segment is read only when its events' span meets the window (the reader does not filter
+	// single events: 2000..2002 all come back for 2001..2002).
+	if got := read(1500, 2500); fmt.Sprint(got) != "[2000 2001 2002]" {
+		t.Errorf("1500..2500 read %v", got)
+	}
+	if got := read(2001, 2002); fmt.Sprint(got) != "[2000 2001 2002]" {
+		t.Errorf("2001..2002 read %v", got)
+	}
+	if got := read(0, 1001); fmt.Sprint(got) != "[1000 1001 1002]" {
+		t.Errorf("..1001 read %v", got)
+	}
+	// The newest segment has no successor to vouch for its span: it is always read.
+	w, err = archive.Create(dir, archive.Options{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: 5000, Sec: 5000, EOE: true, Received: time.Now().UnixNano()})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(1500, 2500); fmt.Sprint(got) != "[2000 2001 2002 5000]" {
+		t.Errorf("1500..2500 with an open newest segment read %v", got)
+	}
+}
+
+func TestClockStepIsRecorded(t *testing.T) {
+	id, pub := identity(t, "host-a.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	opts := fastOptions(id)
+	var step atomic.Int64
+	opts.Now = func() time.Time { return time.Now().Add(time.Duration(step.Load())) }
+	w, err := archive.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	step.Store(int64(-time.Hour)) // someone sets the clock back an hour
+	time.Sleep(100 * time.Millisecond)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, _ := archive.Open(dir)
+	var clocks []string
+	for {
+		l, _, err := rd.NextLeaf()
+		if err != nil {
+			break
+		}
+		if l.Kind == archive.LeafClock {
+			clocks = append(clocks, string(l.Body))
+		}
+	}
+	if len(clocks) != 1 || !strings.HasPrefix(clocks[0], `{"step_ns":-36`) {
+		t.Errorf("CLOCK leaves: %q", clocks)
+	}
+	if r := mustVerify(t, dir, pub); r.Status != archive.Pass {
+		t.Errorf("verify: %s %+v", r.Status, r.Problems)
+	}
+}
+
+func TestRefusesLoosePermissions(t *testing.T) {
+	id, _ := identity(t, "host-a.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.Create(dir, archive.Options{Identity: id}); !errors.Is(err, archive.ErrPermissions) {
+		t.Errorf("Create on a 0755 directory: %v", err)
+	}
+	keys := filepath.Join(t.TempDir(), "keys")
+	if _, err := archive.Keygen(keys, "host-a.example"); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(keys, archive.IdentityKeyFile)
+	if err := os.Chmod(key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.LoadIdentity(key); !errors.Is(err, archive.ErrPermissions) {
+		t.Errorf("LoadIdentity of a 0640 key: %v", err)
+	}
+	os.Chmod(key, 0o600)
+	os.Chmod(keys, 0o750)
+	if _, err := archive.LoadIdentity(key); !errors.Is(err, archive.ErrPermissions) {
+		t.Errorf("LoadIdentity in a 0750 directory: %v", err)
+	}
+	os.Chmod(keys, 0o700)
+	if _, err := archive.LoadIdentity(key); err != nil {
+		t.Errorf("LoadIdentity 0600 in 0700: %v", err)
+	}
+}
+
+func TestVerifyReportsSilences(t *testing.T) {
+	id, pub := identity(t, "host-a.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	now := time.Now().UnixNano()
+	// Two events 40 s apart by their receive times, with nothing between: the writer promised a
+	// heartbeat every 10 s (the default), so 40 s of nothing means it was stopped or frozen.
+	writeArchive(t, dir, archive.Options{Identity: id}, []*audit.RawEvent{
+		{Kind: audit.KindEvent, Serial: 1, EOE: true, Received: now},
+		{Kind: audit.KindEvent, Serial: 2, EOE: true, Received: now + int64(40*time.Second)},
+	})
+	r := mustVerify(t, dir, pub)
+	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "silence" {
+		t.Fatalf("verify: %s %+v", r.Status, r.Problems)
+	}
+	t.Log(r.Problems[0].Message)
+
+	// A live writer that has written nothing for longer than heartbeat + grace is frozen.
+	dir2 := filepath.Join(t.TempDir(), "arch")
+	w, err := archive.Create(dir2, archive.Options{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	v, _, _ := archive.LoadVerifierKey(pub)
+	r, err = archive.Verify(dir2, archive.VerifyOptions{Key: v, Now: time.Now().Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "silence" || !r.Live {
+		t.Fatalf("verify of a frozen live writer: %s live=%v %+v", r.Status, r.Live, r.Problems)
 	}
 }

@@ -24,11 +24,13 @@ func (w *Writer) cycle(now time.Time, final bool) {
 		p = p[entryHead+l:]
 	}
 	ent = append(ent, batch...)
-	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - now.Sub(w.lastWall); drift > clockStep || drift < -clockStep {
+	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says).
+	mono := time.Now()
+	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - mono.Sub(w.lastMono); drift > clockStep || drift < -clockStep {
 		w.opts.Log.Warn().Dur("step", drift).Msg("wall clock stepped")
 		ent = w.addControl(ent, LeafClock, now, Clock{StepNanos: int64(drift)})
 	}
-	w.lastWall = now
+	w.lastWall, w.lastMono = now, mono
 	if now.Sub(w.lastLeafAt) >= w.opts.HeartbeatInterval {
 		ent = w.addControl(ent, LeafHeartbeat, now, Heartbeat{Events: w.runLeaves})
 	}
@@ -65,6 +67,7 @@ func (w *Writer) leafAdded(leaf []byte, now time.Time) {
 		t = int64(binary.LittleEndian.Uint64(leaf[1:]))
 	case len(leaf) >= 26:
 		t = int64(binary.LittleEndian.Uint64(leaf[18:])) // received
+		w.seg.kernel.add(eventKernelTime(leaf))
 	}
 	s := w.seg
 	if s.leaves == 0 {
@@ -149,7 +152,7 @@ func (w *Writer) rotate(ent []byte, held int, now time.Time) {
 	snapTree, snapCk, snapCkSize, snapCkAt := w.tree.Clone(), w.lastCk, w.ckSize, w.ckAt
 	snapLeaves, snapRun, snapCks := old.leaves, w.runLeaves, len(old.checkpoints)
 	sealed := w.seal(ent, now, true)
-	if err := w.openSegment(old.number+1, now, w.key.vkey); err != nil {
+	if err := w.openSegment(old.number+1, now, w.key.vkey, old.kernel.header()); err != nil {
 		w.opts.Log.Error().Err(err).Msg("cannot start the next segment; the current one stays open")
 		w.tree, w.lastCk, w.ckSize, w.ckAt = snapTree, snapCk, snapCkSize, snapCkAt
 		old.leaves, w.runLeaves, old.checkpoints = snapLeaves, snapRun, old.checkpoints[:snapCks]

@@ -13,14 +13,12 @@ import (
 // Reader reads the leaves of an archive's segments in order. It checks framing and checksums but not
 // signatures: `verify` (Verify) proves the chain; Reader is for showing and searching.
 type Reader struct {
-	files  []string
-	starts []int64 // segment start times, when SkipOutside needs them
-	cur    int
-	s      *segReader
-	index  uint64
-	leaf   Leaf
-
-	since, until int64
+	files []string
+	skip  []bool // segments SkipOutside found outside the window
+	cur   int
+	s     *segReader
+	index uint64
+	leaf  Leaf
 }
 
 // Open lists the segments in dir. It fails if dir holds none.
@@ -38,48 +36,36 @@ func Open(dir string) (*Reader, error) {
 	return &Reader{files: files, cur: -1}, nil
 }
 
-// skewSlack covers events whose kernel time precedes the segment they were archived in (an event is
-// emitted at most a timeout after its first record) and small clock differences.
-const skewSlack = int64(time.Minute)
-
 // SkipOutside makes the reader skip whole segments whose events all lie outside [since, until); a zero
-// time leaves that side open. It reads only each segment's header (its first block): segment i holds
-// what was received from its start to the start of segment i+1. Events of the segments it does read are
-// not filtered: the caller still checks each event's time.
+// time leaves that side open. It reads only the segment headers (each file's first block): a segment's
+// successor records the span of its kernel timestamps (PrevKernelTimes). The newest segment, and any
+// whose successor is missing or damaged, is always read. Events of the segments read are not filtered:
+// the caller still checks each event's time.
 func (r *Reader) SkipOutside(since, until time.Time) {
-	r.since, r.until = 0, 0
-	if !since.IsZero() {
-		r.since = since.UnixNano()
-	}
-	if !until.IsZero() {
-		r.until = until.UnixNano()
-	}
-	if r.starts != nil || (r.since == 0 && r.until == 0) {
+	r.skip = nil
+	if since.IsZero() && until.IsZero() {
 		return
 	}
-	r.starts = make([]int64, len(r.files))
+	hs := make([]*SegmentHeader, len(r.files))
 	for i, f := range r.files {
-		h, err := readSegmentHeader(f)
-		if err != nil {
-			r.starts[i] = -1 // unknown: read it, Next reports the damage
+		if h, err := readSegmentHeader(f); err == nil {
+			hs[i] = &h
+		}
+	}
+	r.skip = make([]bool, len(r.files))
+	for i := 0; i+1 < len(r.files); i++ {
+		h, next := hs[i], hs[i+1]
+		if h == nil || next == nil || next.Segment != h.Segment+1 || next.FirstIndex <= h.FirstIndex {
 			continue
 		}
-		r.starts[i] = h.Start
+		k := next.PrevKernelTimes
+		switch {
+		case len(k) == 0:
+			r.skip[i] = true // no events at all
+		case len(k) == 2:
+			r.skip[i] = (!since.IsZero() && k[1] < since.UnixNano()) || (!until.IsZero() && k[0] >= until.UnixNano())
+		}
 	}
-}
-
-// outside reports whether segment i can be skipped.
-func (r *Reader) outside(i int) bool {
-	if r.starts == nil || r.starts[i] < 0 {
-		return false
-	}
-	if r.until != 0 && r.starts[i]-skewSlack >= r.until {
-		return true
-	}
-	if r.since != 0 && i+1 < len(r.files) && r.starts[i+1] >= 0 && r.starts[i+1]+skewSlack < r.since {
-		return true
-	}
-	return false
 }
 
 // NextLeaf returns the next leaf and its index in the tree. The leaf is valid until the next call. At the
@@ -141,7 +127,7 @@ func (r *Reader) nextFile() error {
 		if r.cur >= len(r.files) {
 			return io.EOF
 		}
-		if !r.outside(r.cur) {
+		if r.skip == nil || !r.skip[r.cur] {
 			break
 		}
 	}

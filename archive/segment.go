@@ -51,6 +51,9 @@ type SegmentHeader struct {
 	// segment starts a run (its first leaf is START).
 	EpochKey string `json:"epoch_key,omitempty"`
 	Epoch    uint64 `json:"epoch"`
+	// PrevKernelTimes is the range [min, max] of the kernel timestamps (unix ns) of the event and LOST
+	// leaves in the segment before, when it had any: search skips segments by it without reading them.
+	PrevKernelTimes []int64 `json:"prev_kernel_times,omitempty"`
 }
 
 func segmentName(first uint64, start time.Time) string {
@@ -87,7 +90,10 @@ func listSegments(dir string) ([]string, error) {
 	return files, nil
 }
 
-var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlock))
+// The block's CRC-32C already covers the compressed bytes: the frame's content checksum (xxhash of the
+// decompressed bytes) is not checked again on the read path.
+var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlock),
+	zstd.IgnoreChecksum(true))
 
 // segReader reads a segment block by block and yields its entries.
 type segReader struct {

@@ -135,7 +135,8 @@ type Writer struct {
 	ckAt       time.Time
 	lastCk     []byte
 	lastLeafAt time.Time
-	lastWall   time.Time
+	lastWall   time.Time // the clock's last reading
+	lastMono   time.Time // time.Now at that moment, for its monotonic reading
 	runLeaves  uint64
 	rotateErr  time.Time
 	ent        []byte
@@ -152,6 +153,32 @@ type segment struct {
 	firstTime   int64
 	lastTime    int64
 	leaves      uint64
+	kernel      kernelRange // kernel timestamps of its event and LOST leaves
+}
+
+// kernelRange is the span of kernel timestamps (unix ns) of a segment's events.
+type kernelRange struct{ min, max int64 }
+
+func (k *kernelRange) add(t int64) {
+	if k.min == 0 || t < k.min {
+		k.min = t
+	}
+	if t > k.max {
+		k.max = t
+	}
+}
+
+// header returns the range for the next segment's header (nil when there were no events).
+func (k kernelRange) header() []int64 {
+	if k.max == 0 {
+		return nil
+	}
+	return []int64{k.min, k.max}
+}
+
+// eventKernelTime returns the kernel timestamp (unix ns) of an EVENT or LOST leaf.
+func eventKernelTime(leaf []byte) int64 {
+	return int64(binary.LittleEndian.Uint64(leaf[6:]))*1e9 + int64(int32(binary.LittleEndian.Uint32(leaf[14:])))*1e6
 }
 
 type pendingWrite struct {
@@ -201,6 +228,7 @@ type tail struct {
 	segment uint64 // number of the next segment
 	epoch   uint64 // next epoch number
 	rec     *Recovery
+	kernel  kernelRange // of the last segment's events
 }
 
 // recoverTail reads the last segment of dir. It never modifies a file: a torn block stays where it is,
@@ -269,6 +297,9 @@ func recoverTail(dir, origin string) (tail, error) {
 					return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
 				}
 				lastKind = leaf.Kind
+				if !leaf.Kind.control() {
+					t.kernel.add(eventKernelTime(p))
+				}
 				switch leaf.Kind {
 				case LeafStart, LeafKey:
 					var k Key
@@ -308,7 +339,7 @@ func (w *Writer) start() error {
 	}
 	w.tree, w.lastCk, w.ckSize = t.tree, t.lastCk, t.ckSize
 	now := w.opts.Now()
-	if err := w.openSegment(t.segment, now, ""); err != nil {
+	if err := w.openSegment(t.segment, now, "", t.kernel.header()); err != nil {
 		return err
 	}
 	if t.rec != nil {
@@ -330,7 +361,7 @@ func (w *Writer) start() error {
 	if ent, err = w.checkpoint(ent, w.opts.Identity.Signer, now); err != nil {
 		return err
 	}
-	w.epochStart, w.lastWall = now, now
+	w.epochStart, w.lastWall, w.lastMono = now, now, time.Now()
 	w.queue(w.seg.f, ent, 0, false)
 	if err := w.writeQueued(); err != nil {
 		return err
@@ -339,7 +370,7 @@ func (w *Writer) start() error {
 }
 
 // openSegment creates segment number n, writes its header durably and makes it current.
-func (w *Writer) openSegment(n uint64, now time.Time, epochKey string) error {
+func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKernel []int64) error {
 	name := segmentName(w.tree.Size, now)
 	path := filepath.Join(w.dir, name)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
@@ -347,7 +378,7 @@ func (w *Writer) openSegment(n uint64, now time.Time, epochKey string) error {
 		return fmt.Errorf("create segment: %w", err)
 	}
 	h := SegmentHeader{Format: formatV1, Origin: w.origin, Segment: n, FirstIndex: w.tree.Size, Start: now.UnixNano(),
-		Frontier: w.tree.Encode(), PrevCheckpoint: string(w.lastCk), EpochKey: epochKey}
+		Frontier: w.tree.Encode(), PrevCheckpoint: string(w.lastCk), EpochKey: epochKey, PrevKernelTimes: prevKernel}
 	if w.key != nil {
 		h.Epoch = w.key.epoch
 	}
