@@ -49,7 +49,7 @@ func (w *Writer) cycle(now time.Time, final bool) {
 		ent = w.addControl(ent, LeafStop, now, Stop{Reason: "stopped", Events: w.runLeaves})
 		ent = w.seal(ent, now, false)
 		w.queue(w.seg.f, ent, len(batch), true)
-	case !now.Before(w.seg.end) && now.Sub(w.rotateErr) >= time.Second:
+	case !now.Before(w.seg.end):
 		w.rotate(ent, len(batch), now)
 	default:
 		w.queue(w.seg.f, ent, len(batch), false)
@@ -142,25 +142,28 @@ func (w *Writer) seal(ent []byte, now time.Time, next bool) []byte {
 	return ent
 }
 
-// rotate seals the open segment with ent as its last block and opens the next one. The new segment is
-// created (header durable) before the seal is written, so a sealed segment always has its successor on
-// disk unless the seal write itself was the last thing that happened.
+// rotate seals the open segment with ent as its last block and opens the next one. The seal is made
+// durable before the successor is created: a successor's header names the seal's checkpoint and the
+// frontier after it, so it must never exist without them. After a crash in between, the sealed segment
+// announces a successor that is missing, and the next START records that it ended there.
 func (w *Writer) rotate(ent []byte, held int, now time.Time) {
 	old := w.seg
-	// Peek: can a new segment be created? Seal first in memory, then create it with the frontier after
-	// the seal; if creation fails, the seal must not be written.
-	snapTree, snapCk, snapCkSize, snapCkAt := w.tree.Clone(), w.lastCk, w.ckSize, w.ckAt
-	snapLeaves, snapRun, snapCks := old.leaves, w.runLeaves, len(old.checkpoints)
-	sealed := w.seal(ent, now, true)
-	if err := w.openSegment(old.number+1, now, w.key.vkey, old.kernel.header()); err != nil {
-		w.opts.Log.Error().Err(err).Msg("cannot start the next segment; the current one stays open")
-		w.tree, w.lastCk, w.ckSize, w.ckAt = snapTree, snapCk, snapCkSize, snapCkAt
-		old.leaves, w.runLeaves, old.checkpoints = snapLeaves, snapRun, old.checkpoints[:snapCks]
-		w.seg, w.rotateErr = old, now
-		w.queue(old.f, ent, held, false)
-		return
+	w.queue(old.f, w.seal(ent, now, true), held, true)
+	w.seg, w.next, w.nextKernel = nil, old.number+1, old.kernel.header()
+	w.reopen(now)
+}
+
+// reopen creates the segment a rotation is waiting for, once every block before it is durable. Until
+// then cycle leaves appended events in memory (Append drops and counts beyond MaxPending).
+func (w *Writer) reopen(now time.Time) bool {
+	if w.flushQueue() != nil {
+		return false
 	}
-	w.queue(old.f, sealed, held, true)
+	if err := w.openSegment(w.next, now, w.key.vkey, w.nextKernel); err != nil {
+		w.opts.Log.Error().Err(err).Msg("cannot start the next segment; events are held in memory and retried")
+		return false
+	}
+	return true
 }
 
 // queue hands a block for f to the writer.

@@ -35,7 +35,7 @@ func (f *Frontier) AppendHash(h tlog.Hash) {
 }
 
 // Root returns the tree hash of the Size leaves (tlog.TreeHash of the same leaves).
-func (f *Frontier) Root() tlog.Hash {
+func (f Frontier) Root() tlog.Hash {
 	if f.Size == 0 {
 		return tlog.Hash{} // as tlog.TreeHash(0, …)
 	}
@@ -52,7 +52,7 @@ func (f *Frontier) Clone() Frontier {
 }
 
 // Encode returns the frontier's hashes in base64, largest subtree first.
-func (f *Frontier) Encode() []string {
+func (f Frontier) Encode() []string {
 	out := make([]string, len(f.Hashes))
 	for i, h := range f.Hashes {
 		out[i] = base64.StdEncoding.EncodeToString(h[:])

@@ -142,10 +142,12 @@ type verifier struct {
 	lastSealed string
 	pendingRec *Recovery // what the next START must record about the previous segment's end
 
+	headerless  map[string]bool // segment files a START recorded as never completely created
 	witness     *Checkpoint
 	witnessSeen bool
 
 	seg     *SegmentReport
+	segLast int64 // time of the segment's last leaf, formatted into seg.LastTime once the segment is read
 	segCks  []uint64
 	sealIdx int64
 	leaf    Leaf
@@ -250,10 +252,13 @@ func fmtTime(ns int64) string {
 func (v *verifier) segment(se *segEntry, last bool) {
 	name := filepath.Base(se.path)
 	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: "PASS"})
-	v.seg = &v.r.Segments[len(v.r.Segments)-1]
-	defer func() { v.seg = nil }()
+	v.seg, v.segLast = &v.r.Segments[len(v.r.Segments)-1], 0
+	defer func() { v.seg.LastTime, v.seg = fmtTime(v.segLast), nil }()
 	if se.err != nil {
 		var ce *CorruptError
+		if errors.As(se.err, &ce) && ce.Torn && v.headerless[name] {
+			return // a crash while it was being created, recorded by the next START
+		}
 		if errors.As(se.err, &ce) && ce.Torn && last {
 			v.seg.Status = "FAIL"
 			v.problem(Incomplete, "torn-segment", nil, "segment header was never completely written (the writer stopped while creating it): %v", se.err)
@@ -415,7 +420,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 			v.r.FirstTime = v.seg.FirstTime
 		}
 	}
-	v.seg.LastTime = fmtTime(l.Time)
+	v.segLast = l.Time
 	if firstInSegment && v.pendingRec != nil && l.Kind != LeafStart {
 		v.problem(Tampered, "missing-recovery", idx(i), "the previous segment %s ends without a seal, and this segment does not begin with the START that records it", v.pendingRec.Segment)
 		v.pendingRec = nil
@@ -525,6 +530,14 @@ func (v *verifier) start(i uint64, l *Leaf) {
 				rec.Segment, rec.Unsigned, rec.TornBytes, rec.TornOffset, pr.Segment, pr.Unsigned, pr.TornBytes, pr.TornOffset)
 		}
 		v.pendingRec = nil
+	}
+	if st.Recovered != nil {
+		for _, n := range st.Recovered.Headerless {
+			if v.headerless == nil {
+				v.headerless = map[string]bool{}
+			}
+			v.headerless[n] = true
+		}
 	}
 	v.runOpen = true
 	v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})

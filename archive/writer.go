@@ -138,7 +138,8 @@ type Writer struct {
 	lastWall   time.Time // the clock's last reading
 	lastMono   time.Time // time.Now at that moment, for its monotonic reading
 	runLeaves  uint64
-	rotateErr  time.Time
+	next       uint64  // when seg is nil: the number of the segment a rotation waits to create
+	nextKernel []int64 // and its header's PrevKernelTimes
 	ent        []byte
 }
 
@@ -489,13 +490,27 @@ func (w *Writer) flusher() {
 		case <-w.done:
 			final = true
 		}
-		w.cycle(w.opts.Now(), final)
-		err := w.flushQueue()
+		now := w.opts.Now()
+		// A rotation waits for the disk before the next segment exists; at close, wait a while.
+		for tries := 0; w.seg == nil && !w.reopen(now) && final && tries < 50; tries++ {
+			time.Sleep(w.opts.FlushInterval)
+			now = w.opts.Now()
+		}
+		if w.seg == nil && !final {
+			continue
+		}
+		var err error
+		if w.seg == nil {
+			err = errors.New("no segment could be created")
+		} else {
+			w.cycle(now, final)
+			err = w.flushQueue()
+		}
 		if !final {
 			continue
 		}
 		// At close, keep retrying for a while: the disk may come back.
-		for tries := 0; err != nil && tries < 50; tries++ {
+		for tries := 0; err != nil && w.seg != nil && tries < 50; tries++ {
 			time.Sleep(w.opts.FlushInterval)
 			err = w.flushQueue()
 		}
