@@ -54,7 +54,13 @@ func ParseCheckpoint(text string) (Checkpoint, error) {
 	return c, nil
 }
 
-func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.Strict().DecodeString(s) }
+// decodeB64 decodes padded standard base64 in its one canonical form: Strict still skips CR and LF.
+func decodeB64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line break in base64")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
+}
 
 // signCheckpoint returns the signed note of c.
 func signCheckpoint(c Checkpoint, s note.Signer) ([]byte, error) {

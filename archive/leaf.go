@@ -213,6 +213,9 @@ func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
 	default:
 		return fmt.Errorf("unknown leaf kind %d", p[0])
 	}
+	if p[1]&^3 != 0 {
+		return fmt.Errorf("unknown event flags %#x", p[1])
+	}
 	ev.EOE, ev.Late = p[1]&1 != 0, p[1]&2 != 0
 	ev.Serial = le.Uint32(p[2:])
 	ev.Sec = int64(le.Uint64(p[6:]))
@@ -226,7 +229,7 @@ func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
 		ev.Lost = audit.Lost{Reason: audit.LostReason(p[0]), Count: le.Uint64(p[1:]), First: le.Uint32(p[9:]), Last: le.Uint32(p[13:])}
 		p = p[17:]
 	}
-	n, k := binary.Uvarint(p)
+	n, k := uvarint(p)
 	if k <= 0 || n > uint64(len(p)) {
 		return errors.New("bad record count")
 	}
@@ -236,7 +239,7 @@ func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
 			return errors.New("truncated record")
 		}
 		typ := le.Uint16(p)
-		l, k := binary.Uvarint(p[2:])
+		l, k := uvarint(p[2:])
 		if k <= 0 || l > uint64(len(p)-2-k) {
 			return errors.New("bad record length")
 		}
@@ -248,4 +251,13 @@ func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
 		return errors.New("trailing bytes in leaf")
 	}
 	return nil
+}
+
+// uvarint is binary.Uvarint that also rejects overlong encodings (k <= 0), so that a leaf has one encoding.
+func uvarint(p []byte) (n uint64, k int) {
+	n, k = binary.Uvarint(p)
+	if k > 1 && p[k-1] == 0 {
+		return 0, -k
+	}
+	return n, k
 }

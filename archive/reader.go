@@ -92,8 +92,9 @@ func (r *Reader) NextLeaf() (*Leaf, uint64, error) {
 			continue
 		}
 		if err := DecodeLeaf(p, &r.leaf); err != nil {
+			off := r.s.blockOff
 			r.closeFile()
-			return nil, 0, &CorruptError{Path: r.files[r.cur], Offset: r.s.blockOff, Reason: fmt.Sprintf("leaf %d: %v", r.index, err)}
+			return nil, 0, &CorruptError{Path: r.files[r.cur], Offset: off, Reason: fmt.Sprintf("leaf %d: %v", r.index, err)}
 		}
 		i := r.index
 		r.index++

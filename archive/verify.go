@@ -125,9 +125,18 @@ type verifier struct {
 	tree    Frontier
 	started bool // tree holds a trusted state
 	broken  bool // the chain was interrupted: the next segment's header is adopted
-	lastCk  []byte
-	ckSize  uint64
-	ckTime  int64 // newest leaf time covered by the last checkpoint
+	// diverged: a checkpoint showed the recomputed tree differs from the signed one (reported), so the
+	// next segment is checked from its header's frontier, which its own checkpoints vouch for.
+	diverged  bool
+	misplaced bool   // a checkpoint of this segment stood at the wrong size (reported)
+	gap       bool   // leaves are missing or unreadable since the last START: run pairing is unknown
+	segNo     uint64 // number of the last segment whose header was accepted
+	kernel    kernelRange
+	// lastCk and ckSize are the last checkpoint entry standing where one must (the structure the seal,
+	// the next header and a recovery refer to); its signature and root are checked on their own.
+	lastCk []byte
+	ckSize uint64
+	ckTime int64 // newest leaf time covered by the last checkpoint
 
 	key      note.Verifier // the epoch key that signs now
 	keyVKey  string
@@ -276,50 +285,52 @@ func (v *verifier) segment(se *segEntry, last bool) {
 		v.problem(Tampered, "origin", nil, "segment belongs to origin %q, not %q: another host's data was spliced in", h.Origin, v.origin)
 		return
 	}
+	// Segment numbers count up by one (a run continues its predecessor's numbering), so a gap in them
+	// tells a deleted segment from a header that lies about where its leaves start.
 	switch {
+	case v.started && h.FirstIndex < v.tree.Size && (!v.diverged || h.Segment <= v.segNo):
+		v.problem(Tampered, "replay", nil, "segment %d repeats leaves %d..%d already seen: an older segment was replayed",
+			h.Segment, h.FirstIndex, v.tree.Size-1)
+		return
 	case !v.started || v.broken:
 		if !v.started && h.FirstIndex > 0 {
 			v.problem(Incomplete, "missing-start", nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
+			v.gap = true
 		}
-		if v.started && h.FirstIndex < v.tree.Size {
-			v.problem(Tampered, "replay", nil, "segment repeats leaves %d..%d already seen: an older segment was replayed", h.FirstIndex, v.tree.Size-1)
-			return
-		}
-		if v.started && h.FirstIndex > v.tree.Size {
+		// After damage, the gap up to the next segment is the unreadable rest (reported).
+		if v.started && h.FirstIndex > v.tree.Size && h.Segment > v.segNo+1 {
 			v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
 		}
-		f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
-		if err != nil {
-			v.problem(Tampered, "segment-header", nil, "segment header: %v", err)
+		if !v.adoptHeader(h) {
 			return
 		}
-		v.tree, v.started, v.broken = f, true, false
-		v.lastCk = []byte(h.PrevCheckpoint)
-		if c, err := peekCheckpoint(v.lastCk); err == nil {
-			v.ckSize = c.Size
+	case h.FirstIndex > v.tree.Size && (h.Segment > v.segNo+1 || v.pendingRec != nil):
+		how := fmt.Sprintf("segments %d..%d were deleted", v.segNo+1, h.Segment-1)
+		if h.Segment == v.segNo+1 {
+			how = "the end of the segment before, with its seal, was cut"
 		}
-		if h.EpochKey != "" {
-			// Without the segments before, this key is the header's word only.
-			if kv, err := note.NewVerifier(h.EpochKey); err == nil {
-				v.key, v.keyVKey, v.epoch = kv, h.EpochKey, h.Epoch
-			}
-		}
-	case h.FirstIndex < v.tree.Size:
-		v.problem(Tampered, "replay", nil, "segment repeats leaves %d..%d already seen: an older segment was replayed", h.FirstIndex, v.tree.Size-1)
-		return
-	case h.FirstIndex > v.tree.Size:
-		v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
-		f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
-		if err != nil {
-			v.problem(Tampered, "segment-header", nil, "segment header: %v", err)
+		v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: %s", v.tree.Size, h.FirstIndex-1, how)
+		if !v.adoptHeader(h) {
 			return
 		}
-		v.tree = f
-		v.lastCk = []byte(h.PrevCheckpoint)
-		v.lastSeal, v.pendingRec = nil, nil
+		v.gap = true
 	default:
-		if fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()) {
+		if h.Segment != v.segNo+1 {
+			v.problem(Tampered, "segment-header", nil, "segment header numbers it %d, after segment %d", h.Segment, v.segNo)
+			h.Segment = v.segNo + 1
+		}
+		switch f, err := DecodeFrontier(h.FirstIndex, h.Frontier); {
+		case v.diverged && err == nil:
+			v.tree, v.diverged = f, false
+		case h.FirstIndex != v.tree.Size:
+			v.problem(Tampered, "segment-header", nil, "segment header puts its first leaf at %d, but the segment before ends before leaf %d and no segment is missing in between",
+				h.FirstIndex, v.tree.Size)
+			v.seg.FirstIndex = v.tree.Size
+		case fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()):
 			v.problem(Tampered, "segment-header", nil, "segment header's tree frontier does not match the leaves before it")
+		case fmt.Sprint(h.PrevKernelTimes) != fmt.Sprint(v.kernel.header()):
+			v.problem(Tampered, "segment-header", nil, "segment header gives the kernel time span of the segment before as %v, its events span %v: search would skip the wrong segments",
+				h.PrevKernelTimes, v.kernel.header())
 		}
 		if h.PrevCheckpoint != string(v.lastCk) {
 			v.problem(Tampered, "segment-link", nil, "segment header's previous checkpoint is not the last checkpoint before it")
@@ -328,6 +339,7 @@ func (v *verifier) segment(se *segEntry, last bool) {
 			v.problem(Tampered, "segment-header", nil, "segment header names an epoch key that the key chain does not")
 		}
 	}
+	v.segNo, v.kernel, v.misplaced = h.Segment, kernelRange{}, false
 	v.lastSeal = nil
 	v.segCks = v.segCks[:0]
 	v.sealIdx = -1
@@ -363,7 +375,7 @@ func (v *verifier) segment(se *segEntry, last bool) {
 				break
 			}
 			v.problem(Tampered, "damaged", nil, "%v: the leaves after index %d in this segment cannot be read", err, v.tree.Size)
-			v.broken = true
+			v.broken, v.gap = true, true
 			break
 		}
 		switch typ {
@@ -376,16 +388,20 @@ func (v *verifier) segment(se *segEntry, last bool) {
 			v.problem(Tampered, "damaged", nil, "a second header inside the segment")
 		}
 	}
-	v.seg.Leaves = v.tree.Size - h.FirstIndex
+	v.seg.Leaves = v.tree.Size - v.seg.FirstIndex
 	v.seg.Sealed = v.sealIdx >= 0 && v.ckSize == v.tree.Size && uint64(v.sealIdx) == v.tree.Size-1
-	if v.sealIdx >= 0 && !v.seg.Sealed {
+	if v.sealIdx >= 0 && !v.seg.Sealed && !v.broken {
 		v.problem(Tampered, "seal", idx(uint64(v.sealIdx)), "leaves follow the seal, or the seal is not signed by a checkpoint")
 	}
 	if !v.seg.Sealed {
-		if v.pendingRec == nil {
-			v.pendingRec = &Recovery{Segment: name}
+		if v.broken {
+			v.pendingRec = nil // its end is unreadable (reported): the next START cannot be held to it
+		} else {
+			if v.pendingRec == nil {
+				v.pendingRec = &Recovery{Segment: name}
+			}
+			v.pendingRec.Unsigned = v.tree.Size - v.ckSize
 		}
-		v.pendingRec.Unsigned = v.tree.Size - v.ckSize
 		if last {
 			if v.tree.Size > v.ckSize || torn > 0 {
 				v.r.Unsigned = &Tail{Segment: name, First: v.ckSize, Leaves: v.tree.Size - v.ckSize, Torn: torn}
@@ -395,6 +411,31 @@ func (v *verifier) segment(se *segEntry, last bool) {
 		v.pendingRec = nil
 		v.lastSealed = name
 	}
+}
+
+// adoptHeader takes the tree, the last checkpoint and the signing key from h: the segments before it are
+// missing or unreadable, so its header is all there is to continue from.
+func (v *verifier) adoptHeader(h SegmentHeader) bool {
+	f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
+	if err != nil {
+		v.problem(Tampered, "segment-header", nil, "segment header: %v", err)
+		return false
+	}
+	v.tree, v.started, v.broken, v.diverged = f, true, false, false
+	v.lastCk, v.ckSize = []byte(h.PrevCheckpoint), 0
+	if c, err := peekCheckpoint(v.lastCk); err == nil {
+		v.ckSize = c.Size
+	}
+	if h.EpochKey != "" && h.FirstIndex > 0 {
+		// Without the segments before, this key is the header's word only (and their absence is reported).
+		// A segment at leaf 0 begins the tree: its START names the key, whatever its header says.
+		if kv, err := note.NewVerifier(h.EpochKey); err == nil {
+			v.key, v.keyVKey, v.epoch = kv, h.EpochKey, h.Epoch
+		}
+	}
+	v.intro, v.lastSeal, v.pendingRec = nil, nil, nil
+	v.maxTime = 0 // the time up to this segment is in the missing leaves, not a silence
+	return true
 }
 
 // leafEntry verifies one leaf.
@@ -434,6 +475,9 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	if l.Time > v.maxTime {
 		v.maxTime = l.Time
 	}
+	if !l.Kind.control() {
+		v.kernel.add(eventKernelTime(p))
+	}
 	switch l.Kind {
 	case LeafEvent:
 	case LeafLost:
@@ -442,7 +486,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	case LeafStart:
 		v.start(i, l)
 	case LeafStop:
-		if !v.runOpen {
+		if !v.runOpen && !v.gap {
 			v.problem(Tampered, "pairing", idx(i), "STOP without a START")
 		}
 		v.runOpen = false
@@ -475,7 +519,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 			v.problem(Tampered, "seal", idx(i), "the seal describes segment %d with leaves %d..%d, the file holds segment %d with leaves %d..%d",
 				sl.Segment, sl.FirstIndex, sl.FirstIndex+sl.Leaves-1, v.seg.Segment, v.seg.FirstIndex, i)
 		}
-		if fmt.Sprint(sl.Checkpoints) != fmt.Sprint(v.segCks) {
+		if fmt.Sprint(sl.Checkpoints) != fmt.Sprint(v.segCks) && !v.misplaced {
 			v.problem(Tampered, "missing-checkpoint", idx(i), "the seal lists checkpoints at sizes %v, the segment holds %v: checkpoints were removed or added",
 				sl.Checkpoints, v.segCks)
 		}
@@ -513,13 +557,17 @@ func (v *verifier) start(i uint64, l *Leaf) {
 	if st.CheckpointMillis > 0 {
 		v.ckEvery = time.Duration(st.CheckpointMillis) * time.Millisecond
 	}
-	if v.runOpen {
+	switch {
+	case v.runOpen && v.gap:
+		v.r.Runs[len(v.r.Runs)-1].Ended = "unknown" // its end is in the missing or unreadable leaves
+	case v.runOpen:
 		n := len(v.r.Runs)
 		v.r.Runs[n-1].Ended = "crashed"
 		if st.Recovered == nil {
 			v.problem(Tampered, "pairing", idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
 		}
 	}
+	v.gap = false
 	if pr := v.pendingRec; pr != nil {
 		rec := st.Recovered
 		switch {
@@ -568,11 +616,20 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	}
 	if c.Size != v.tree.Size {
 		v.problem(Tampered, "checkpoint", idx(c.Size), "checkpoint for %d leaves stands after leaf %d: leaves were removed, added or moved", c.Size, v.tree.Size)
+		// It stands where a checkpoint stood: the structure (a seal after it, the next header's link, a
+		// START or KEY before it) still counts it, so that only the moved leaves are reported.
+		v.lastCk, v.ckSize = append([]byte(nil), msg...), v.tree.Size
+		v.diverged, v.misplaced = true, true
+		if v.intro != nil && v.intro.index+1 == v.tree.Size {
+			v.adoptIntro()
+		}
 		return
 	}
 	if c.Size <= v.ckSize {
 		v.problem(Tampered, "rollback", idx(c.Size), "checkpoint for %d leaves follows one for %d", c.Size, v.ckSize)
 	}
+	v.lastCk, v.ckSize = append([]byte(nil), msg...), c.Size
+	v.segCks = append(v.segCks, c.Size)
 	signer := v.key
 	introducing := v.intro != nil && v.intro.index+1 == c.Size
 	if introducing {
@@ -591,6 +648,7 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	}
 	if c.Root != v.tree.Root() {
 		v.problem(Tampered, "root", idx(c.Size-1), "checkpoint for %d leaves is validly signed but its root does not match the leaves: leaves were altered, removed, inserted or reordered", c.Size)
+		v.diverged = true
 		if introducing {
 			v.adoptIntro()
 		}
@@ -599,9 +657,8 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	if introducing {
 		v.adoptIntro()
 	}
-	v.lastCk, v.ckSize = append([]byte(nil), msg...), c.Size
+	v.diverged = false
 	v.ckTime = v.maxTime
-	v.segCks = append(v.segCks, c.Size)
 	v.seg.Checkpoints++
 	v.seg.Verified = c.Size - v.seg.FirstIndex
 	v.r.Verified = c.Size
@@ -634,7 +691,9 @@ func (v *verifier) finish() {
 	if v.intro != nil {
 		v.problem(Incomplete, "unsigned-key", idx(v.intro.index), "the last %s leaf is not yet signed", v.intro.kind)
 	}
-	if v.lastSeal != nil && v.lastSeal.Next {
+	// A live writer's successor appears with its first block, up to a heartbeat after the seal: only
+	// once it is missing for longer does the silence check below report it.
+	if v.lastSeal != nil && v.lastSeal.Next && !r.Live {
 		v.problem(Incomplete, "missing-segment", nil, "segment %s was sealed with a successor, which is missing: the newest segment was deleted (or the writer crashed right after sealing)", v.lastSealed)
 	}
 	if v.runOpen {
@@ -645,11 +704,18 @@ func (v *verifier) finish() {
 				v.problem(Incomplete, "silence", nil, "the writer holds the archive but has recorded nothing for %s (since %s): it is stopped or frozen",
 					gap.Round(time.Second), fmtTime(v.maxTime))
 			}
+		} else if v.broken {
+			r.Runs[n-1].Ended = "unknown" // its end is in the unreadable leaves (reported as damaged)
 		} else {
 			r.Runs[n-1].Ended = "crashed"
 			v.problem(Incomplete, "no-stop", nil, "the archive ends without STOP after leaf %d (%s), the last checkpoint covers %d leaves: the writer crashed or was killed, or its tail was removed",
 				v.tree.Size-1, fmtTime(v.maxTime), v.ckSize)
 		}
+	} else if t := r.Unsigned; t != nil && t.Leaves > 0 {
+		// A run ends with STOP, SEAL and their checkpoint in one block: unsigned leaves outside a run are
+		// not the tail of a writer that crashed or still writes.
+		v.problem(Incomplete, "no-stop", idx(t.First), "leaves %d..%d after the last checkpoint are not signed and no open run explains them: the archive's end was cut or rewritten",
+			t.First, t.First+t.Leaves-1)
 	}
 	if v.witness != nil && !v.witnessSeen {
 		v.problem(Tampered, "rollback", nil, "the archive holds %d leaves, but a checkpoint for %d leaves was witnessed before: it was rolled back or truncated", v.tree.Size, v.witness.Size)
