@@ -94,9 +94,9 @@ type Report struct {
 	Origin     string          `json:"origin"`
 	Identity   string          `json:"identity,omitempty"`
 	Pinned     bool            `json:"pinned"`
-	Live       bool            `json:"live"` // a writer holds the archive
-	Leaves     uint64          `json:"leaves"`
-	Verified   uint64          `json:"verified"` // leaves 0..Verified-1 of the archive's range are signed
+	Live       bool            `json:"live"`     // a writer holds the archive
+	Leaves     uint64          `json:"leaves"`   // leaves read, over all segments
+	Verified   uint64          `json:"verified"` // of those, the leaves covered by a valid checkpoint
 	FirstIndex uint64          `json:"first_index"`
 	FirstTime  string          `json:"first_time,omitempty"`
 	LastTime   string          `json:"last_time,omitempty"`
@@ -150,6 +150,7 @@ type verifier struct {
 	lastSeal   *Seal
 	lastSealed string
 	pendingRec *Recovery // what the next START must record about the previous segment's end
+	recovered  string    // the segment whose unsigned tail the pending START's checkpoint signs
 
 	headerless  map[string]bool // segment files a START recorded as never completely created
 	witness     *Checkpoint
@@ -567,7 +568,7 @@ func (v *verifier) start(i uint64, l *Leaf) {
 			v.problem(Tampered, "pairing", idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
 		}
 	}
-	v.gap = false
+	v.gap, v.recovered = false, ""
 	if pr := v.pendingRec; pr != nil {
 		rec := st.Recovered
 		switch {
@@ -576,6 +577,8 @@ func (v *verifier) start(i uint64, l *Leaf) {
 		case rec.Segment != pr.Segment || rec.Unsigned != pr.Unsigned || rec.TornOffset != pr.TornOffset || rec.TornBytes != pr.TornBytes:
 			v.problem(Tampered, "missing-recovery", idx(i), "START records the end of %s as %d unsigned leaves and %d torn bytes at offset %d; the file shows %s with %d unsigned leaves and %d torn bytes at offset %d",
 				rec.Segment, rec.Unsigned, rec.TornBytes, rec.TornOffset, pr.Segment, pr.Unsigned, pr.TornBytes, pr.TornOffset)
+		default:
+			v.recovered = pr.Segment
 		}
 		v.pendingRec = nil
 	}
@@ -654,6 +657,15 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		}
 		return
 	}
+	if introducing && v.intro.kind == LeafStart && v.recovered != "" {
+		// The START's checkpoint signs the tail a crash left unsigned in the segment its recovery names.
+		for k := range v.r.Segments {
+			if s := &v.r.Segments[k]; s.File == v.recovered {
+				s.Verified = s.Leaves
+			}
+		}
+		v.recovered = ""
+	}
 	if introducing {
 		v.adoptIntro()
 	}
@@ -661,7 +673,6 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	v.ckTime = v.maxTime
 	v.seg.Checkpoints++
 	v.seg.Verified = c.Size - v.seg.FirstIndex
-	v.r.Verified = c.Size
 	v.r.Latest = string(v.lastCk)
 	v.r.LastTime = fmtTime(v.maxTime)
 }
@@ -687,7 +698,10 @@ func (v *verifier) finish() {
 	if len(r.Segments) > 0 {
 		r.FirstIndex = r.Segments[0].FirstIndex
 	}
-	r.Leaves = v.tree.Size - r.FirstIndex
+	for _, s := range r.Segments {
+		r.Leaves += s.Leaves
+		r.Verified += s.Verified
+	}
 	if v.intro != nil {
 		v.problem(Incomplete, "unsigned-key", idx(v.intro.index), "the last %s leaf is not yet signed", v.intro.kind)
 	}

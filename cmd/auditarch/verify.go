@@ -164,7 +164,7 @@ func printReport(w io.Writer, r *archive.Report) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "%s: %s: %d leaves from %d, %d verified, time %s..%s\n", r.Status, r.Dir, r.Leaves, r.FirstIndex, r.Verified-min(r.Verified, r.FirstIndex), r.FirstTime, r.LastTime)
+	fmt.Fprintf(w, "%s: %s: %d leaves from %d, %d verified, time %s..%s\n", r.Status, r.Dir, r.Leaves, r.FirstIndex, r.Verified, r.FirstTime, r.LastTime)
 }
 
 // keyName shortens a verifier key to name+hash.
