@@ -2,7 +2,6 @@ package archive
 
 import (
 	"encoding/binary"
-	"fmt"
 	"os"
 	"time"
 
@@ -178,7 +177,11 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
 	if len(ent) > 0 {
 		data = appendBlock(nil, ent)
 	}
-	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, close: closeAfter})
+	var publish *segment
+	if s := w.seg; s != nil && s.f == f && s.tmp != "" {
+		publish = s
+	}
+	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, close: closeAfter, publish: publish})
 }
 
 // writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it
@@ -190,12 +193,17 @@ func (w *Writer) writeQueued() error {
 			n, err := p.f.Write(p.data)
 			p.data = p.data[n:]
 			if err != nil {
-				return fmt.Errorf("write %s: %w", p.f.Name(), err)
+				return err // an *os.PathError: "write <segment>: <errno>"
 			}
 		}
-		if w.opts.Sync == SyncBatch || p.close {
+		if w.opts.Sync == SyncBatch || p.close || p.publish != nil {
 			if err := p.f.Sync(); err != nil {
-				return fmt.Errorf("sync %s: %w", p.f.Name(), err)
+				return err // "sync <segment>: <errno>"
+			}
+		}
+		if p.publish != nil {
+			if err := w.publish(p.publish); err != nil {
+				return err
 			}
 		}
 		if p.close {

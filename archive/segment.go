@@ -109,7 +109,11 @@ type segReader struct {
 	blocks   int
 }
 
-func openSegment(path string) (*segReader, error) {
+func openSegment(path string) (*segReader, error) { return openSegmentBuf(path, 256<<10) }
+
+// openSegmentBuf opens a segment with a read buffer of bufSize bytes: large to read it through, small to
+// read only its header (the first fill of the buffer reads that much of the file).
+func openSegmentBuf(path string, bufSize int) (*segReader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -119,7 +123,7 @@ func openSegment(path string) (*segReader, error) {
 		f.Close()
 		return nil, err
 	}
-	s := &segReader{path: path, f: f, br: bufio.NewReaderSize(f, 256<<10), size: st.Size()}
+	s := &segReader{path: path, f: f, br: bufio.NewReaderSize(f, bufSize), size: st.Size()}
 	magic := make([]byte, len(segMagic))
 	if _, err := io.ReadFull(s.br, magic); err != nil || string(magic) != segMagic {
 		f.Close()
@@ -223,9 +227,10 @@ func (s *segReader) readHeader() (SegmentHeader, error) {
 	return h, nil
 }
 
-// readSegmentHeader opens path just to read its header.
+// readSegmentHeader opens path just to read its header. Search and verify read every segment's header
+// first: a small buffer keeps that from reading (and allocating) 256 KiB of each file.
 func readSegmentHeader(path string) (SegmentHeader, error) {
-	s, err := openSegment(path)
+	s, err := openSegmentBuf(path, 8<<10)
 	if err != nil {
 		return SegmentHeader{}, err
 	}

@@ -147,6 +147,7 @@ type Writer struct {
 type segment struct {
 	f           *os.File
 	name        string
+	tmp         string // the path it is written under until its first block is durable (see publish)
 	number      uint64
 	first       uint64
 	end         time.Time
@@ -183,11 +184,12 @@ func eventKernelTime(leaf []byte) int64 {
 }
 
 type pendingWrite struct {
-	f     *os.File
-	data  []byte
-	held  int
-	size  uint64 // tree size once this block is durable
-	close bool   // close f once written and synced (a sealed segment)
+	f       *os.File
+	data    []byte
+	held    int
+	size    uint64   // tree size once this block is durable
+	close   bool     // close f once written and synced (a sealed segment)
+	publish *segment // the block is in a segment not yet published: publish it once the block is durable
 }
 
 // Create opens the archive in dir for appending (dir is created 0700 if missing and must not be
@@ -339,6 +341,11 @@ func (w *Writer) start() error {
 		return fmt.Errorf("recover archive: %w", err)
 	}
 	w.tree, w.lastCk, w.ckSize = t.tree, t.lastCk, t.ckSize
+	// Segments a crash left unpublished hold no block that was ever durable.
+	stale, _ := filepath.Glob(filepath.Join(w.dir, segPattern+tmpSuffix))
+	for _, f := range stale {
+		os.Remove(f)
+	}
 	now := w.opts.Now()
 	if err := w.openSegment(t.segment, now, "", t.kernel.header()); err != nil {
 		return err
@@ -370,11 +377,12 @@ func (w *Writer) start() error {
 	return nil
 }
 
-// openSegment creates segment number n, writes its header durably and makes it current.
+// openSegment creates segment number n under its temporary name (publish gives it its name with its
+// first block), writes its header durably and makes it current.
 func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKernel []int64) error {
 	name := segmentName(w.tree.Size, now)
-	path := filepath.Join(w.dir, name)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	path := filepath.Join(w.dir, name) + tmpSuffix
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
@@ -385,8 +393,8 @@ func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKerne
 	}
 	hj, _ := json.Marshal(h)
 	data := appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, hj))
-	if err := writeAll(f, data); err == nil {
-		err = syncFileAndDir(f, w.dir)
+	if err = writeAll(f, data); err == nil {
+		err = f.Sync()
 	}
 	if err != nil {
 		f.Close()
@@ -394,8 +402,30 @@ func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKerne
 		return fmt.Errorf("create segment %s: %w", name, err)
 	}
 	d := w.opts.SegmentDuration
-	w.seg = &segment{f: f, name: name, number: n, first: w.tree.Size, end: now.Truncate(d).Add(d)}
+	w.seg = &segment{f: f, name: name, tmp: path, number: n, first: w.tree.Size, end: now.Truncate(d).Add(d)}
 	return nil
+}
+
+// tmpSuffix marks a segment that is not yet published: no reader or verifier sees it.
+const tmpSuffix = ".tmp"
+
+// publish renames segment s from its temporary path to its name once its first block is durable, and
+// syncs the directory. A segment thus never appears with its header alone: such a segment would have the
+// first leaf index, and so the name, of the next run's first segment, and a run's first segment without
+// its START would hide where the run before it ended. What a crash leaves under a temporary name was never
+// durable: the next writer deletes it.
+func (w *Writer) publish(s *segment) error {
+	if s.tmp != "" {
+		path := filepath.Join(w.dir, s.name)
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("publish segment %s: it exists already", s.name)
+		}
+		if err := os.Rename(s.tmp, path); err != nil {
+			return fmt.Errorf("publish segment: %w", err)
+		}
+		s.tmp = ""
+	}
+	return syncDir(w.dir)
 }
 
 func writeAll(f *os.File, b []byte) error {
@@ -409,10 +439,7 @@ func writeAll(f *os.File, b []byte) error {
 	return nil
 }
 
-func syncFileAndDir(f *os.File, dir string) error {
-	if err := f.Sync(); err != nil {
-		return err
-	}
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -516,6 +543,13 @@ func (w *Writer) flusher() {
 		}
 		if err != nil {
 			w.closeErr = fmt.Errorf("archive not fully written: %w", err)
+			// Give the segments' descriptors back: what they lack stays as a crash would leave it.
+			for _, p := range w.writeWait {
+				p.f.Close()
+			}
+			if w.seg != nil {
+				w.seg.f.Close()
+			}
 		}
 		return
 	}

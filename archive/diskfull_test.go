@@ -1,0 +1,535 @@
+package archive
+
+// The writer when the disk lags or refuses: backpressure (MaxPending), a partial write resumed, a full
+// disk with DiskFullKeep and DiskFullExit, and a Close that cannot complete. White-box: the flusher is
+// driven by hand where the outcome must not depend on timing.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/privtest"
+)
+
+// never is a duration no test reaches: segments, epochs and heartbeats that must not happen.
+const never = 100_000 * time.Hour
+
+// dfEvent is a kernel event whose leaf has the same size for every serial, with size bytes of random,
+// incompressible record text.
+func dfEvent(serial uint32, size int) *audit.RawEvent {
+	text := make([]byte, size)
+	rand.Read(text)
+	copy(text, fmt.Sprintf("audit(1700000000.000:%010d): ", serial))
+	return &audit.RawEvent{Kind: audit.KindEvent, Serial: serial, Sec: 1_700_000_000, Received: time.Now().UnixNano(), EOE: true,
+		Records: []audit.Record{{Type: 1300, Text: text}}}
+}
+
+// dfFlushNow makes the flusher take what is buffered and waits until it has written it or failed.
+func dfFlushNow(t *testing.T, w *Writer) {
+	t.Helper()
+	w.mu.Lock()
+	pending := len(w.buf)
+	w.mu.Unlock()
+	if pending == 0 {
+		t.Fatal("dfFlushNow: nothing buffered")
+	}
+	w.kick <- struct{}{}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		w.mu.Lock()
+		done := len(w.buf) == 0 && (w.held == 0 || w.werr != nil)
+		w.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dfFlushNow: the flusher did not take the buffer")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// dfRead reads every event and LOST leaf of dir.
+func dfRead(t *testing.T, dir string) []*audit.RawEvent {
+	t.Helper()
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []*audit.RawEvent
+	for {
+		ev, _, err := r.Next()
+		if err == io.EOF {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(evs), err)
+		}
+		evs = append(evs, ev.Clone())
+	}
+}
+
+// dfVerify verifies dir with the pinned key and fails unless it passes.
+func dfVerify(t *testing.T, dir string, key note.Verifier) *Report {
+	t.Helper()
+	r, err := Verify(dir, VerifyOptions{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != Pass {
+		t.Fatalf("verify: %s: %+v", r.Status, r.Problems)
+	}
+	return r
+}
+
+// dfSequence renders events and LOST leaves as "serial" and "lost:reason:count" for comparison.
+func dfSequence(evs []*audit.RawEvent) string {
+	var b strings.Builder
+	for _, ev := range evs {
+		if ev.Kind == audit.KindLost {
+			fmt.Fprintf(&b, "lost:%s:%d ", ev.Lost.Reason, ev.Lost.Count)
+			continue
+		}
+		fmt.Fprintf(&b, "%d ", ev.Serial)
+	}
+	return b.String()
+}
+
+// Events beyond MaxPending are dropped and counted; once the flusher has freed room, the next Append
+// writes a LOST leaf (local_drop, the exact count) before its event, and the archive verifies.
+func TestBackpressureLostLeaf(t *testing.T) {
+	id, key := tIdentity(t, "backpressure.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	entry := entryHead + len(appendEventLeaf(nil, dfEvent(100, 300)))
+	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: 1 << 30, MaxPending: 3 * entry,
+		SegmentDuration: never, EpochDuration: never, HeartbeatInterval: never})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		w.Append(dfEvent(100+uint32(i), 300))
+	}
+	if appended, dropped, _ := w.Stats(); appended != 3 || dropped != 7 {
+		t.Fatalf("Stats = %d appended, %d dropped; want 3, 7", appended, dropped)
+	}
+	dfFlushNow(t, w)
+	if appended, dropped, durable := w.Stats(); appended != 3 || dropped != 7 || durable != 4 {
+		t.Fatalf("after the flush: Stats = %d appended, %d dropped, %d durable; want 3, 7, 4 (START and 3 events)", appended, dropped, durable)
+	}
+	w.Append(dfEvent(200, 300))
+	if appended, dropped, _ := w.Stats(); appended != 5 || dropped != 0 {
+		t.Fatalf("after room was freed: Stats = %d appended, %d dropped; want 5 (a LOST leaf and the event), 0", appended, dropped)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	evs := dfRead(t, dir)
+	if got, want := dfSequence(evs), "100 101 102 lost:local_drop:7 200 "; got != want {
+		t.Fatalf("read back %q, want %q", got, want)
+	}
+	r := dfVerify(t, dir, key)
+	if len(r.Lost) != 1 || r.Lost[0].Reason != "local_drop" || r.Lost[0].Count != 7 || r.Lost[0].Index != 4 {
+		t.Fatalf("verify reports lost %+v, want local_drop 7 at leaf 4", r.Lost)
+	}
+}
+
+// withFileSizeLimit runs f with RLIMIT_FSIZE set to limit: a write past it is cut short and the next one
+// fails with EFBIG (the Go runtime ignores SIGXFSZ). It applies to every file the process writes, so
+// nothing else may write meanwhile (the test is not parallel).
+func withFileSizeLimit(t *testing.T, limit uint64, f func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Max != unix.RLIM_INFINITY && old.Max < limit {
+		t.Skipf("RLIMIT_FSIZE hard limit %d", old.Max)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: limit, Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	f()
+}
+
+// dfSegment returns the path of dir's only segment and its size.
+func dfSegment(t *testing.T, dir string) (string, int64) {
+	t.Helper()
+	files, err := listSegments(dir)
+	if err != nil || len(files) != 1 {
+		t.Fatalf("segments %v, %v; want one", files, err)
+	}
+	fi, err := os.Stat(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files[0], fi.Size()
+}
+
+// A block the disk takes only in part (EFBIG here, ENOSPC alike) is resumed from where the write stopped:
+// the segment never holds a torn block followed by whole ones, nor a block twice, and nothing counts as
+// durable before it is written.
+func TestPartialWriteResumes(t *testing.T) {
+	id, key := tIdentity(t, "partial.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: 1 << 30,
+		SegmentDuration: never, EpochDuration: never, HeartbeatInterval: never})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []*audit.RawEvent
+	for i := range 10 {
+		ev := dfEvent(uint32(i+1), 500) // incompressible: the block is over 5 kB
+		want = append(want, ev)
+		w.Append(ev)
+	}
+	seg, size0 := dfSegment(t, dir)
+	_, _, durable0 := w.Stats()
+	// The disk fills up 2000 bytes into the block.
+	limit := uint64(size0) + 2000
+	var werr error
+	var size int64
+	withFileSizeLimit(t, limit, func() {
+		dfFlushNow(t, w)
+		w.mu.Lock()
+		werr = w.werr
+		w.mu.Unlock()
+		if fi, err := os.Stat(seg); err == nil {
+			size = fi.Size()
+		}
+	})
+	if werr == nil || !errors.Is(werr, unix.EFBIG) {
+		t.Fatalf("write past RLIMIT_FSIZE %d: error %v, want EFBIG (segment is %d bytes)", limit, werr, size)
+	}
+	if size != int64(limit) {
+		t.Fatalf("after the failed write the segment is %d bytes, want the limit %d", size, limit)
+	}
+	if appended, dropped, durable := w.Stats(); appended != 10 || dropped != 0 || durable != durable0 {
+		t.Fatalf("Stats = %d appended, %d dropped, %d durable; want 10, 0, %d (nothing more durable)", appended, dropped, durable, durable0)
+	}
+	t.Logf("the write stopped %d bytes into the block: %v", limit-uint64(size0), werr)
+	ev := dfEvent(11, 500) // buffered behind the failed block
+	want = append(want, ev)
+	w.Append(ev)
+	if err := w.Close(); err != nil { // the disk has room again: the write resumes and completes
+		t.Fatalf("Close: %v", err)
+	}
+	got := dfRead(t, dir)
+	if len(got) != len(want) {
+		t.Fatalf("read %d events, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Serial != want[i].Serial || !bytes.Equal(got[i].Records[0].Text, want[i].Records[0].Text) {
+			t.Fatalf("event %d: serial %d, want %d (or its records differ)", i, got[i].Serial, want[i].Serial)
+		}
+	}
+	r := dfVerify(t, dir, key)
+	if len(r.Segments) != 1 || !r.Segments[0].Sealed || r.Verified != 14 { // START, 11 events, STOP, SEAL
+		t.Fatalf("verify: %d segments, %d leaves verified: %+v", len(r.Segments), r.Verified, r.Segments)
+	}
+}
+
+// smallDisk mounts a tmpfs of size (as "2m") on a new directory for the test and unmounts it after.
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	privtest.Root(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		privtest.Unavailable(t, "mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v (detaching it)", dir, err)
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes a file of n bytes into dir and returns its path.
+func fillDisk(t *testing.T, dir string, n int) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	if err := os.WriteFile(path, make([]byte, n), 0o600); err != nil {
+		t.Fatalf("filler: %v", err)
+	}
+	return path
+}
+
+// diskFullOptions flush every 10 ms and keep a 64 kB backlog in memory.
+func diskFullOptions(id *Identity, segment time.Duration) Options {
+	return Options{Identity: id, FlushInterval: 10 * time.Millisecond, CheckpointInterval: 50 * time.Millisecond,
+		MaxPending: 64 << 10, SegmentDuration: segment, EpochDuration: 250 * time.Millisecond, HeartbeatInterval: never}
+}
+
+// appendTracked appends ev and records in want what the archive must hold for it: its serial, after a
+// LOST leaf with the drops it reported, or nothing when it was dropped. It returns how long Append took.
+func appendTracked(w *Writer, ev *audit.RawEvent, want *[]string) (dropped bool, took time.Duration) {
+	a0, d0, _ := w.Stats()
+	start := time.Now()
+	w.Append(ev)
+	took = time.Since(start)
+	a1, d1, _ := w.Stats()
+	switch {
+	case d1 > d0:
+		return true, took
+	case a1 == a0+2:
+		*want = append(*want, fmt.Sprintf("lost:local_drop:%d", d0))
+	case a1 != a0+1:
+		panic(fmt.Sprintf("Append: appended %d -> %d, dropped %d -> %d", a0, a1, d0, d1))
+	}
+	*want = append(*want, fmt.Sprint(ev.Serial))
+	return false, took
+}
+
+// With DiskFullKeep a full disk never blocks Append: events are held up to MaxPending, then dropped and
+// counted. Once space is freed everything held is written, the drops are one LOST leaf with their exact
+// count before the next event, and the archive verifies. Rotations and re-keys fall due meanwhile.
+func TestDiskFullKeep(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		segment time.Duration
+	}{{"one segment", never}, {"rotating", 200 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, key := tIdentity(t, "diskfull.example")
+			disk := smallDisk(t, "2m")
+			filler := fillDisk(t, disk, 1536<<10)
+			dir := filepath.Join(disk, "arch")
+			w, err := Create(dir, diskFullOptions(id, tc.segment))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			var slowest time.Duration
+			serial, dropped := uint32(1), 0
+			deadline := time.Now().Add(20 * time.Second)
+			// Append until the disk is full and 300 events were dropped in a row.
+			for streak := 0; streak < 300; serial++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("the disk did not fill: %d events appended, %d dropped", serial-1, dropped)
+				}
+				d, took := appendTracked(w, dfEvent(serial, 1000), &want)
+				slowest = max(slowest, took)
+				if d {
+					dropped++
+					streak++
+				} else {
+					streak = 0
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+			var fs unix.Statfs_t
+			if err := unix.Statfs(disk, &fs); err != nil {
+				t.Fatal(err)
+			}
+			_, _, durableFull := w.Stats()
+			t.Logf("disk full after %d events (%d dropped, tree size %d durable, %d bytes free); slowest Append %v",
+				serial-1, dropped, durableFull, fs.Bavail*uint64(fs.Bsize), slowest)
+			if slowest > 250*time.Millisecond { // far below the time the disk stays full
+				t.Errorf("an Append took %v while the disk was full: it must not wait for the disk", slowest)
+			}
+			time.Sleep(100 * time.Millisecond) // ten flush attempts against the full disk
+			if _, _, d := w.Stats(); d != durableFull {
+				t.Fatalf("durable size moved from %d to %d while the disk was full", durableFull, d)
+			}
+
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+			// The held events are written at the next flush; then Append accepts again, and the first
+			// event accepted carries the LOST leaf.
+			for accepted := false; !accepted; serial++ {
+				if time.Now().After(deadline) {
+					t.Fatal("Append did not accept events after space was freed")
+				}
+				d, _ := appendTracked(w, dfEvent(serial, 1000), &want)
+				if d {
+					dropped++
+				}
+				accepted = !d
+				time.Sleep(5 * time.Millisecond)
+			}
+			for range 20 {
+				appendTracked(w, dfEvent(serial, 1000), &want)
+				serial++
+			}
+			if err := w.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if _, d, _ := w.Stats(); d != 0 {
+				t.Fatalf("%d drops not recorded", d)
+			}
+			got := dfSequence(dfRead(t, dir))
+			if w := strings.Join(want, " ") + " "; got != w {
+				t.Fatalf("read back:\n%s\nwant:\n%s", got, w)
+			}
+			r := dfVerify(t, dir, key)
+			lost := uint64(0)
+			for _, l := range r.Lost {
+				if l.Reason != "local_drop" {
+					t.Errorf("LOST %+v", l)
+				}
+				lost += l.Count
+			}
+			if lost != uint64(dropped) || len(r.Lost) == 0 {
+				t.Fatalf("verify reports %d lost in %+v, %d were dropped", lost, r.Lost, dropped)
+			}
+			t.Logf("%d events dropped, recorded in %d LOST leaves; %d segments verified", dropped, len(r.Lost), len(r.Segments))
+		})
+	}
+}
+
+// With DiskFullExit the write error is delivered on Failed. A Close while the disk stays full gives up
+// after its retries and says so; the run then counts as crashed, and the next run, with space again,
+// records its end: everything that was durable verifies.
+func TestDiskFullExit(t *testing.T) {
+	id, key := tIdentity(t, "diskfull.example")
+	disk := smallDisk(t, "2m")
+	filler := fillDisk(t, disk, 1536<<10)
+	dir := filepath.Join(disk, "arch")
+	opts := diskFullOptions(id, never)
+	opts.DiskFull = DiskFullExit
+	w, err := Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ferr error
+	serial := uint32(1)
+	for deadline := time.Now().Add(20 * time.Second); ferr == nil; serial++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failure after %d events", serial)
+		}
+		w.Append(dfEvent(serial, 1000))
+		select {
+		case ferr = <-w.Failed():
+		default:
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if !errors.Is(ferr, unix.ENOSPC) {
+		t.Fatalf("Failed delivered %v, want ENOSPC", ferr)
+	}
+	_, _, durable := w.Stats()
+	t.Logf("Failed after %d events, tree size %d durable: %v", serial-1, durable, ferr)
+
+	start := time.Now()
+	cerr := w.Close()
+	if cerr == nil || !strings.Contains(cerr.Error(), "archive not fully written") || !errors.Is(cerr, unix.ENOSPC) {
+		t.Fatalf("Close on a full disk = %v, want archive not fully written: ENOSPC", cerr)
+	}
+	t.Logf("Close gave up after %v: %v", time.Since(start).Round(time.Millisecond), cerr)
+
+	// Space again: the next run recovers. Every leaf that was durable is there, and what the failed run
+	// could not write is not: its end is recorded as a crash.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	tWrite(t, dir, diskFullOptions(id, never), 3, 0)
+	r := dfVerify(t, dir, key)
+	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" || r.Runs[1].Recovered == nil {
+		t.Fatalf("runs %+v, want a crashed run recorded by a stopped one", r.Runs)
+	}
+	if r.Runs[1].Start < durable {
+		t.Fatalf("the second run starts at leaf %d, but %d leaves were durable", r.Runs[1].Start, durable)
+	}
+	t.Logf("the second run recorded %+v", *r.Runs[1].Recovered)
+}
+
+// When the disk never takes the last blocks, Close retries (50 times, a flush interval apart), gives up
+// and says so. The archive then ends like a crash: a torn block at worst, reported as the unsigned tail;
+// the next run records it, and everything that was durable verifies.
+func TestPartialWriteCloseFails(t *testing.T) {
+	id, key := tIdentity(t, "partial.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	w, err := Create(dir, Options{Identity: id, FlushInterval: 2 * time.Millisecond,
+		SegmentDuration: never, EpochDuration: never, HeartbeatInterval: never})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		w.Append(dfEvent(uint32(i+1), 500))
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, _, d := w.Stats(); d == 11 { // START and the events
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the events did not become durable")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	seg, size := dfSegment(t, dir)
+	var cerr error
+	var took time.Duration
+	withFileSizeLimit(t, uint64(size)+1000, func() {
+		for i := range 10 {
+			w.Append(dfEvent(uint32(i+11), 500))
+		}
+		start := time.Now()
+		cerr = w.Close()
+		took = time.Since(start)
+	})
+	if cerr == nil || !strings.Contains(cerr.Error(), "archive not fully written") || !errors.Is(cerr, unix.EFBIG) {
+		t.Fatalf("Close = %v, want archive not fully written: EFBIG", cerr)
+	}
+	t.Logf("Close gave up after %v: %v", took.Round(time.Millisecond), cerr)
+	if fi, err := os.Stat(seg); err != nil || fi.Size() != size+1000 {
+		t.Fatalf("segment: %v, %v; want %d bytes", fi, err, size+1000)
+	}
+	r, err := Verify(dir, VerifyOptions{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]bool{}
+	for _, p := range r.Problems {
+		codes[p.Code] = true
+	}
+	if r.Status != Incomplete || len(codes) != 2 || !codes["torn-tail"] || !codes["no-stop"] ||
+		r.Unsigned == nil || r.Unsigned.Torn != 1000 || r.Leaves != 11 || r.Unsigned.First+r.Unsigned.Leaves != 11 {
+		t.Fatalf("verify after the failed Close: %s, %d leaves, tail %+v, problems %+v", r.Status, r.Leaves, r.Unsigned, r.Problems)
+	}
+
+	tWrite(t, dir, Options{Identity: id}, 1, 0)
+	r = dfVerify(t, dir, key)
+	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Recovered == nil || r.Runs[1].Recovered.TornBytes != 1000 {
+		t.Fatalf("runs after recovery: %+v", r.Runs)
+	}
+	rd, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, torn := 0, 0
+	for {
+		_, _, err := rd.Next()
+		var ce *CorruptError
+		if errors.As(err, &ce) && ce.Torn {
+			torn++
+			continue
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		events++
+	}
+	if events != 11 || torn != 1 {
+		t.Fatalf("read %d events and %d torn blocks, want the 10 durable events, the next run's, and the torn block", events, torn)
+	}
+}
