@@ -517,8 +517,6 @@ func TestCrashKill9(t *testing.T) {
 		case archive.LeafStart:
 			if r := l.rec; r != nil {
 				switch {
-				case len(r.Headerless) > 0:
-					st.recovered["headerless"]++
 				case r.Sealed:
 					st.recovered["sealed"]++
 				case r.TornBytes > 0:

@@ -74,9 +74,6 @@ type Recovery struct {
 	TornOffset int64 `json:"torn_offset,omitempty"`
 	TornBytes  int64 `json:"torn_bytes,omitempty"`
 	Sealed     bool  `json:"sealed,omitempty"` // the segment was sealed, the run ended between segments
-	// Headerless names segment files after it whose header never became durable (a crash while one
-	// was being created).
-	Headerless []string `json:"headerless,omitempty"`
 }
 
 // Stop is the body of a STOP leaf.

@@ -152,7 +152,6 @@ type verifier struct {
 	pendingRec *Recovery // what the next START must record about the previous segment's end
 	recovered  string    // the segment whose unsigned tail the pending START's checkpoint signs
 
-	headerless  map[string]bool // segment files a START recorded as never completely created
 	witness     *Checkpoint
 	witnessSeen bool
 
@@ -266,9 +265,6 @@ func (v *verifier) segment(se *segEntry, last bool) {
 	defer func() { v.seg.LastTime, v.seg = fmtTime(v.segLast), nil }()
 	if se.err != nil {
 		var ce *CorruptError
-		if errors.As(se.err, &ce) && ce.Torn && v.headerless[name] {
-			return // a crash while it was being created, recorded by the next START
-		}
 		if errors.As(se.err, &ce) && ce.Torn && last {
 			v.seg.Status = "FAIL"
 			v.problem(Incomplete, "torn-segment", nil, "segment header was never completely written (the writer stopped while creating it): %v", se.err)
@@ -581,14 +577,6 @@ func (v *verifier) start(i uint64, l *Leaf) {
 			v.recovered = pr.Segment
 		}
 		v.pendingRec = nil
-	}
-	if st.Recovered != nil {
-		for _, n := range st.Recovered.Headerless {
-			if v.headerless == nil {
-				v.headerless = map[string]bool{}
-			}
-			v.headerless[n] = true
-		}
 	}
 	v.runOpen = true
 	v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})

@@ -242,96 +242,88 @@ func recoverTail(dir, origin string) (tail, error) {
 	if err != nil || len(files) == 0 {
 		return t, err
 	}
-	var headerless []string
-	for i := len(files) - 1; i >= 0; i-- {
-		s, err := openSegment(files[i])
-		if err != nil {
-			return t, err
-		}
-		h, err := s.readHeader()
-		var ce *CorruptError
-		if errors.As(err, &ce) && ce.Torn {
-			// A crash while a segment was being created: its header never became durable.
-			s.Close()
-			headerless = append(headerless, filepath.Base(files[i]))
-			continue
-		}
-		if err != nil {
-			s.Close()
-			return t, err
-		}
-		defer s.Close()
-		if h.Origin != origin {
-			return t, fmt.Errorf("archive %s belongs to origin %q, this identity key is %q", dir, h.Origin, origin)
-		}
-		if t.tree, err = DecodeFrontier(h.FirstIndex, h.Frontier); err != nil {
-			return t, &CorruptError{Path: files[i], Reason: "segment header: " + err.Error()}
-		}
-		t.lastCk = []byte(h.PrevCheckpoint)
-		if h.PrevCheckpoint != "" {
-			c, err := peekCheckpoint(t.lastCk)
-			if err != nil {
-				return t, &CorruptError{Path: files[i], Reason: "segment header: previous checkpoint: " + err.Error()}
-			}
-			t.ckSize = c.Size
-		}
-		t.segment = h.Segment + 1
-		t.epoch = h.Epoch + 1
-		rec := &Recovery{Segment: filepath.Base(files[i]), Headerless: headerless}
-		var lastKind LeafKind
-		var lastSeal Seal
-		var leaf Leaf
-		for {
-			typ, p, err := s.next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if errors.As(err, &ce) && ce.Torn {
-				rec.TornOffset, rec.TornBytes = ce.Offset, s.size-ce.Offset
-				break
-			}
-			if err != nil {
-				return t, err
-			}
-			switch typ {
-			case entryLeaf:
-				t.tree.Append(p)
-				if err := DecodeLeaf(p, &leaf); err != nil {
-					return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
-				}
-				lastKind = leaf.Kind
-				if !leaf.Kind.control() {
-					t.kernel.add(eventKernelTime(p))
-				}
-				switch leaf.Kind {
-				case LeafStart, LeafKey:
-					var k Key
-					if json.Unmarshal(leaf.Body, &k) == nil {
-						t.epoch = k.Epoch + 1
-					}
-				case LeafSeal:
-					lastSeal = Seal{}
-					json.Unmarshal(leaf.Body, &lastSeal)
-				}
-			case entryCheckpoint:
-				c, err := peekCheckpoint(p)
-				if err != nil {
-					return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: err.Error()}
-				}
-				t.lastCk, t.ckSize = append([]byte(nil), p...), c.Size
-			default:
-				return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: "header entry inside a segment"}
-			}
-		}
-		rec.Sealed = lastKind == LeafSeal
-		rec.Unsigned = t.tree.Size - t.ckSize
-		if rec.Sealed && !lastSeal.Next && rec.TornBytes == 0 && len(headerless) == 0 {
-			rec = nil // the last run stopped cleanly
-		}
-		t.rec = rec
-		return t, nil
+	// A segment appears under its name only with a durable first block (publish): its header is
+	// always readable unless the file was damaged, and then this writer must not continue it.
+	i := len(files) - 1
+	s, err := openSegment(files[i])
+	if err != nil {
+		return t, err
 	}
-	return t, fmt.Errorf("archive %s: no segment has a readable header (%v)", dir, headerless)
+	defer s.Close()
+	h, err := s.readHeader()
+	if err != nil {
+		return t, err
+	}
+	if h.Origin != origin {
+		return t, fmt.Errorf("archive %s belongs to origin %q, this identity key is %q", dir, h.Origin, origin)
+	}
+	if t.tree, err = DecodeFrontier(h.FirstIndex, h.Frontier); err != nil {
+		return t, &CorruptError{Path: files[i], Reason: "segment header: " + err.Error()}
+	}
+	t.lastCk = []byte(h.PrevCheckpoint)
+	if h.PrevCheckpoint != "" {
+		c, err := peekCheckpoint(t.lastCk)
+		if err != nil {
+			return t, &CorruptError{Path: files[i], Reason: "segment header: previous checkpoint: " + err.Error()}
+		}
+		t.ckSize = c.Size
+	}
+	t.segment = h.Segment + 1
+	t.epoch = h.Epoch + 1
+	rec := &Recovery{Segment: filepath.Base(files[i])}
+	var ce *CorruptError
+	var lastKind LeafKind
+	var lastSeal Seal
+	var leaf Leaf
+	for {
+		typ, p, err := s.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.As(err, &ce) && ce.Torn {
+			rec.TornOffset, rec.TornBytes = ce.Offset, s.size-ce.Offset
+			break
+		}
+		if err != nil {
+			return t, err
+		}
+		switch typ {
+		case entryLeaf:
+			t.tree.Append(p)
+			if err := DecodeLeaf(p, &leaf); err != nil {
+				return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
+			}
+			lastKind = leaf.Kind
+			if !leaf.Kind.control() {
+				t.kernel.add(eventKernelTime(p))
+			}
+			switch leaf.Kind {
+			case LeafStart, LeafKey:
+				var k Key
+				if json.Unmarshal(leaf.Body, &k) == nil {
+					t.epoch = k.Epoch + 1
+				}
+			case LeafSeal:
+				lastSeal = Seal{}
+				json.Unmarshal(leaf.Body, &lastSeal)
+			}
+		case entryCheckpoint:
+			c, err := peekCheckpoint(p)
+			if err != nil {
+				return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: err.Error()}
+			}
+			t.lastCk, t.ckSize = append([]byte(nil), p...), c.Size
+		default:
+			return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: "header entry inside a segment"}
+		}
+	}
+	rec.Sealed = lastKind == LeafSeal
+	rec.Unsigned = t.tree.Size - t.ckSize
+	if rec.Sealed && !lastSeal.Next && rec.TornBytes == 0 {
+		rec = nil // the last run stopped cleanly
+	}
+	t.rec = rec
+	return t, nil
 }
 
 // start recovers the archive's state and opens the run's first segment with its START leaf, durably.
