@@ -267,7 +267,7 @@ func (v *verifier) segment(se *segEntry, last bool) {
 		var ce *CorruptError
 		if errors.As(se.err, &ce) && ce.Torn && last {
 			v.seg.Status = "FAIL"
-			v.problem(Incomplete, "torn-segment", nil, "segment header was never completely written (the writer stopped while creating it): %v", se.err)
+			v.problem(Incomplete, "torn-segment", nil, "segment is cut short inside its header (the writer publishes a segment only with a durable first block, so the file was truncated): %v", se.err)
 			return
 		}
 		v.problem(Tampered, "segment-header", nil, "segment header unreadable: %v", se.err)
