@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,11 @@ type cell struct {
 	Lost            uint32  `json:"kernel_lost"`
 	OthersCPU       float64 `json:"others_cpu_percent"` // CPU used by unrelated processes during the workload
 	WaitJiffies     uint32  `json:"kernel_backlog_wait_jiffies"`
+
+	// DiskBytes is the size of what the consumer wrote (auditd: every file of its log directory, rotated
+	// ones included; auditarch: its archive directory); BytesPerEvent divides it by Events.
+	DiskBytes     int64   `json:"disk_bytes,omitempty"`
+	BytesPerEvent float64 `json:"disk_bytes_per_event,omitempty"`
 
 	Rules           int    `json:"rules_loaded"`
 	Enabled         uint32 `json:"enabled"`
@@ -249,7 +255,9 @@ func (b *bench) startConsumer(dir, consumer string, w workload) (*proc, error) {
 		return start(dir, consumer, nil, "auditd", "-n", "-c", conf)
 	case "auditarch":
 		archive := filepath.Join(dir, "archive")
-		return start(dir, consumer, nil, b.auditarch, "run", "--archive", archive, "--rules", w.rules)
+		// A fresh host identity key per cell, created by the first run (its directory must be 0700).
+		key := filepath.Join(dir, "key", "host.key")
+		return start(dir, consumer, nil, b.auditarch, "run", "--archive", archive, "--rules", w.rules, "--key", key)
 	}
 	return nil, fmt.Errorf("unknown consumer %q", consumer)
 }
@@ -436,17 +444,48 @@ func (b *bench) countEvents(dir, consumer string, p *proc, c *cell) error {
 			return err
 		}
 		c.Events, c.Rotated = n, rotated
+		if c.DiskBytes, err = dirBytes(filepath.Join(dir, "log")); err != nil {
+			return err
+		}
 	case "auditarch":
 		n, err := b.countArchived(filepath.Join(dir, "archive"))
 		if err != nil {
 			return err
 		}
 		c.Events = n
+		if c.DiskBytes, err = dirBytes(filepath.Join(dir, "archive")); err != nil {
+			return err
+		}
+	}
+	if c.DiskBytes > 0 && c.Events > 0 {
+		c.BytesPerEvent = float64(c.DiskBytes) / float64(c.Events)
 	}
 	if b.keep {
 		return nil
 	}
 	return errors.Join(os.RemoveAll(filepath.Join(dir, "log")), os.RemoveAll(filepath.Join(dir, "archive")))
+}
+
+// dirBytes is the size of the regular files in dir and below.
+func dirBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", dir, err)
+	}
+	return n, nil
 }
 
 // countArchived counts the syscall events with the bench key that auditarch archived, through its show

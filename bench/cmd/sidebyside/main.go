@@ -5,13 +5,16 @@
 //	none       no rules, no consumer (the workload's own speed)
 //	bare       bench/cmd/barereader: go-libaudit Receive loop that only counts (the floor)
 //	auditd     Debian's auditd with its installed auditd.conf, log_file moved into the output directory
-//	auditarch  the project's daemon (bench-out/auditarch run --archive DIR --rules FILE), when it builds
+//	auditarch  the project's daemon (bench-out/auditarch run --archive DIR --rules FILE --key FILE, with a
+//	           fresh identity key per cell), when it builds
 //
 // Workloads are bench/cmd/loop built to one path each (openloop, connectloop, execloop), so one rule per
 // workload audits exactly one event per operation. Each cell (workload × consumer) starts a fresh consumer,
 // loads the rule, runs the loop for -d, waits until the consumer has drained, and stops the consumer;
 // cells are interleaved over -reps repetitions and the best ops/s is reported. CPU per event is the
-// consumer's utime+stime over the run and drain, divided by the loop's operation count.
+// consumer's utime+stime over the run and drain, divided by the loop's operation count. Bytes per event
+// on disk is the size of what the consumer wrote (auditd: its whole log directory, rotated files included;
+// auditarch: its archive directory) divided by the events it logged.
 //
 // The machine-wide kernel audit lock is held for the whole run, and the status and rules found are
 // restored at the end, also on error or Ctrl-C. Before each cell the harness waits (within limits) for

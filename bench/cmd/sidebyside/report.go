@@ -16,9 +16,10 @@ import (
 
 // Targets auditarch is held to.
 const (
-	targetVsAuditd  = 3.0  // ops/s at least 3x auditd's
-	targetVsBare    = 0.8  // ops/s at least 0.8x the bare reader's
-	targetOpenCPUus = 15.0 // consumer CPU per open event below 15 µs
+	targetVsAuditd  = 3.0     // ops/s at least 3x auditd's
+	targetVsBare    = 0.8     // ops/s at least 0.8x the bare reader's
+	targetOpenCPUus = 15.0    // consumer CPU per open event below 15 µs
+	targetBytes     = 1.0 / 8 // archive bytes per event at most 1/8 of auditd's log bytes per event
 )
 
 // report is everything a run measured; it is also the JSON written to the output directory.
@@ -47,6 +48,10 @@ type ratio struct {
 	VsAuditd    float64 `json:"auditarch_vs_auditd"`
 	VsBare      float64 `json:"auditarch_vs_bare"`
 	CPUPerEvent float64 `json:"auditarch_cpu_us_per_event"`
+	// Bytes on disk per event: auditd's log (rotated files included) and auditarch's archive.
+	AuditdBytes    float64 `json:"auditd_bytes_per_event,omitempty"`
+	AuditarchBytes float64 `json:"auditarch_bytes_per_event,omitempty"`
+	BytesVsAuditd  float64 `json:"auditarch_vs_auditd_bytes,omitempty"`
 }
 
 func newReport(b *bench) *report {
@@ -103,6 +108,11 @@ func (r *report) summarise(ws []workload, consumers []string) {
 			continue
 		}
 		q := ratio{Workload: w.name, CPUPerEvent: a.CPUPerEvent}
+		q.AuditarchBytes = a.BytesPerEvent
+		if d, ok := best[[2]string{w.name, "auditd"}]; ok && d.BytesPerEvent > 0 {
+			q.AuditdBytes = d.BytesPerEvent
+			q.BytesVsAuditd = a.BytesPerEvent / d.BytesPerEvent
+		}
 		if d, ok := best[[2]string{w.name, "auditd"}]; ok && d.OpsPerSec > 0 {
 			q.VsAuditd = a.OpsPerSec / d.OpsPerSec
 			if b, ok := best[[2]string{w.name, "bare"}]; ok {
@@ -136,9 +146,12 @@ func (r *report) print(out io.Writer) {
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tconsumer\tops/s\tvs none\tµs CPU/event\tkauditd µs/ev\t"+
-		"events seen\tops\tlost\tothers %CPU\t")
+		"events seen\tops\tlost\tothers %CPU\tdisk B/event\t")
 	for _, c := range r.Best {
-		vsNone, cpu, kcpu, seen, lost := "-", "-", "-", "-", "-"
+		vsNone, cpu, kcpu, seen, lost, disk := "-", "-", "-", "-", "-", "-"
+		if c.BytesPerEvent > 0 {
+			disk = fmt.Sprintf("%.1f", c.BytesPerEvent)
+		}
 		if n := none[c.Workload]; n > 0 {
 			vsNone = fmt.Sprintf("%.3fx", c.OpsPerSec/n)
 		}
@@ -151,8 +164,8 @@ func (r *report) print(out io.Writer) {
 		case c.Events >= 0:
 			seen = fmt.Sprint(c.Events)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t%.0f\t\n",
-			c.Workload, c.Consumer, c.OpsPerSec, vsNone, cpu, kcpu, seen, c.Ops, lost, c.OthersCPU)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t%.0f\t%s\t\n",
+			c.Workload, c.Consumer, c.OpsPerSec, vsNone, cpu, kcpu, seen, c.Ops, lost, c.OthersCPU, disk)
 	}
 	tw.Flush()
 
@@ -181,7 +194,22 @@ func (r *report) print(out io.Writer) {
 				q.VsBare, targetVsBare, verdict(q.VsBare >= targetVsBare), q.CPUPerEvent, cpuTarget)
 		}
 		tw.Flush()
+
+		fmt.Fprintln(out)
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "workload\tauditd log B/event\tauditarch archive B/event\tauditarch/auditd bytes\ttarget")
+		for _, q := range r.Ratios {
+			if q.AuditdBytes == 0 || q.AuditarchBytes == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t≤ 1/%.0f not measured\n", q.Workload, bytesOrDash(q.AuditdBytes), bytesOrDash(q.AuditarchBytes), 1/targetBytes)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.3f (1/%.1f)\t≤ 1/%.0f %s\n", q.Workload, q.AuditdBytes, q.AuditarchBytes,
+				q.BytesVsAuditd, 1/q.BytesVsAuditd, 1/targetBytes, verdict(q.BytesVsAuditd <= targetBytes))
+		}
+		tw.Flush()
 	}
+	fmt.Fprintln(out, "disk B/event: bytes the consumer left on disk (auditd: its log directory, rotated files included;",
+		"auditarch: the archive directory, signatures and segment headers included) divided by events seen;")
 	fmt.Fprintln(out, "events seen: events with key \"bench\" the consumer received (bare), logged (auditd) or archived",
 		"(auditarch show --json); \"rotated\": auditd's default rotation (8 MB × 5 files) deleted part of its log;")
 	fmt.Fprintln(out, "others %CPU: CPU used by unrelated processes during the cell (100 = one core of", r.CPUs, "busy):",
@@ -201,6 +229,13 @@ func (r *report) print(out io.Writer) {
 			fmt.Fprintf(out, "note rep %d %s/%s: %s\n", c.Rep, c.Workload, c.Consumer, n)
 		}
 	}
+}
+
+func bytesOrDash(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
 }
 
 func verdict(ok bool) string {
