@@ -15,14 +15,14 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	batch := w.buf
 	w.buf = w.spare[:0]
 	w.mu.Unlock()
-	ent := w.ent[:0]
-	// The batch already holds leaf entries: hash them in place.
+	// The batch already holds leaf entries: hash them in place, and build the block on it.
+	n := len(batch)
 	for p := batch; len(p) > 0; {
 		l := int(binary.LittleEndian.Uint32(p[1:]))
 		w.leafAdded(p[entryHead:entryHead+l], now)
 		p = p[entryHead+l:]
 	}
-	ent = append(ent, batch...)
+	ent := batch
 	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says).
 	mono := time.Now()
 	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - mono.Sub(w.lastMono); drift > clockStep || drift < -clockStep {
@@ -47,14 +47,13 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	case final:
 		ent = w.addControl(ent, LeafStop, now, Stop{Reason: "stopped", Events: w.runLeaves})
 		ent = w.seal(ent, now, false)
-		w.queue(w.seg.f, ent, len(batch), true)
+		w.queue(w.seg.f, ent, n, true)
 	case !now.Before(w.seg.end):
-		w.rotate(ent, len(batch), now)
+		w.rotate(ent, n, now)
 	default:
-		w.queue(w.seg.f, ent, len(batch), false)
+		w.queue(w.seg.f, ent, n, false)
 	}
-	w.spare = batch[:0]
-	w.ent = ent[:0] // queue compressed a copy
+	w.spare = ent[:0] // queue compressed a copy
 }
 
 // leafAdded hashes a leaf into the tree and updates the segment's summary.

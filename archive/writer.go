@@ -140,7 +140,6 @@ type Writer struct {
 	runLeaves  uint64
 	next       uint64  // when seg is nil: the number of the segment a rotation waits to create
 	nextKernel []int64 // and its header's PrevKernelTimes
-	ent        []byte
 }
 
 // segment is the open segment.
