@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/elastic/go-libaudit/v2/auparse"
 
-	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
 )
 
@@ -76,60 +73,26 @@ func searchCmd(args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
-	r, err := archive.Open(pos[0])
-	if err != nil {
-		return err
+	return printEvents(pos[0], stdout, *asJSON, flt, "searched")
+}
+
+// selects returns the decoded event when flt selects raw, or nil. The time window and the raw-record
+// pre-checks run before decoding, which is the expensive part.
+func (f *searchFilter) selects(raw *audit.RawEvent) *audit.Event {
+	if !f.inWindow(raw) {
+		return nil
 	}
-	if !flt.since.IsZero() || !flt.until.IsZero() {
-		r.SkipOutside(flt.since, flt.until)
+	if raw.Kind == audit.KindLost {
+		if f.fields {
+			return nil
+		}
+		return audit.Decode(raw)
 	}
-	out := bufio.NewWriterSize(stdout, 64<<10)
-	defer out.Flush()
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
-	var corrupt []error
-	for {
-		raw, idx, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if archive.IsCorrupt(err) {
-			corrupt = append(corrupt, err)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !flt.inWindow(raw) {
-			continue
-		}
-		var ev *audit.Event
-		if raw.Kind == audit.KindLost {
-			if flt.fields {
-				continue
-			}
-			ev = audit.Decode(raw)
-		} else {
-			if !flt.mayMatch(raw) {
-				continue
-			}
-			if ev = audit.Decode(raw); !flt.match(ev) {
-				continue
-			}
-		}
-		ev.Index = idx
-		if *asJSON {
-			if err := enc.Encode(ev); err != nil {
-				return err
-			}
-			continue
-		}
-		fmt.Fprintln(out, summary(ev))
+	if !f.mayMatch(raw) {
+		return nil
 	}
-	if len(corrupt) > 0 {
-		out.Flush()
-		return &exitError{code: 1, err: &hinted{errors.Join(corrupt...),
-			"events before each damaged block were searched; a torn last block means the writer stopped mid-write"}}
+	if ev := audit.Decode(raw); f.match(ev) {
+		return ev
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
@@ -23,9 +24,23 @@ func showCmd(args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: show needs exactly one archive directory", errUsage)
 	}
-	r, err := archive.Open(pos[0])
+	all, err := newSearchFilter(nil, time.Time{}) // selects every event
 	if err != nil {
 		return err
+	}
+	return printEvents(pos[0], stdout, *asJSON, all, "shown")
+}
+
+// printEvents prints the events of the archive in dir that flt selects, one line (or JSON object) each.
+// Damaged blocks are skipped and reported at the end with exit status 1; verb says what happened to the
+// events before them.
+func printEvents(dir string, stdout io.Writer, asJSON bool, flt *searchFilter, verb string) error {
+	r, err := archive.Open(dir)
+	if err != nil {
+		return err
+	}
+	if !flt.since.IsZero() || !flt.until.IsZero() {
+		r.SkipOutside(flt.since, flt.until)
 	}
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	defer out.Flush()
@@ -44,9 +59,12 @@ func showCmd(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ev := audit.Decode(raw)
+		ev := flt.selects(raw)
+		if ev == nil {
+			continue
+		}
 		ev.Index = idx
-		if *asJSON {
+		if asJSON {
 			if err := enc.Encode(ev); err != nil {
 				return err
 			}
@@ -57,7 +75,7 @@ func showCmd(args []string, stdout io.Writer) error {
 	if len(corrupt) > 0 {
 		out.Flush()
 		return &exitError{code: 1, err: &hinted{errors.Join(corrupt...),
-			"events before each damaged block were shown; a torn last block means the writer stopped mid-write"}}
+			"events before each damaged block were " + verb + "; a torn last block means the writer stopped mid-write"}}
 	}
 	return nil
 }
