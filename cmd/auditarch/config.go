@@ -67,6 +67,12 @@ func loadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
+	switch {
+	case cfg.Sync != archive.SyncBatch && cfg.Sync != archive.SyncNone:
+		return cfg, fmt.Errorf("config %s: sync: %q is not batch or none", path, cfg.Sync)
+	case cfg.DiskFull != archive.DiskFullKeep && cfg.DiskFull != archive.DiskFullExit:
+		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
+	}
 	return cfg, nil
 }
 
