@@ -136,14 +136,12 @@ type verifier struct {
 	// the next header and a recovery refer to); its signature and root are checked on their own.
 	lastCk []byte
 	ckSize uint64
-	ckTime int64 // newest leaf time covered by the last checkpoint
 
 	key      note.Verifier // the epoch key that signs now
 	keyVKey  string
 	epoch    uint64
 	intro    *intro // a START or KEY leaf waiting for the checkpoint that must follow it
 	interval time.Duration
-	ckEvery  time.Duration
 
 	maxTime    int64
 	runOpen    bool
@@ -192,7 +190,7 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 		return nil, fmt.Errorf("verify: no segments in %s", dir)
 	}
 	r := &Report{Dir: dir, Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}}
-	v := &verifier{opts: opts, r: r, interval: 10 * time.Second, ckEvery: time.Second}
+	v := &verifier{opts: opts, r: r, interval: 10 * time.Second}
 	r.Live = isLive(dir)
 	if opts.Key != nil {
 		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
@@ -551,9 +549,6 @@ func (v *verifier) start(i uint64, l *Leaf) {
 	if st.HeartbeatMillis > 0 {
 		v.interval = time.Duration(st.HeartbeatMillis) * time.Millisecond
 	}
-	if st.CheckpointMillis > 0 {
-		v.ckEvery = time.Duration(st.CheckpointMillis) * time.Millisecond
-	}
 	switch {
 	case v.runOpen && v.gap:
 		v.r.Runs[len(v.r.Runs)-1].Ended = "unknown" // its end is in the missing or unreadable leaves
@@ -658,7 +653,6 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		v.adoptIntro()
 	}
 	v.diverged = false
-	v.ckTime = v.maxTime
 	v.seg.Checkpoints++
 	v.seg.Verified = c.Size - v.seg.FirstIndex
 	v.r.Latest = string(v.lastCk)

@@ -116,7 +116,7 @@ type Writer struct {
 	dropped   uint64 // events dropped since the last LOST leaf
 	appended  uint64
 	durable   uint64 // tree size on stable storage
-	werr      error
+	werr      error  // the last write's outcome: nil once the disk takes the blocks again
 	closed    bool
 	kick      chan struct{}
 	done      chan struct{}
