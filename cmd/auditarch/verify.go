@@ -113,12 +113,14 @@ func printReport(w io.Writer, r *archive.Report) {
 			state = "sealed"
 		}
 		fmt.Fprintf(w, "  %s %s  segment %d, %s", s.Status, s.File, s.Segment, state)
-		if s.Leaves > 0 {
+		switch {
+		case s.Leaves == 0:
+		case s.Verified == 0:
+			fmt.Fprintf(w, ", none of leaves %d..%d verified, time %s..%s, no checkpoint",
+				s.FirstIndex, s.FirstIndex+s.Leaves-1, s.FirstTime, s.LastTime)
+		default:
 			fmt.Fprintf(w, ", verified leaves %d..%d of %d..%d, time %s..%s, %d checkpoints",
 				s.FirstIndex, s.FirstIndex+s.Verified-1, s.FirstIndex, s.FirstIndex+s.Leaves-1, s.FirstTime, s.LastTime, s.Checkpoints)
-			if s.Verified == 0 {
-				fmt.Fprintf(w, " (none verified)")
-			}
 		}
 		fmt.Fprintln(w)
 	}
