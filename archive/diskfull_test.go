@@ -154,7 +154,7 @@ func withFileSizeLimit(t *testing.T, limit uint64, f func()) {
 		t.Fatal(err)
 	}
 	if old.Max != unix.RLIM_INFINITY && old.Max < limit {
-		t.Skipf("RLIMIT_FSIZE hard limit %d", old.Max)
+		privtest.Unavailable(t, "RLIMIT_FSIZE hard limit %d is below the test's %d", old.Max, limit)
 	}
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: limit, Max: old.Max}); err != nil {
 		t.Fatal(err)
