@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/privtest"
 )
@@ -87,6 +89,53 @@ func TestRefusesWhenAnotherDaemonHoldsTheKernel(t *testing.T) {
 	}
 }
 
+// daemonProcess runs the real command as a process on dir with the key in keys, and returns once it is
+// registered with the kernel and capturing.
+func daemonProcess(t *testing.T, ctl *libaudit.AuditClient, dir, keys string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "run", "--archive", dir, "--key", filepath.Join(keys, "host.key"))
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := ctl.GetStatus()
+		if err == nil && int(st.PID) == cmd.Process.Pid && st.Enabled == 1 && strings.Contains(stderr.String(), "capturing") {
+			return cmd, stderr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// execMarker runs /bin/true with a marker argument the test can find in the archive.
+func execMarker(t *testing.T, what string) string {
+	t.Helper()
+	marker := fmt.Sprintf("%s-marker-%d", what, os.Getpid())
+	if err := exec.Command("/bin/true", marker).Run(); err != nil {
+		t.Fatal(err)
+	}
+	return marker
+}
+
+// hasMarker reports whether the archive in dir holds the exec of /bin/true with marker.
+func hasMarker(t *testing.T, dir, marker string) bool {
+	t.Helper()
+	evs, _ := readArchive(t, dir)
+	for _, ev := range evs {
+		if ev.Sys == "execve" && len(ev.Args) == 2 && ev.Args[1] == marker {
+			return true
+		}
+	}
+	return false
+}
+
 // TestSigtermFlushesAndRestores runs the real command as a process, stops it with SIGTERM, and checks it
 // exits 0 with its events archived and the kernel as it was found (rules, audit pid, enabled).
 func TestSigtermFlushesAndRestores(t *testing.T) {
@@ -96,30 +145,8 @@ func TestSigtermFlushesAndRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "archive")
-	cmd := exec.Command(os.Args[0], "run", "--archive", dir, "--key", filepath.Join(t.TempDir(), "keys", "host.key"))
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := ctl.GetStatus()
-		if err == nil && int(st.PID) == cmd.Process.Pid && st.Enabled == 1 && strings.Contains(stderr.String(), "capturing") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not start: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// An event the test can recognise: exec of /bin/true with a marker argument.
-	marker := fmt.Sprintf("sigterm-marker-%d", os.Getpid())
-	if err := exec.Command("/bin/true", marker).Run(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := daemonProcess(t, ctl, dir, filepath.Join(t.TempDir(), "keys"))
+	marker := execMarker(t, "sigterm")
 	time.Sleep(200 * time.Millisecond)
 	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -138,14 +165,58 @@ func TestSigtermFlushesAndRestores(t *testing.T) {
 	if rules, err := ctl.GetRules(); err != nil || len(rules) != 0 {
 		t.Errorf("rules left in the kernel after SIGTERM: %d (%v)", len(rules), err)
 	}
-	evs, _ := readArchive(t, dir)
-	found := false
-	for _, ev := range evs {
-		if ev.Sys == "execve" && len(ev.Args) == 2 && ev.Args[1] == marker {
-			found = true
-		}
+	if !hasMarker(t, dir, marker) {
+		t.Errorf("the exec just before SIGTERM is not in the archive")
 	}
-	if !found {
-		t.Errorf("the exec just before SIGTERM is not in the archive (%d events)", len(evs))
+}
+
+// TestSigkillAndRestart kills the daemon with SIGKILL while it captures, then starts it again on the same
+// archive: verify first reports the crash as incomplete evidence, and after the restart and a clean stop
+// it passes with the crashed run listed and recovered; what was durable before the kill is there.
+func TestSigkillAndRestart(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	cmd, _ := daemonProcess(t, ctl, dir, keys)
+	before := execMarker(t, "before-kill")
+	time.Sleep(500 * time.Millisecond) // flushed and fsynced (every 100 ms)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := archive.Verify(dir, archive.VerifyOptions{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "no-stop" || r.Runs[0].Ended != "crashed" {
+		t.Errorf("verify after SIGKILL: %s %+v %+v", r.Status, r.Problems, r.Runs)
+	}
+	if !hasMarker(t, dir, before) {
+		t.Errorf("the exec 500 ms before SIGKILL is not in the archive")
+	}
+
+	cmd, stderr := daemonProcess(t, ctl, dir, keys)
+	after := execMarker(t, "after-restart")
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("restarted daemon: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "the previous run did not stop cleanly") {
+		t.Errorf("the restarted daemon did not log the recovery:\n%s", stderr.String())
+	}
+	r, err = archive.Verify(dir, archive.VerifyOptions{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != archive.Pass || len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" ||
+		r.Runs[1].Recovered == nil || r.Verified != r.Leaves {
+		t.Errorf("verify after the restart: %s %+v runs %+v, %d of %d verified", r.Status, r.Problems, r.Runs, r.Verified, r.Leaves)
+	}
+	if !hasMarker(t, dir, before) || !hasMarker(t, dir, after) {
+		t.Errorf("markers before the kill / after the restart: %v / %v", hasMarker(t, dir, before), hasMarker(t, dir, after))
 	}
 }
