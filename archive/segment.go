@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bufio"
+	_ "embed"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -92,8 +93,19 @@ func listSegments(dir string) ([]string, error) {
 
 // The block's CRC-32C already covers the compressed bytes: the frame's content checksum (xxhash of the
 // decompressed bytes) is not checked again on the read path.
+// zstdDict is a raw-content zstd dictionary of typical audit records, control-leaf JSON and checkpoint
+// text (docs/format.md, "Segments"). A block holds what one flush wrote: on a quiet host that is one or
+// two events, which zstd alone cannot compress much; with the dictionary it can. Its bytes are part of
+// the format and never change: a new dictionary needs a new ID.
+//
+//go:embed zstd.dict
+var zstdDict []byte
+
+// zstdDictID names zstdDict in every block's zstd frame header.
+const zstdDictID = 0x41410001
+
 var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlock),
-	zstd.IgnoreChecksum(true))
+	zstd.IgnoreChecksum(true), zstd.WithDecoderDictRaw(zstdDictID, zstdDict))
 
 // segReader reads a segment block by block and yields its entries.
 type segReader struct {
@@ -248,7 +260,7 @@ func appendEntry(b []byte, typ byte, payload []byte) []byte {
 // The zstd frame checksum is off: the block's CRC-32C covers the compressed bytes and the leaf hashes
 // the content, and xxhash cost 9% of the writer's CPU.
 var zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
-	zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
+	zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false), zstd.WithEncoderDictRaw(zstdDictID, zstdDict))
 
 // appendBlock appends the block holding entries: u32 length, u32 CRC-32C, zstd frame.
 func appendBlock(b, entries []byte) []byte {
