@@ -171,15 +171,7 @@ func TestTamper(t *testing.T) {
 		{name: "truncate-last-block", code: "no-stop", status: Incomplete, only: []string{"no-stop"},
 			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
 				f := tSegFiles(t, dir)
-				last := f[len(f)-1]
-				data, err := os.ReadFile(last)
-				if err != nil {
-					t.Fatal(err)
-				}
-				offs := tBlockOffsets(data)
-				if err := os.Truncate(last, int64(offs[len(offs)-1])); err != nil {
-					t.Fatal(err)
-				}
+				cutLastBlock(t, f[len(f)-1])
 				return pinned(dir)
 			}},
 
@@ -235,15 +227,7 @@ func TestTamper(t *testing.T) {
 			}},
 		{name: "cut-middle-segment-tail", code: "missing-segment", status: Incomplete, only: []string{"missing-segment"},
 			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				f := tSegFiles(t, dir)[1]
-				data, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				offs := tBlockOffsets(data)
-				if err := os.Truncate(f, int64(offs[len(offs)-1])); err != nil {
-					t.Fatal(err)
-				}
+				cutLastBlock(t, tSegFiles(t, dir)[1])
 				return pinned(dir)
 			}},
 
@@ -487,4 +471,17 @@ func stolenKeyCase() tamperCase {
 				}
 			}
 		}}
+}
+
+// cutLastBlock truncates the segment at path exactly before its last block.
+func cutLastBlock(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := tBlockOffsets(data)
+	if err := os.Truncate(path, int64(offs[len(offs)-1])); err != nil {
+		t.Fatal(err)
+	}
 }
