@@ -55,6 +55,27 @@ type ApplyOptions struct {
 	SelfPID int
 	// Lock sets -e 2 after everything else. A set ending with -e 2 locks too.
 	Lock bool
+	// Found, when set, is what Restore puts back instead of the kernel's current state: the state an
+	// earlier run found and could not restore because it was killed (its own rules are still loaded).
+	Found *Found
+}
+
+// Found is the kernel state an Apply found: the status fields it may change and the rule list. It is
+// persisted by the daemon so that a run after a crash restores the kernel as the crashed run found it.
+type Found struct {
+	Enabled         uint32   `json:"enabled"`
+	Failure         uint32   `json:"failure"`
+	RateLimit       uint32   `json:"rate_limit"`
+	BacklogLimit    uint32   `json:"backlog_limit"`
+	BacklogWaitTime uint32   `json:"backlog_wait_time"`
+	Rules           [][]byte `json:"rules"` // wire format
+}
+
+// Found returns the state Restore puts back.
+func (a *Applied) Found() Found {
+	b := a.before
+	return Found{Enabled: b.Enabled, Failure: b.Failure, RateLimit: b.RateLimit, BacklogLimit: b.BacklogLimit,
+		BacklogWaitTime: b.BacklogWaitTime, Rules: a.rules}
 }
 
 // Applied is what Apply changed, so that Restore can undo it.
@@ -93,6 +114,14 @@ func Apply(k Kernel, s *Set, o ApplyOptions) (*Applied, error) {
 		return nil, fmt.Errorf("get audit rules: %w", err)
 	}
 	a := &Applied{k: k, before: *st, rules: found}
+	if f := o.Found; f != nil {
+		// Everything the crashed run may have changed goes back, whatever this run changes.
+		a.before.Enabled, a.before.Failure, a.before.RateLimit = f.Enabled, f.Failure, f.RateLimit
+		a.before.BacklogLimit, a.before.BacklogWaitTime, a.rules = f.BacklogLimit, f.BacklogWaitTime, f.Rules
+		a.rulesChanged = true
+		a.changed = libaudit.AuditStatusEnabled | libaudit.AuditStatusFailure | libaudit.AuditStatusRateLimit |
+			libaudit.AuditStatusBacklogLimit | libaudit.AuditStatusBacklogWaitTime
+	}
 	if err := a.run(s, o); err != nil {
 		if rerr := a.Restore(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore after failure: %w", rerr))

@@ -455,3 +455,30 @@ func TestApplyContinue(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyFoundAfterCrash: a run after a killed one is given the state the killed run found; Restore puts
+// that back, not the killed run's rules and settings that were still in the kernel.
+func TestApplyFoundAfterCrash(t *testing.T) {
+	k := newFake(t)
+	k.seed(t, "-a always,exit -F arch=b64 -S acct -k original")
+	original, err := Apply(k, mustParse(t, defaultRules), ApplyOptions{SelfPID: 41})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := original.Found()
+	beforeRules := []string{"-a always,exit -F arch=b64 -S acct -F key=original"}
+	// The run that applied `original` is killed: its rules and settings stay. The next run:
+	a, err := Apply(k, mustParse(t, defaultRules), ApplyOptions{SelfPID: 42, Found: &found})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if st := k.status; st.Enabled != 0 || st.BacklogLimit != 64 || st.BacklogWaitTime != 15000 || st.Failure != 1 || st.RateLimit != 0 {
+		t.Errorf("status after Restore %+v, want the state the killed run found", st)
+	}
+	if got := k.ruleTexts(); !slices.Equal(got, beforeRules) {
+		t.Errorf("rules after Restore %q, want %q", got, beforeRules)
+	}
+}

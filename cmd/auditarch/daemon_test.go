@@ -175,6 +175,14 @@ func TestSigtermFlushesAndRestores(t *testing.T) {
 // it passes with the crashed run listed and recovered; what was durable before the kill is there.
 func TestSigkillAndRestart(t *testing.T) {
 	ctl := privtest.Kernel(t)
+	found, err := ctl.GetStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	foundRules, err := ctl.GetRules()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
 	cmd, _ := daemonProcess(t, ctl, dir, keys)
 	before := execMarker(t, "before-kill")
@@ -190,6 +198,9 @@ func TestSigkillAndRestart(t *testing.T) {
 	r, err := archive.Verify(dir, archive.VerifyOptions{Key: pub})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, kernelStateFile)); err != nil {
+		t.Errorf("the killed daemon left no %s: %v", kernelStateFile, err)
 	}
 	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "no-stop" || r.Runs[0].Ended != "crashed" {
 		t.Errorf("verify after SIGKILL: %s %+v %+v", r.Status, r.Problems, r.Runs)
@@ -218,5 +229,22 @@ func TestSigkillAndRestart(t *testing.T) {
 	}
 	if !hasMarker(t, dir, before) || !hasMarker(t, dir, after) {
 		t.Errorf("markers before the kill / after the restart: %v / %v", hasMarker(t, dir, before), hasMarker(t, dir, after))
+	}
+	// The killed run could not restore the kernel; the restarted one restores what the killed one found,
+	// not the killed run's own rules (among them a never rule for its dead pid).
+	st, err := ctl.GetStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := ctl.GetRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Enabled != found.Enabled || st.BacklogLimit != found.BacklogLimit || st.BacklogWaitTime != found.BacklogWaitTime || len(rules) != len(foundRules) {
+		t.Errorf("kernel after the restarted daemon stopped: enabled %d backlog %d wait %d, %d rules; found: enabled %d backlog %d wait %d, %d rules",
+			st.Enabled, st.BacklogLimit, st.BacklogWaitTime, len(rules), found.Enabled, found.BacklogLimit, found.BacklogWaitTime, len(foundRules))
+	}
+	if _, err := os.Stat(filepath.Join(dir, kernelStateFile)); !os.IsNotExist(err) {
+		t.Errorf("%s left after a clean stop: %v", kernelStateFile, err)
 	}
 }

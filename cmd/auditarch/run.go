@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -115,11 +117,26 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if st.Enabled == 2 {
 		log.Warn().Msg("kernel audit configuration is locked (-e 2) until reboot: capturing with the rules already loaded")
 	} else {
-		applied, err = rules.Apply(conn.Control(), set, rules.ApplyOptions{SelfPID: os.Getpid(), Lock: cfg.Lock})
+		statePath := filepath.Join(cfg.Archive, kernelStateFile)
+		found, err := readKernelState(statePath)
+		if err != nil {
+			conn.Unregister()
+			w.Close()
+			return err
+		}
+		if found != nil {
+			log.Warn().Int("rules", len(found.Rules)).Msg("the previous run was killed before it restored the kernel; restoring what it found when this run stops")
+		}
+		applied, err = rules.Apply(conn.Control(), set, rules.ApplyOptions{SelfPID: os.Getpid(), Lock: cfg.Lock, Found: found})
 		if err != nil {
 			conn.Unregister()
 			w.Close()
 			return fmt.Errorf("program audit rules: %w", err)
+		}
+		if found == nil {
+			if err := writeKernelState(statePath, applied.Found()); err != nil {
+				log.Error().Err(err).Msg("save the kernel state found; after a crash the next run cannot restore it")
+			}
 		}
 	}
 	log.Info().Str("archive", w.Dir()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
@@ -134,6 +151,10 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 			}
 			if err := applied.Restore(); err != nil {
 				log.Error().Err(err).Msg("restore kernel audit rules and settings")
+				return
+			}
+			if err := os.Remove(filepath.Join(cfg.Archive, kernelStateFile)); err != nil && !os.IsNotExist(err) {
+				log.Error().Err(err).Msg("remove the saved kernel state")
 			}
 		}}
 	capErr := c.Run(ctx, w)
@@ -144,6 +165,60 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		return fmt.Errorf("capture: %w", capErr)
 	}
 	return closeErr
+}
+
+// kernelStateFile, in the archive directory, holds the kernel audit state a run found (rules.Found, JSON)
+// from the moment it programs the kernel until it has restored it. A run that finds the file knows the run
+// before it was killed, and restores that state instead of the killed run's rules.
+const kernelStateFile = "kernel-state.json"
+
+func readKernelState(path string) (*rules.Found, error) {
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read saved kernel state: %w", err)
+	}
+	var f rules.Found
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, &hinted{fmt.Errorf("saved kernel state %s: %w", path, err),
+			"remove the file to restore the kernel as this run finds it"}
+	}
+	return &f, nil
+}
+
+// writeKernelState writes f durably (temporary file, fsync, rename, directory fsync).
+func writeKernelState(path string, f rules.Found) error {
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fh.Write(data)
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // version is recorded in every START leaf.
