@@ -454,3 +454,23 @@ func TestVerifyReportsSilences(t *testing.T) {
 		t.Fatalf("verify of a frozen live writer: %s live=%v %+v", r.Status, r.Live, r.Problems)
 	}
 }
+
+func TestOneWriterPerDirectory(t *testing.T) {
+	id, _ := identity(t, "host-a.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	w, err := archive.Create(dir, archive.Options{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.Create(dir, archive.Options{Identity: id}); !errors.Is(err, archive.ErrInUse) {
+		t.Errorf("a second writer on the same directory: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w, err = archive.Create(dir, archive.Options{Identity: id})
+	if err != nil {
+		t.Fatalf("a writer after the first closed: %v", err)
+	}
+	w.Close()
+}

@@ -103,6 +103,9 @@ func (o *Options) defaults() error {
 // clockStep is how far the wall clock may move against the monotonic clock before a CLOCK leaf.
 const clockStep = time.Second
 
+// ErrInUse is wrapped when another Writer holds the archive directory.
+var ErrInUse = errors.New("in use by another writer")
+
 // Writer appends events to the archive in a directory. See the package documentation for its guarantees.
 type Writer struct {
 	opts   Options
@@ -210,7 +213,7 @@ func Create(dir string, opts Options) (*Writer, error) {
 	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("archive %s is in use by another writer: %w", dir, err)
+		return nil, fmt.Errorf("archive %s: %w (%v)", dir, ErrInUse, err)
 	}
 	w := &Writer{opts: opts, dir: dir, origin: opts.Identity.Signer.Name(), lock: lock,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1)}

@@ -101,7 +101,14 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	w, err := archive.Create(cfg.Archive, cfg.archiveOptions(id, set, st, log))
 	if err != nil {
 		conn.Unregister()
-		return &hinted{err, "auditarch verify " + cfg.Archive + " says what is wrong with the archive"}
+		hint := "auditarch verify " + cfg.Archive + " says what is wrong with the archive"
+		switch {
+		case errors.Is(err, archive.ErrPermissions):
+			hint = "the archive directory must not be accessible to others: chmod 0700 " + cfg.Archive
+		case errors.Is(err, archive.ErrInUse):
+			hint = "another auditarch run writes to this archive; stop it first"
+		}
+		return &hinted{err, hint}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
