@@ -67,8 +67,9 @@ func signCheckpoint(c Checkpoint, s note.Signer) ([]byte, error) {
 	return note.Sign(&note.Note{Text: c.Text()}, s)
 }
 
-// OpenCheckpoint parses a signed checkpoint and checks that v signed it. It returns the checkpoint and the
-// key hashes of every signature on the note (verified or not) so callers can report who signed instead.
+// OpenCheckpoint parses a signed checkpoint and checks that v signed it. A note that v did not sign gives
+// an error wrapping ErrSignature (with the checkpoint, when its body parses); note.Open alone would only
+// list an unknown signer as unverified.
 func OpenCheckpoint(msg []byte, v note.Verifier) (Checkpoint, error) {
 	n, err := note.Open(msg, note.VerifierList(v))
 	if err != nil {
