@@ -127,11 +127,16 @@ type verifier struct {
 	broken  bool // the chain was interrupted: the next segment's header is adopted
 	// diverged: a checkpoint showed the recomputed tree differs from the signed one (reported), so the
 	// next segment is checked from its header's frontier, which its own checkpoints vouch for.
-	diverged  bool
-	misplaced bool   // a checkpoint of this segment stood at the wrong size (reported)
-	gap       bool   // leaves are missing or unreadable since the last START: run pairing is unknown
-	segNo     uint64 // number of the last segment whose header was accepted
-	kernel    kernelRange
+	diverged bool
+	// rootProblem is the index in Report.Problems of this segment's first root mismatch (-1: none);
+	// rootRepeats counts the later checkpoints of the segment that then cannot match either.
+	rootProblem int
+	rootRepeats int
+	ckGood      uint64 // size of the last checkpoint whose root matched
+	misplaced   bool   // a checkpoint of this segment stood at the wrong size (reported)
+	gap         bool   // leaves are missing or unreadable since the last START: run pairing is unknown
+	segNo       uint64 // number of the last segment whose header was accepted
+	kernel      kernelRange
 	// lastCk and ckSize are the last checkpoint entry standing where one must (the structure the seal,
 	// the next header and a recovery refer to); its signature and root are checked on their own.
 	lastCk []byte
@@ -316,7 +321,7 @@ func (v *verifier) segment(se *segEntry, last bool) {
 		}
 		switch f, err := DecodeFrontier(h.FirstIndex, h.Frontier); {
 		case v.diverged && err == nil:
-			v.tree, v.diverged = f, false
+			v.tree, v.diverged, v.ckGood = f, false, h.FirstIndex
 		case h.FirstIndex != v.tree.Size:
 			v.problem(Tampered, "segment-header", nil, "segment header puts its first leaf at %d, but the segment before ends before leaf %d and no segment is missing in between",
 				h.FirstIndex, v.tree.Size)
@@ -335,6 +340,7 @@ func (v *verifier) segment(se *segEntry, last bool) {
 		}
 	}
 	v.segNo, v.kernel, v.misplaced = h.Segment, kernelRange{}, false
+	v.rootProblem, v.rootRepeats = -1, 0
 	v.lastSeal = nil
 	v.segCks = v.segCks[:0]
 	v.sealIdx = -1
@@ -383,6 +389,9 @@ func (v *verifier) segment(se *segEntry, last bool) {
 			v.problem(Tampered, "damaged", nil, "a second header inside the segment")
 		}
 	}
+	if v.rootRepeats > 0 {
+		v.r.Problems[v.rootProblem].Message += fmt.Sprintf("; the segment's %d later checkpoints disagree too, as they must once a leaf before them differs", v.rootRepeats)
+	}
 	v.seg.Leaves = v.tree.Size - v.seg.FirstIndex
 	v.seg.Sealed = v.sealIdx >= 0 && v.ckSize == v.tree.Size && uint64(v.sealIdx) == v.tree.Size-1
 	if v.sealIdx >= 0 && !v.seg.Sealed && !v.broken {
@@ -421,6 +430,7 @@ func (v *verifier) adoptHeader(h SegmentHeader) bool {
 	if c, err := peekCheckpoint(v.lastCk); err == nil {
 		v.ckSize = c.Size
 	}
+	v.ckGood = h.FirstIndex
 	if h.EpochKey != "" && h.FirstIndex > 0 {
 		// Without the segments before, this key is the header's word only (and their absence is reported).
 		// A segment at leaf 0 begins the tree: its START names the key, whatever its header says.
@@ -633,7 +643,13 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		return
 	}
 	if c.Root != v.tree.Root() {
-		v.problem(Tampered, "root", idx(c.Size-1), "checkpoint for %d leaves is validly signed but its root does not match the leaves: leaves were altered, removed, inserted or reordered", c.Size)
+		if v.rootProblem >= 0 {
+			v.rootRepeats++ // a consequence of the first mismatch: reported with it
+		} else {
+			v.rootProblem = len(v.r.Problems)
+			v.problem(Tampered, "root", idx(c.Size-1), "checkpoint for %d leaves is validly signed but its root does not match the leaves: one of leaves %d..%d (after the last matching checkpoint) was altered, removed, inserted or reordered",
+				c.Size, v.ckGood, c.Size-1)
+		}
 		v.diverged = true
 		if introducing {
 			v.adoptIntro()
@@ -652,7 +668,7 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	if introducing {
 		v.adoptIntro()
 	}
-	v.diverged = false
+	v.diverged, v.ckGood = false, c.Size
 	v.seg.Checkpoints++
 	v.seg.Verified = c.Size - v.seg.FirstIndex
 	v.r.Latest = string(v.lastCk)
