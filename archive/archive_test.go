@@ -14,6 +14,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/capfile"
 )
 
@@ -60,20 +61,6 @@ func testEvents(t testing.TB) []*audit.RawEvent {
 		&audit.RawEvent{Kind: audit.KindEvent, Serial: 8, Records: []audit.Record{{Type: 1305, Text: bytes.Repeat([]byte("x"), 200_000)}}},
 	)
 	return evs
-}
-
-// identity makes a host identity key in a new directory and returns it with its public key file.
-func identity(t testing.TB, origin string) (*archive.Identity, string) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "keys")
-	if _, err := archive.Keygen(dir, origin); err != nil {
-		t.Fatal(err)
-	}
-	id, err := archive.LoadIdentity(filepath.Join(dir, archive.IdentityKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, filepath.Join(dir, archive.IdentityPubFile)
 }
 
 // writeArchive appends evs in one run of a writer and closes it.
@@ -151,7 +138,7 @@ func mustVerify(t testing.TB, dir string, pub string) *archive.Report {
 }
 
 func TestRoundTripAndVerify(t *testing.T) {
-	id, pub := identity(t, "host-a.example")
+	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	evs := testEvents(t)
 	writeArchive(t, dir, archive.Options{Identity: id}, evs)
@@ -209,7 +196,7 @@ func writeSlowly(t testing.TB, dir string, opts archive.Options, evs []*audit.Ra
 }
 
 func TestRotationEpochsHeartbeats(t *testing.T) {
-	id, pub := identity(t, "host-a.example")
+	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	evs := testEvents(t)
 	writeSlowly(t, dir, fastOptions(id), evs, 2500*time.Millisecond)
@@ -255,7 +242,7 @@ func TestRotationEpochsHeartbeats(t *testing.T) {
 }
 
 func TestHeartbeatsWhileIdle(t *testing.T) {
-	id, pub := identity(t, "host-a.example")
+	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	opts := fastOptions(id)
 	opts.SegmentDuration = time.Hour
@@ -289,7 +276,7 @@ func TestHeartbeatsWhileIdle(t *testing.T) {
 }
 
 func TestSkipOutsideUsesKernelTimes(t *testing.T) {
-	id, _ := identity(t, "host-a.example")
+	id, _ := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	opts := fastOptions(id)
 	w, err := archive.Create(dir, opts)
@@ -355,7 +342,7 @@ func TestSkipOutsideUsesKernelTimes(t *testing.T) {
 }
 
 func TestClockStepIsRecorded(t *testing.T) {
-	id, pub := identity(t, "host-a.example")
+	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	opts := fastOptions(id)
 	var step atomic.Int64
@@ -392,7 +379,7 @@ func TestClockStepIsRecorded(t *testing.T) {
 }
 
 func TestRefusesLoosePermissions(t *testing.T) {
-	id, _ := identity(t, "host-a.example")
+	id, _ := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -423,7 +410,7 @@ func TestRefusesLoosePermissions(t *testing.T) {
 }
 
 func TestVerifyReportsSilences(t *testing.T) {
-	id, pub := identity(t, "host-a.example")
+	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	now := time.Now().UnixNano()
 	// Two events 40 s apart by their receive times, with nothing between: the writer promised a
@@ -456,7 +443,7 @@ func TestVerifyReportsSilences(t *testing.T) {
 }
 
 func TestOneWriterPerDirectory(t *testing.T) {
-	id, _ := identity(t, "host-a.example")
+	id, _ := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	w, err := archive.Create(dir, archive.Options{Identity: id})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // Benchmarks for the archive's write and verify paths, each printing its verdict against its target:
@@ -134,7 +135,7 @@ func benchBackpressure(w *archive.Writer, limit uint64) {
 // 100 ms or 1 MiB batch is hashed, signed, compressed, written and fsynced) and closes it; the time runs
 // from Create to the end of Close, when everything is durable.
 func BenchmarkAppend(b *testing.B) {
-	id, _ := identity(b, "bench.example")
+	id, _ := archivetest.Identity(b, "bench.example")
 	pool, _ := benchPool(b, 1<<14, nil)
 	dir := filepath.Join(b.TempDir(), "arch")
 	b.ReportAllocs()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // The child writer of the crash test is this test binary, run by TestMain (main_test.go) when
@@ -476,7 +477,7 @@ func TestCrashKill9(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("AUDITARCH_TEST_CRASH_KILLS")); err == nil && n > 0 {
 		kills = n
 	}
-	_, pub := identity(t, "crash.example")
+	_, pub := archivetest.Identity(t, "crash.example")
 	key := filepath.Join(filepath.Dir(pub), archive.IdentityKeyFile)
 	dir := filepath.Join(t.TempDir(), "arch")
 	if d := os.Getenv("AUDITARCH_TEST_CRASH_KEEP"); d != "" {
@@ -541,7 +542,7 @@ func TestCrashKill9(t *testing.T) {
 // reports the run's end and a sealed segment whose successor is missing, and the next run records that
 // its predecessor ended with a seal and deletes the unpublished successor.
 func TestCrashBetweenSealAndSuccessor(t *testing.T) {
-	_, pub := identity(t, "crash.example")
+	_, pub := archivetest.Identity(t, "crash.example")
 	key := filepath.Join(filepath.Dir(pub), archive.IdentityKeyFile)
 	v, _, err := archive.LoadVerifierKey(pub)
 	if err != nil {

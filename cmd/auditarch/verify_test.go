@@ -13,6 +13,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // vtArchive writes one run of a writer with fast options (segments of 0.7 s, epochs of 0.3 s) over about
@@ -46,50 +47,6 @@ func vtRun(t *testing.T, dir string, opts archive.Options, n int, d time.Duratio
 	}
 }
 
-// vtIdentity creates a host identity key for origin and returns it with its public key file.
-func vtIdentity(t *testing.T, origin string) (*archive.Identity, string) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "keys")
-	if _, err := archive.Keygen(dir, origin); err != nil {
-		t.Fatal(err)
-	}
-	id, err := archive.LoadIdentity(filepath.Join(dir, archive.IdentityKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, filepath.Join(dir, archive.IdentityPubFile)
-}
-
-// vtCopy copies an archive directory into a new private one.
-func vtCopy(t *testing.T, src string) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), "arch")
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if e.Type().IsRegular() {
-			vtCopyFile(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
-		}
-	}
-	return dst
-}
-
-func vtCopyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func vtSegments(t *testing.T, dir string) []string {
 	t.Helper()
 	f, err := filepath.Glob(filepath.Join(dir, "seg-*.aseg"))
@@ -110,12 +67,12 @@ func vtMain(t *testing.T, args ...string) (int, string, string) {
 // TestVerifyTamper runs `auditarch verify` over archives altered with plain file operations, as a user
 // with root could: each must give the documented exit status and name the problem.
 func TestVerifyTamper(t *testing.T) {
-	id, pub := vtIdentity(t, "auditarch/host-a")
+	id, pub := archivetest.Identity(t, "auditarch/host-a")
 	base := vtArchive(t, id, 120, 2200*time.Millisecond)
 	if n := len(vtSegments(t, base)); n < 3 {
 		t.Fatalf("%d segments, the cases need 3", n)
 	}
-	otherID, _ := vtIdentity(t, "auditarch/host-b")
+	otherID, _ := archivetest.Identity(t, "auditarch/host-b")
 	other := vtArchive(t, otherID, 40, 1000*time.Millisecond)
 
 	cases := []struct {
@@ -164,16 +121,16 @@ func TestVerifyTamper(t *testing.T) {
 		}, exitTampered, "tampered [damaged]", "verify: the archive was tampered with"},
 		{"splice-foreign-segment", func(t *testing.T, dir string) {
 			f := vtSegments(t, other)[1]
-			vtCopyFile(t, f, filepath.Join(dir, strings.Replace(filepath.Base(f), ".aseg", "Z.aseg", 1)))
+			archivetest.CopyFile(t, f, filepath.Join(dir, strings.Replace(filepath.Base(f), ".aseg", "Z.aseg", 1)))
 		}, exitTampered, "tampered [origin]", "verify: the archive was tampered with"},
 		{"replay-old-segment", func(t *testing.T, dir string) {
 			f := vtSegments(t, dir)
-			vtCopyFile(t, f[1], filepath.Join(dir, "seg-99999999999999999999-99991231T235959Z.aseg"))
+			archivetest.CopyFile(t, f[1], filepath.Join(dir, "seg-99999999999999999999-99991231T235959Z.aseg"))
 		}, exitTampered, "tampered [replay]", "verify: the archive was tampered with"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			dir := vtCopy(t, base)
+			dir := archivetest.CopyDir(t, base)
 			c.tamper(t, dir)
 			code, stdout, stderr := vtMain(t, "verify", "--key", pub, dir)
 			t.Logf("exit %d\n%s%s", code, stdout, stderr)
@@ -215,10 +172,10 @@ func hasCode(r archive.Report, code string) bool {
 // TestVerifyWitnessRollback: verify --witness remembers the newest checkpoint of an archive that passed; an
 // older copy put back in its place is then a rollback (exit 4), and the witness file does not move back.
 func TestVerifyWitnessRollback(t *testing.T) {
-	id, pub := vtIdentity(t, "auditarch/host-a")
+	id, pub := archivetest.Identity(t, "auditarch/host-a")
 	dir := filepath.Join(t.TempDir(), "arch")
 	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
-	old := vtCopy(t, dir)
+	old := archivetest.CopyDir(t, dir)
 	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
 	witness := filepath.Join(t.TempDir(), "witness")
 
