@@ -46,11 +46,6 @@ func (f Frontier) Root() tlog.Hash {
 	return h
 }
 
-// Clone returns an independent copy.
-func (f *Frontier) Clone() Frontier {
-	return Frontier{Size: f.Size, Hashes: append([]tlog.Hash(nil), f.Hashes...)}
-}
-
 // Encode returns the frontier's hashes in base64, largest subtree first.
 func (f Frontier) Encode() []string {
 	out := make([]string, len(f.Hashes))

@@ -58,11 +58,7 @@ var (
 		".viminfo", "notes.txt", "projects/api/main.go", "projects/api/go.mod", "projects/deploy/values.yaml",
 		"projects/deploy/Makefile", ".kube/config", ".cache/pip/selfcheck.json"}
 	projects = []string{"api", "deploy", "infra", "web"}
-	hosts    = []struct {
-		ip   [4]byte
-		port uint16
-		w    int
-	}{
+	hosts    = []host{
 		{[4]byte{10, 0, 1, 15}, 22, 300}, {[4]byte{10, 0, 1, 16}, 22, 200}, {[4]byte{10, 0, 2, 40}, 5432, 100},
 		{[4]byte{10, 0, 3, 7}, 443, 150}, {[4]byte{140, 82, 121, 4}, 443, 150}, {[4]byte{151, 101, 1, 69}, 443, 100},
 		{[4]byte{127, 0, 0, 53}, 53, 200}, {[4]byte{203, 0, 113, 7}, 4444, 1},
@@ -112,19 +108,24 @@ func newGenerator(seed uint64) *generator {
 	return g
 }
 
-func pickTool(rng *rand.Rand, ts []tool) tool {
+// pick returns the index of an item chosen with probability proportional to its weight.
+func pick[T any](rng *rand.Rand, items []T, weight func(T) int) int {
 	total := 0
-	for _, t := range ts {
-		total += t.weight
+	for _, it := range items {
+		total += weight(it)
 	}
 	n := rng.IntN(total)
-	for _, t := range ts {
-		if n < t.weight {
-			return t
+	for i, it := range items {
+		if n < weight(it) {
+			return i
 		}
-		n -= t.weight
+		n -= weight(it)
 	}
-	return ts[len(ts)-1]
+	return len(items) - 1
+}
+
+func pickTool(rng *rand.Rand, ts []tool) tool {
+	return ts[pick(rng, ts, func(t tool) int { return t.weight })]
 }
 
 // event builds the next event at kernel time kt (unix ns, ms resolution) into g.ev and g.se.
@@ -394,19 +395,15 @@ func (g *generator) pickFile(human bool, home string) string {
 	}
 }
 
+// host is a peer the synthetic workload connects to, with its weight.
+type host struct {
+	ip   [4]byte
+	port uint16
+	w    int
+}
+
 func pickHost(rng *rand.Rand) int {
-	total := 0
-	for _, h := range hosts {
-		total += h.w
-	}
-	n := rng.IntN(total)
-	for i, h := range hosts {
-		if n < h.w {
-			return i
-		}
-		n -= h.w
-	}
-	return 0
+	return pick(rng, hosts, func(h host) int { return h.w })
 }
 
 // searchInts returns the first index whose cumulative weight exceeds n.
