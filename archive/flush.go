@@ -2,7 +2,10 @@ package archive
 
 import (
 	"encoding/binary"
+	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -180,7 +183,8 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
 	if s := w.seg; s != nil && s.f == f && s.tmp != "" {
 		publish = s
 	}
-	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, close: closeAfter, publish: publish})
+	name := filepath.Base(strings.TrimSuffix(f.Name(), tmpSuffix))
+	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish})
 }
 
 // writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it
@@ -205,13 +209,22 @@ func (w *Writer) writeQueued() error {
 				return err
 			}
 		}
+		off, err := p.f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return err
+		}
 		if p.close {
 			p.f.Close()
 		}
 		w.mu.Lock()
 		w.held -= p.held
 		w.durable = p.size
+		w.durPos = Position{Segment: p.name, Offset: off, Size: p.size}
 		w.mu.Unlock()
+		select {
+		case w.durNote <- struct{}{}:
+		default:
+		}
 		w.writeWait = w.writeWait[1:]
 	}
 	return nil

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"crypto/rand"
+	mrand "math/rand/v2"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -397,6 +398,11 @@ func TestTamper(t *testing.T) {
 			}
 			if c.check != nil {
 				c.check(t, r)
+			}
+			// A store checks the same archive as it arrives: the same verdict and problems.
+			if sr := streamVerify(t, dir, opts, mrand.New(mrand.NewPCG(1, 2))); sr.Status != r.Status ||
+				fmt.Sprint(problemCodes(sr)) != fmt.Sprint(problemCodes(r)) {
+				t.Errorf("streamed: %s %v; Verify: %s %v", sr.Status, problemCodes(sr), r.Status, problemCodes(r))
 			}
 		})
 	}

@@ -263,87 +263,10 @@ func fmtTime(ns int64) string {
 // segment verifies one segment file. last is true for the newest readable segment.
 func (v *verifier) segment(se *segEntry, last bool) {
 	name := filepath.Base(se.path)
-	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: "PASS"})
-	v.seg, v.segLast = &v.r.Segments[len(v.r.Segments)-1], 0
-	defer func() { v.seg.LastTime, v.seg = fmtTime(v.segLast), nil }()
-	if se.err != nil {
-		var ce *CorruptError
-		if errors.As(se.err, &ce) && ce.Torn && last {
-			v.seg.Status = "FAIL"
-			v.problem(Incomplete, "torn-segment", nil, "segment is cut short inside its header (the writer publishes a segment only with a durable first block, so the file was truncated): %v", se.err)
-			return
-		}
-		v.problem(Tampered, "segment-header", nil, "segment header unreadable: %v", se.err)
+	defer v.closeSegment()
+	if !v.beginSegment(name, se.h, se.err, last) {
 		return
 	}
-	h := se.h
-	v.seg.Segment, v.seg.FirstIndex = h.Segment, h.FirstIndex
-	if v.origin == "" {
-		v.origin = h.Origin
-	}
-	if h.Origin != v.origin {
-		v.problem(Tampered, "origin", nil, "segment belongs to origin %q, not %q: another host's data was spliced in", h.Origin, v.origin)
-		return
-	}
-	// Segment numbers count up by one (a run continues its predecessor's numbering), so a gap in them
-	// tells a deleted segment from a header that lies about where its leaves start.
-	switch {
-	case v.started && h.FirstIndex < v.tree.Size && (!v.diverged || h.Segment <= v.segNo):
-		v.problem(Tampered, "replay", nil, "segment %d repeats leaves %d..%d already seen: an older segment was replayed",
-			h.Segment, h.FirstIndex, v.tree.Size-1)
-		return
-	case !v.started || v.broken:
-		if !v.started && h.FirstIndex > 0 {
-			v.problem(Incomplete, "missing-start", nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
-			v.gap = true
-		}
-		// After damage, the gap up to the next segment is the unreadable rest (reported).
-		if v.started && h.FirstIndex > v.tree.Size && h.Segment > v.segNo+1 {
-			v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
-		}
-		if !v.adoptHeader(h) {
-			return
-		}
-	case h.FirstIndex > v.tree.Size && (h.Segment > v.segNo+1 || v.pendingRec != nil):
-		how := fmt.Sprintf("segments %d..%d were deleted", v.segNo+1, h.Segment-1)
-		if h.Segment == v.segNo+1 {
-			how = "the end of the segment before, with its seal, was cut"
-		}
-		v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: %s", v.tree.Size, h.FirstIndex-1, how)
-		if !v.adoptHeader(h) {
-			return
-		}
-		v.gap = true
-	default:
-		if h.Segment != v.segNo+1 {
-			v.problem(Tampered, "segment-header", nil, "segment header numbers it %d, after segment %d", h.Segment, v.segNo)
-			h.Segment = v.segNo + 1
-		}
-		switch f, err := DecodeFrontier(h.FirstIndex, h.Frontier); {
-		case v.diverged && err == nil:
-			v.tree, v.diverged, v.ckGood = f, false, h.FirstIndex
-		case h.FirstIndex != v.tree.Size:
-			v.problem(Tampered, "segment-header", nil, "segment header puts its first leaf at %d, but the segment before ends before leaf %d and no segment is missing in between",
-				h.FirstIndex, v.tree.Size)
-			v.seg.FirstIndex = v.tree.Size
-		case fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()):
-			v.problem(Tampered, "segment-header", nil, "segment header's tree frontier does not match the leaves before it")
-		case fmt.Sprint(h.PrevKernelTimes) != fmt.Sprint(v.kernel.header()):
-			v.problem(Tampered, "segment-header", nil, "segment header gives the kernel time span of the segment before as %v, its events span %v: search would skip the wrong segments",
-				h.PrevKernelTimes, v.kernel.header())
-		}
-		if h.PrevCheckpoint != string(v.lastCk) {
-			v.problem(Tampered, "segment-link", nil, "segment header's previous checkpoint is not the last checkpoint before it")
-		}
-		if h.EpochKey != "" && h.EpochKey != v.keyVKey {
-			v.problem(Tampered, "segment-header", nil, "segment header names an epoch key that the key chain does not")
-		}
-	}
-	v.segNo, v.kernel, v.misplaced = h.Segment, kernelRange{}, false
-	v.rootProblem, v.rootRepeats = -1, 0
-	v.lastSeal = nil
-	v.segCks = v.segCks[:0]
-	v.sealIdx = -1
 	first := true
 	s, err := openSegment(se.path)
 	if err != nil {
@@ -379,16 +302,119 @@ func (v *verifier) segment(se *segEntry, last bool) {
 			v.broken, v.gap = true, true
 			break
 		}
-		switch typ {
-		case entryLeaf:
-			v.leafEntry(p, first)
-			first = false
-		case entryCheckpoint:
-			v.checkpointEntry(p)
-		default:
-			v.problem(Tampered, "damaged", nil, "a second header inside the segment")
+		v.entry(typ, p, &first)
+	}
+	v.endSegment(name, torn, last)
+}
+
+// beginSegment checks a segment's header against what came before and starts its report. It returns
+// false when the segment's entries cannot be checked (the reason is reported); closeSegment ends it.
+func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last bool) bool {
+	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: "PASS"})
+	v.seg, v.segLast = &v.r.Segments[len(v.r.Segments)-1], 0
+	if herr != nil {
+		var ce *CorruptError
+		if errors.As(herr, &ce) && ce.Torn && last {
+			v.seg.Status = "FAIL"
+			v.problem(Incomplete, "torn-segment", nil, "segment is cut short inside its header (the writer publishes a segment only with a durable first block, so the file was truncated): %v", herr)
+			return false
+		}
+		v.problem(Tampered, "segment-header", nil, "segment header unreadable: %v", herr)
+		return false
+	}
+	v.seg.Segment, v.seg.FirstIndex = h.Segment, h.FirstIndex
+	if v.origin == "" {
+		v.origin = h.Origin
+	}
+	if h.Origin != v.origin {
+		v.problem(Tampered, "origin", nil, "segment belongs to origin %q, not %q: another host's data was spliced in", h.Origin, v.origin)
+		return false
+	}
+	// Segment numbers count up by one (a run continues its predecessor's numbering), so a gap in them
+	// tells a deleted segment from a header that lies about where its leaves start.
+	switch {
+	case v.started && h.FirstIndex < v.tree.Size && (!v.diverged || h.Segment <= v.segNo):
+		v.problem(Tampered, "replay", nil, "segment %d repeats leaves %d..%d already seen: an older segment was replayed",
+			h.Segment, h.FirstIndex, v.tree.Size-1)
+		return false
+	case !v.started || v.broken:
+		if !v.started && h.FirstIndex > 0 {
+			v.problem(Incomplete, "missing-start", nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
+			v.gap = true
+		}
+		// After damage, the gap up to the next segment is the unreadable rest (reported).
+		if v.started && h.FirstIndex > v.tree.Size && h.Segment > v.segNo+1 {
+			v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
+		}
+		if !v.adoptHeader(h) {
+			return false
+		}
+	case h.FirstIndex > v.tree.Size && (h.Segment > v.segNo+1 || v.pendingRec != nil):
+		how := fmt.Sprintf("segments %d..%d were deleted", v.segNo+1, h.Segment-1)
+		if h.Segment == v.segNo+1 {
+			how = "the end of the segment before, with its seal, was cut"
+		}
+		v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: %s", v.tree.Size, h.FirstIndex-1, how)
+		if !v.adoptHeader(h) {
+			return false
+		}
+		v.gap = true
+	default:
+		if h.Segment != v.segNo+1 {
+			v.problem(Tampered, "segment-header", nil, "segment header numbers it %d, after segment %d", h.Segment, v.segNo)
+			h.Segment = v.segNo + 1
+		}
+		switch f, err := DecodeFrontier(h.FirstIndex, h.Frontier); {
+		case v.diverged && err == nil:
+			v.tree, v.diverged, v.ckGood = f, false, h.FirstIndex
+		case h.FirstIndex != v.tree.Size:
+			v.problem(Tampered, "segment-header", nil, "segment header puts its first leaf at %d, but the segment before ends before leaf %d and no segment is missing in between",
+				h.FirstIndex, v.tree.Size)
+			v.seg.FirstIndex = v.tree.Size
+		case fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()):
+			v.problem(Tampered, "segment-header", nil, "segment header's tree frontier does not match the leaves before it")
+		case fmt.Sprint(h.PrevKernelTimes) != fmt.Sprint(v.kernel.header()):
+			v.problem(Tampered, "segment-header", nil, "segment header gives the kernel time span of the segment before as %v, its events span %v: search would skip the wrong segments",
+				h.PrevKernelTimes, v.kernel.header())
+		}
+		if h.PrevCheckpoint != string(v.lastCk) {
+			v.problem(Tampered, "segment-link", nil, "segment header's previous checkpoint is not the last checkpoint before it")
+		}
+		if h.EpochKey != "" && h.EpochKey != v.keyVKey {
+			v.problem(Tampered, "segment-header", nil, "segment header names an epoch key that the key chain does not")
 		}
 	}
+	v.segNo, v.kernel, v.misplaced = h.Segment, kernelRange{}, false
+	v.rootProblem, v.rootRepeats = -1, 0
+	v.lastSeal = nil
+	v.segCks = v.segCks[:0]
+	v.sealIdx = -1
+	return true
+}
+
+// closeSegment finishes the report of the segment begun last.
+func (v *verifier) closeSegment() {
+	if v.seg != nil {
+		v.seg.LastTime, v.seg = fmtTime(v.segLast), nil
+	}
+}
+
+// entry verifies one entry after a segment's header. first is true until the segment's first leaf.
+func (v *verifier) entry(typ byte, p []byte, first *bool) {
+	switch typ {
+	case entryLeaf:
+		v.leafEntry(p, *first)
+		*first = false
+	case entryCheckpoint:
+		v.checkpointEntry(p)
+	default:
+		v.problem(Tampered, "damaged", nil, "a second header inside the segment")
+	}
+}
+
+// endSegment judges a segment once its entries are read: the seal, and what the next START must record
+// about an unsealed end. torn is the length of the incomplete block at its end.
+func (v *verifier) endSegment(name string, torn int64, last bool) {
 	if v.rootRepeats > 0 {
 		v.r.Problems[v.rootProblem].Message += fmt.Sprintf("; the segment's %d later checkpoints disagree too, as they must once a leaf before them differs", v.rootRepeats)
 	}

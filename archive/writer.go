@@ -118,8 +118,10 @@ type Writer struct {
 	held      int    // bytes of buf plus batches not yet written
 	dropped   uint64 // events dropped since the last LOST leaf
 	appended  uint64
-	durable   uint64 // tree size on stable storage
-	werr      error  // the last write's outcome: nil once the disk takes the blocks again
+	durable   uint64   // tree size on stable storage
+	durPos    Position // where that tree size ends in the segment files
+	durNote   chan struct{}
+	werr      error // the last write's outcome: nil once the disk takes the blocks again
 	closed    bool
 	kick      chan struct{}
 	done      chan struct{}
@@ -190,6 +192,7 @@ type pendingWrite struct {
 	data    []byte
 	held    int
 	size    uint64   // tree size once this block is durable
+	name    string   // the segment's file name
 	close   bool     // close f once written and synced (a sealed segment)
 	publish *segment // the block is in a segment not yet published: publish it once the block is durable
 }
@@ -216,7 +219,7 @@ func Create(dir string, opts Options) (*Writer, error) {
 		return nil, fmt.Errorf("archive %s: %w (%v)", dir, ErrInUse, err)
 	}
 	w := &Writer{opts: opts, dir: dir, origin: opts.Identity.Signer.Name(), lock: lock,
-		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1)}
+		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1), durNote: make(chan struct{}, 1)}
 	if err := w.start(); err != nil {
 		lock.Close()
 		return nil, err
@@ -497,6 +500,25 @@ func (w *Writer) Stats() (appended, dropped, durable uint64) {
 
 // Failed delivers the write error that made the writer give up (DiskFullExit only).
 func (w *Writer) Failed() <-chan error { return w.failed }
+
+// Position is a place in the archive's segment files: the end of the durable bytes.
+type Position struct {
+	Segment string // file name of the segment (seg-….aseg)
+	Offset  int64  // bytes of it that are durable, whole blocks only
+	Size    uint64 // tree size those bytes complete
+}
+
+// Durable returns the end of what is durable: every segment file before Segment is complete, and Segment
+// holds Offset durable bytes. Readers (the shipper) must not read past it.
+func (w *Writer) Durable() Position {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.durPos
+}
+
+// DurableNotify returns a channel that receives (without blocking the writer, so signals coalesce) each
+// time Durable moves.
+func (w *Writer) DurableNotify() <-chan struct{} { return w.durNote }
 
 // flusher builds, writes and syncs a block every FlushInterval until Close.
 func (w *Writer) flusher() {

@@ -1,0 +1,255 @@
+package archive
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+)
+
+// Stream verifies an archive while a replica receives it: the segment files in order, each from its first
+// byte, in pieces of any size. It runs the same checks as Verify (the two share the verifier), block by
+// block, so a store can check what a host sends before it acknowledges it.
+//
+// Bytes that do not yet complete a block are held until they do. When a newer segment begins, an
+// incomplete block left at the end of the one before is its torn tail (a crash), exactly as Verify reads
+// it from a file.
+type Stream struct {
+	v        *verifier
+	name     string // the current segment's file name
+	off      int64  // bytes of it taken
+	buf      []byte // bytes of it not yet decoded: an incomplete block
+	bufOff   int64  // file offset of buf[0]
+	state    int
+	first    bool
+	dec      []byte
+	reported int // problems already returned
+}
+
+// Stream states for the current segment.
+const (
+	streamNone    = iota // no segment yet
+	streamMagic          // expecting the magic and the header block
+	streamEntries        // header accepted: blocks of entries
+	streamSkip           // the segment cannot be checked (reported): its bytes are taken unread
+)
+
+// StreamUpdate is what one Write found.
+type StreamUpdate struct {
+	Problems []Problem // new problems, in order
+	Size     uint64    // leaves read so far
+	// Latest is the last signed checkpoint that verified, over the whole stream (empty before the first).
+	Latest []byte
+}
+
+// NewStream returns a Stream that has seen nothing. opts.Key should be the host's pinned identity key.
+func NewStream(opts VerifyOptions) *Stream {
+	if opts.Grace <= 0 {
+		opts.Grace = 5 * time.Second
+	}
+	r := &Report{Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}, Live: true}
+	v := &verifier{opts: opts, r: r, interval: 10 * time.Second}
+	if opts.Key != nil {
+		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
+	}
+	if c, err := peekCheckpoint(opts.Witness); opts.Witness != nil && err == nil {
+		v.witness = &c
+	}
+	return &Stream{v: v}
+}
+
+// ErrStreamOrder is wrapped when bytes do not continue the stream: an offset other than the current
+// segment's length, or a segment that does not sort after the current one.
+var ErrStreamOrder = errors.New("bytes out of order")
+
+// Position returns the current segment and how many of its bytes were taken.
+func (s *Stream) Position() (segment string, offset int64) { return s.name, s.off }
+
+// Size returns the number of leaves read.
+func (s *Stream) Size() uint64 { return s.v.tree.Size }
+
+// Write takes the bytes of segment file name at offset off. A new segment must sort after the current
+// one and start at offset 0; the current one must continue at its length. Anything else is an error
+// wrapping ErrStreamOrder and nothing is taken. Everything about the content is in the update.
+func (s *Stream) Write(name string, off int64, b []byte) (StreamUpdate, error) {
+	if name != s.name {
+		if s.name != "" && name <= s.name {
+			return StreamUpdate{}, fmt.Errorf("%w: segment %s after %s", ErrStreamOrder, name, s.name)
+		}
+		if off != 0 {
+			return StreamUpdate{}, fmt.Errorf("%w: new segment %s starts at offset %d, not 0", ErrStreamOrder, name, off)
+		}
+		s.endSegment()
+		s.name, s.off, s.buf, s.bufOff, s.state, s.first = name, 0, s.buf[:0], 0, streamMagic, true
+	} else if off != s.off {
+		return StreamUpdate{}, fmt.Errorf("%w: segment %s continues at offset %d, not %d", ErrStreamOrder, name, s.off, off)
+	}
+	s.off += int64(len(b))
+	if s.state != streamSkip {
+		s.buf = append(s.buf, b...)
+		s.decode()
+	}
+	return s.update(), nil
+}
+
+// End finishes the current segment as if a newer one followed: an incomplete block at its end is a torn
+// tail. (Write does this by itself when a new segment begins.)
+func (s *Stream) End() StreamUpdate {
+	s.endSegment()
+	s.name, s.state = "", streamNone
+	return s.update()
+}
+
+// Report returns the report so far. It is the stream's own: do not modify it.
+func (s *Stream) Report() *Report { return s.v.r }
+
+func (s *Stream) update() StreamUpdate {
+	u := StreamUpdate{Size: s.v.tree.Size, Latest: []byte(s.v.r.Latest)}
+	if n := len(s.v.r.Problems); n > s.reported {
+		u.Problems = append([]Problem(nil), s.v.r.Problems[s.reported:]...)
+		s.reported = n
+	}
+	return u
+}
+
+// decode reads the complete blocks in buf.
+func (s *Stream) decode() {
+	v := s.v
+	p := 0
+	defer func() {
+		n := copy(s.buf, s.buf[p:])
+		s.buf = s.buf[:n]
+		s.bufOff += int64(p)
+	}()
+	if s.state == streamMagic && s.bufOff == 0 {
+		if len(s.buf) < len(segMagic) {
+			return
+		}
+		if string(s.buf[:len(segMagic)]) != segMagic {
+			v.beginSegment(s.name, SegmentHeader{}, &CorruptError{Path: s.name, Reason: "not an auditarch segment (bad magic)"}, false)
+			v.closeSegment()
+			s.state = streamSkip
+			p = len(s.buf)
+			return
+		}
+		p = len(segMagic)
+	}
+	for s.state == streamMagic || s.state == streamEntries {
+		rest := s.buf[p:]
+		if len(rest) < blockHeader {
+			return
+		}
+		l := binary.LittleEndian.Uint32(rest)
+		sum := binary.LittleEndian.Uint32(rest[4:])
+		off := s.bufOff + int64(p)
+		if l > maxBlock {
+			s.damaged(off, fmt.Sprintf("block length %d is impossible", l))
+			p = len(s.buf)
+			return
+		}
+		if len(rest) < blockHeader+int(l) {
+			return
+		}
+		raw := rest[blockHeader : blockHeader+int(l)]
+		p += blockHeader + int(l)
+		if crc32.Checksum(raw, castagnoli) != sum {
+			s.damaged(off, "block checksum mismatch")
+			p = len(s.buf)
+			return
+		}
+		var err error
+		s.dec, err = zdec.DecodeAll(raw, s.dec[:0])
+		if err != nil {
+			s.damaged(off, fmt.Sprintf("block does not decompress: %v", err))
+			p = len(s.buf)
+			return
+		}
+		for e := s.dec; len(e) > 0; {
+			if len(e) < entryHead {
+				s.damaged(off, "truncated entry in block")
+				break
+			}
+			typ := e[0]
+			n := binary.LittleEndian.Uint32(e[1:])
+			if int64(n) > int64(len(e)-entryHead) {
+				s.damaged(off, "entry runs past the end of its block")
+				break
+			}
+			payload := e[entryHead : entryHead+int(n)]
+			e = e[entryHead+int(n):]
+			s.entry(off, typ, payload)
+			if s.state == streamSkip {
+				break
+			}
+		}
+		if s.state == streamSkip {
+			p = len(s.buf)
+			return
+		}
+	}
+}
+
+// entry handles one decoded entry of the block at off.
+func (s *Stream) entry(off int64, typ byte, p []byte) {
+	v := s.v
+	if s.state == streamMagic {
+		var h SegmentHeader
+		var herr error
+		switch {
+		case typ != entryHeader:
+			herr = &CorruptError{Path: s.name, Offset: off, Reason: "segment does not start with a header"}
+		default:
+			if err := json.Unmarshal(p, &h); err != nil {
+				herr = &CorruptError{Path: s.name, Offset: off, Reason: fmt.Sprintf("segment header: %v", err)}
+			} else if h.Format != formatV1 {
+				herr = &CorruptError{Path: s.name, Offset: off, Reason: fmt.Sprintf("segment format %d is not supported", h.Format)}
+			}
+		}
+		if !v.beginSegment(s.name, h, herr, false) {
+			v.closeSegment()
+			s.state = streamSkip
+			return
+		}
+		s.state = streamEntries
+		return
+	}
+	switch typ {
+	case entryHeader, entryLeaf, entryCheckpoint:
+		v.entry(typ, p, &s.first)
+	default:
+		s.damaged(off, fmt.Sprintf("unknown entry type %d", typ))
+	}
+}
+
+// damaged reports a block that does not decode; the rest of the segment is not read.
+func (s *Stream) damaged(off int64, reason string) {
+	v := s.v
+	err := &CorruptError{Path: s.name, Offset: off, Reason: reason}
+	v.problem(Tampered, "damaged", nil, "%v: the leaves after index %d in this segment cannot be read", err, v.tree.Size)
+	v.broken, v.gap = true, true
+	if s.state == streamEntries {
+		v.endSegment(s.name, 0, false)
+		v.closeSegment()
+	}
+	s.state = streamSkip
+}
+
+// endSegment ends the current segment: bytes left over are its torn tail.
+func (s *Stream) endSegment() {
+	v := s.v
+	switch s.state {
+	case streamMagic:
+		v.beginSegment(s.name, SegmentHeader{}, &CorruptError{Path: s.name, Offset: s.bufOff, Reason: "segment has no complete header block", Torn: true}, false)
+		v.closeSegment()
+	case streamEntries:
+		torn := int64(len(s.buf))
+		if torn > 0 {
+			v.pendingRec = &Recovery{Segment: s.name, TornOffset: s.bufOff, TornBytes: torn}
+		}
+		v.endSegment(s.name, torn, false)
+		v.closeSegment()
+	}
+	s.state = streamNone
+}
