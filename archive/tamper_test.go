@@ -2,9 +2,9 @@ package archive
 
 import (
 	"crypto/rand"
-	mrand "math/rand/v2"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
