@@ -28,9 +28,13 @@ type VerifyOptions struct {
 	Key note.Verifier
 	// Grace is how much longer than the heartbeat interval a silence may last; default 5 s.
 	Grace time.Duration
-	// Witness is a signed checkpoint seen earlier (from a previous verify, or a store receipt). The archive
-	// must still contain it: a smaller archive is a rollback, a different root at that size a fork.
+	// Witness is a signed checkpoint seen earlier (from a previous verify). The archive must still contain
+	// it: a smaller archive is a rollback, a different root at that size a fork.
 	Witness []byte
+	// Receipts are store receipts that opened under the pinned store key (ReadReceipts, OpenReceipt). The
+	// newest (NewestReceipt) is a checkpoint the store holds: an archive with fewer leaves was truncated,
+	// a different root at that size is a fork. Report.Receipt says what was found.
+	Receipts []Receipt
 	// Now is the time the verdict is made (for a live writer's silence); default time.Now().
 	Now time.Time
 }
@@ -106,7 +110,24 @@ type Report struct {
 	Lost       []LostReport    `json:"lost"`
 	Unsigned   *Tail           `json:"unsigned_tail,omitempty"`
 	Latest     string          `json:"latest_checkpoint,omitempty"` // the last valid signed checkpoint
+	Receipt    *ReceiptReport  `json:"receipt,omitempty"`           // the newest store receipt, when given
 }
+
+// ReceiptReport is what Verify found about the newest store receipt (VerifyOptions.Receipts).
+type ReceiptReport struct {
+	Size uint64 `json:"size"` // leaves the store acknowledged
+	Time string `json:"time"` // when (RFC 3339, UTC)
+	// Status is consistent (the archive holds those leaves, with that root), or the code of the problem
+	// reported: truncated, fork or origin (the receipt is another archive's); or unchecked: the archive
+	// reaches past Size, but the leaves there are missing or unreadable (reported as such).
+	Status string `json:"status"`
+}
+
+// Receipt statuses beyond the problem codes.
+const (
+	ReceiptConsistent = "consistent"
+	ReceiptUnchecked  = "unchecked"
+)
 
 type segEntry struct {
 	path string
@@ -157,6 +178,8 @@ type verifier struct {
 
 	witness     *Checkpoint
 	witnessSeen bool
+	receipt     *Receipt // the newest store receipt
+	receiptSeen bool
 
 	seg     *SegmentReport
 	segLast int64 // time of the segment's last leaf, formatted into seg.LastTime once the segment is read
@@ -206,6 +229,10 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 			return nil, fmt.Errorf("verify: witness checkpoint: %w", err)
 		}
 		v.witness = &c
+	}
+	if rc, ok := NewestReceipt(opts.Receipts); ok {
+		v.receipt = &rc
+		r.Receipt = &ReceiptReport{Size: rc.Checkpoint.Size, Time: rc.Time.UTC().Format(time.RFC3339), Status: ReceiptConsistent}
 	}
 	segs := make([]segEntry, len(files))
 	for i, f := range files {
@@ -701,14 +728,22 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	v.r.LastTime = fmtTime(v.maxTime)
 }
 
-// rootCheck compares the tree with the witness checkpoint when it reaches the witness's size.
+// rootCheck compares the tree with the witnessed checkpoints (the witness, the newest store receipt) when it
+// reaches their size.
 func (v *verifier) rootCheck() {
-	if v.witness == nil || v.tree.Size != v.witness.Size {
-		return
+	if v.witness != nil && v.tree.Size == v.witness.Size {
+		v.witnessSeen = true
+		if v.tree.Root() != v.witness.Root {
+			v.problem(Tampered, "fork", idx(v.tree.Size-1), "the archive's first %d leaves differ from the witnessed checkpoint: history was rewritten (a fork)", v.witness.Size)
+		}
 	}
-	v.witnessSeen = true
-	if v.tree.Root() != v.witness.Root {
-		v.problem(Tampered, "fork", idx(v.tree.Size-1), "the archive's first %d leaves differ from the witnessed checkpoint: history was rewritten (a fork)", v.witness.Size)
+	if rc := v.receipt; rc != nil && v.tree.Size == rc.Checkpoint.Size && rc.Checkpoint.Origin == v.origin {
+		v.receiptSeen = true
+		if v.tree.Root() != rc.Checkpoint.Root {
+			v.problem(Tampered, "fork", idx(v.tree.Size-1), "the archive's first %d leaves differ from those the store acknowledged at %s (receipt): the host's history was rewritten (a fork)",
+				rc.Checkpoint.Size, v.r.Receipt.Time)
+			v.r.Receipt.Status = "fork"
+		}
 	}
 }
 
@@ -757,6 +792,21 @@ func (v *verifier) finish() {
 	}
 	if v.witness != nil && !v.witnessSeen {
 		v.problem(Tampered, "rollback", nil, "the archive holds %d leaves, but a checkpoint for %d leaves was witnessed before: it was rolled back or truncated", v.tree.Size, v.witness.Size)
+	}
+	if rc := v.receipt; rc != nil && !v.receiptSeen {
+		switch c := rc.Checkpoint; {
+		case c.Origin != v.origin:
+			v.problem(Tampered, "origin", nil, "the store receipt is for origin %q, not %q: it acknowledges another host's archive", c.Origin, v.origin)
+			r.Receipt.Status = "origin"
+		case v.tree.Size < c.Size:
+			v.problem(Tampered, "truncated", nil, "the archive holds %d leaves, but the store acknowledged %d leaves at %s (receipt): the host's archive was truncated",
+				v.tree.Size, c.Size, r.Receipt.Time)
+			r.Receipt.Status = "truncated"
+		default:
+			// The tree passed the receipt's size without reaching it leaf by leaf: the leaves there are
+			// missing or unreadable, which is reported as such.
+			r.Receipt.Status = ReceiptUnchecked
+		}
 	}
 	r.Status = Pass
 	for _, p := range r.Problems {

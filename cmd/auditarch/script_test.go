@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -28,6 +29,10 @@ const statusVar = "AUDITARCH_STATUS"
 //	mkarchive CAPFILE DIR    replay a capture file as one writer run into the archive in DIR (key: $WORK/keys)
 //	truncate FILEGLOB N      remove N bytes from the end of the file FILEGLOB matches
 //	jsonlines N              the last command's stdout is N lines, each a JSON object, indexes increasing
+//	storekey DIR NAME        make a store key pair named NAME: DIR/store.key and DIR/store.pub
+//	receipt STOREDIR ARCHDIR FILE
+//	                         cosign the newest checkpoint of ARCHDIR with STOREDIR/store.key at
+//	                         2023-11-14T22:13:20Z (unix 1700000000) and append the receipt to FILE
 //
 // The auditarch command changes the process's working directory while Main runs (see cmdAuditarch), so
 // every other path here is absolute.
@@ -60,6 +65,8 @@ func TestScript(t *testing.T) {
 			"mkarchive": cmdMkarchive,
 			"truncate":  cmdTruncate,
 			"jsonlines": cmdJSONLines,
+			"storekey":  cmdStorekey,
+			"receipt":   cmdReceipt,
 		},
 	})
 }
@@ -189,4 +196,34 @@ func cmdJSONLines(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		last = idx
 	}
+}
+
+func cmdStorekey(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: storekey DIR NAME")
+	}
+	_, err := archive.CosignerKeygen(ts.MkAbs(args[0]), args[1])
+	ts.Check(err)
+}
+
+// scriptReceiptTime is when the receipt command's store acknowledges: 2023-11-14T22:13:20Z.
+const scriptReceiptTime = 1_700_000_000
+
+func cmdReceipt(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: receipt STOREDIR ARCHDIR FILE")
+	}
+	c, err := archive.LoadCosigner(filepath.Join(ts.MkAbs(args[0]), archive.StoreKeyFile))
+	ts.Check(err)
+	r, err := archive.Verify(ts.MkAbs(args[1]), archive.VerifyOptions{})
+	ts.Check(err)
+	if r.Latest == "" {
+		ts.Fatalf("receipt: %s has no signed checkpoint", args[1])
+	}
+	rc, err := c.Cosign([]byte(r.Latest), time.Unix(scriptReceiptTime, 0))
+	ts.Check(err)
+	f, err := os.OpenFile(ts.MkAbs(args[2]), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	ts.Check(err)
+	ts.Check(archive.AppendReceipt(f, rc))
+	ts.Check(f.Close())
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
@@ -25,6 +26,8 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "")
 	witness := fs.String("witness", "", "")
 	grace := fs.Duration("grace", 0, "")
+	storeKeyFile := fs.String("store-key", "", "")
+	receiptsFile := fs.String("receipts", "", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -35,7 +38,19 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	if *witness != "" && len(pos) > 1 {
 		return fmt.Errorf("%w: --witness applies to one archive directory", errUsage)
 	}
+	if *receiptsFile != "" && *storeKeyFile == "" {
+		return fmt.Errorf("%w: --receipts needs --store-key (the store's public key, store.pub)", errUsage)
+	}
+	if *receiptsFile != "" && len(pos) > 1 {
+		return fmt.Errorf("%w: --receipts applies to one archive directory", errUsage)
+	}
 	opts := archive.VerifyOptions{Grace: *grace}
+	var storeKey *archive.CosignVerifier
+	if *storeKeyFile != "" {
+		if storeKey, err = archive.LoadCosignVerifier(*storeKeyFile); err != nil {
+			return err
+		}
+	}
 	if *keyFile != "" {
 		v, _, err := archive.LoadVerifierKey(*keyFile)
 		if err != nil {
@@ -55,7 +70,13 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	worst := archive.Pass
 	var reports []*archive.Report
 	for _, dir := range pos {
-		r, err := archive.Verify(dir, opts)
+		o := opts
+		if storeKey != nil {
+			if o.Receipts, err = loadReceipts(dir, *receiptsFile, storeKey); err != nil {
+				return err
+			}
+		}
+		r, err := archive.Verify(dir, o)
 		if err != nil {
 			return err
 		}
@@ -75,7 +96,7 @@ func verifyCmd(args []string, stdout io.Writer) error {
 		}
 	} else {
 		for _, r := range reports {
-			printReport(stdout, r)
+			printReport(stdout, r, storeKey != nil)
 		}
 	}
 	// The witness moves forward only over an archive that passed, so that a later rollback is caught.
@@ -93,6 +114,37 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// loadReceipts reads the store receipts for the archive in dir: file, or else DIR/receipts when it exists.
+// Every receipt must open under store: one that does not is an error, not something to skip.
+func loadReceipts(dir, file string, store *archive.CosignVerifier) ([]archive.Receipt, error) {
+	if file == "" {
+		file = filepath.Join(dir, archive.ReceiptsFile)
+		if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	rs, bad, err := archive.ReadReceipts(file, store)
+	var ce *archive.CorruptError
+	switch {
+	case errors.As(err, &ce) && ce.Torn:
+		hint := "the file holds no complete receipt (the writer stopped while appending the first)"
+		if ce.Offset > 0 {
+			hint = fmt.Sprintf("the writer stopped while appending; the receipts before offset %d are intact: pass a copy cut there with --receipts", ce.Offset)
+		}
+		return nil, &hinted{fmt.Errorf("verify: %w", err), hint}
+	case err != nil:
+		return nil, fmt.Errorf("verify: %w", err)
+	case bad > 0:
+		which := "the receipt is"
+		if n := bad + len(rs); n > 1 {
+			which = fmt.Sprintf("%d of %d receipts are", bad, n)
+		}
+		return nil, &hinted{fmt.Errorf("verify: %s: %s not signed by the pinned store key %s+%08x", file, which, store.Name(), store.KeyHash()),
+			"pass the public key (store.pub) of the store that issued the receipts with --store-key"}
+	}
+	return rs, nil
+}
+
 func worse(a, b string) string {
 	rank := map[string]int{archive.Pass: 0, archive.Incomplete: 1, archive.Tampered: 2}
 	if rank[b] > rank[a] {
@@ -101,7 +153,9 @@ func worse(a, b string) string {
 	return a
 }
 
-func printReport(w io.Writer, r *archive.Report) {
+// printReport prints r for people. storePinned says a store key was given, so that an archive without
+// receipts says so.
+func printReport(w io.Writer, r *archive.Report, storePinned bool) {
 	pin := "pinned"
 	if !r.Pinned {
 		pin = "NOT pinned: trusting the key named in the archive; pass --key host.pub"
@@ -165,6 +219,19 @@ func printReport(w io.Writer, r *archive.Report) {
 			fmt.Fprintf(w, ", kernel serials %d..%d", l.First, l.Last)
 		}
 		fmt.Fprintln(w)
+	}
+	if rc := r.Receipt; rc != nil {
+		what := rc.Status
+		switch rc.Status {
+		case archive.ReceiptUnchecked:
+			what = "not checked: the archive's leaves there are missing or unreadable (see above)"
+		case archive.ReceiptConsistent:
+		default:
+			what += " (see above)"
+		}
+		fmt.Fprintf(w, "  store receipt: %d leaves at %s: %s\n", rc.Size, rc.Time, what)
+	} else if storePinned {
+		fmt.Fprintln(w, "  store receipt: none (no receipts for this archive)")
 	}
 	fmt.Fprintf(w, "%s: %s: %d leaves from %d, %d verified, time %s..%s\n", r.Status, r.Dir, r.Leaves, r.FirstIndex, r.Verified, r.FirstTime, r.LastTime)
 }

@@ -198,3 +198,65 @@ func TestVerifyWitnessRollback(t *testing.T) {
 		t.Errorf("the witness moved back to %q", now)
 	}
 }
+
+// TestVerifyReceiptNewestSegmentRemoved: the store acknowledged the whole archive (DIR/receipts); the newest
+// segment deleted afterwards is a truncation (exit 4, code truncated), which the report names with the
+// receipt it was checked against.
+func TestVerifyReceiptNewestSegmentRemoved(t *testing.T) {
+	id, pub := archivetest.Identity(t, "auditarch/host-a")
+	dir := filepath.Join(t.TempDir(), "arch")
+	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
+	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
+	storeDir := filepath.Join(t.TempDir(), "store")
+	if _, err := archive.CosignerKeygen(storeDir, "auditarch-store/test"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := archive.LoadCosigner(filepath.Join(storeDir, archive.StoreKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := archive.Verify(dir, archive.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)
+	receipt, err := c.Cosign([]byte(r.Latest), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, archive.ReceiptsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := archive.AppendReceipt(f, receipt); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	storePub := filepath.Join(storeDir, archive.StorePubFile)
+
+	code, stdout, stderr := vtMain(t, "verify", "--key", pub, "--store-key", storePub, dir)
+	if code != 0 || !strings.Contains(stdout, "  store receipt: 26 leaves at 2025-06-01T08:00:00Z: consistent\n") {
+		t.Fatalf("verify with the receipt: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	segs := vtSegments(t, dir)
+	if len(segs) != 2 {
+		t.Fatalf("%d segments, want 2", len(segs))
+	}
+	if err := os.Remove(segs[1]); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = vtMain(t, "verify", "--key", pub, "--store-key", storePub, "--json", dir)
+	var rep archive.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("verify --json: %v\n%s%s", err, stdout, stderr)
+	}
+	want := archive.ReceiptReport{Size: 26, Time: "2025-06-01T08:00:00Z", Status: "truncated"}
+	if code != exitTampered || rep.Status != archive.Tampered || len(rep.Problems) != 1 || !hasCode(rep, "truncated") ||
+		rep.Receipt == nil || *rep.Receipt != want {
+		t.Errorf("newest segment removed: exit %d, status %s, problems %+v, receipt %+v; want exit %d, only truncated, receipt %+v",
+			code, rep.Status, rep.Problems, rep.Receipt, exitTampered, want)
+	}
+}
