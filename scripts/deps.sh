@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need on a fresh Debian machine, only when missing.
-# auditd: ausearch (reference decoder in tests) and auditd (benchmark peer); staticcheck (lint).
+# auditd: ausearch (reference decoder in tests) and auditd (benchmark peer); staticcheck (lint);
+# versitygw: S3 gateway with Object Lock, the peer of store/s3lock's tests (internal/peers).
 set -euo pipefail
+
+# versitygw builds from source: 1-4 minutes, about 80 MB. Pinned: its behaviour is recorded in FACTS.md.
+VERSITYGW_VERSION=v1.8.0
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin=$(go env GOPATH | cut -d: -f1)/bin
+if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
+  echo "deps: installing versitygw $VERSITYGW_VERSION into $gobin (takes a few minutes)" >&2
+  (cd / && go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
+fi
+
 need=()
 command -v ausearch >/dev/null 2>&1 || need+=(auditd)
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
