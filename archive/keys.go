@@ -81,6 +81,9 @@ func checkPrivate(path string) error {
 type Identity struct {
 	Signer note.Signer
 	VKey   string // verifier key, note format
+	// Key is the same key for TLS: the host's client certificate to the store carries its public half,
+	// which binds the connection to the identity that signs the host's archive.
+	Key ed25519.PrivateKey
 }
 
 // LoadIdentity reads the private identity key file. The file must be 0600 (or stricter) and its
@@ -110,7 +113,7 @@ func LoadIdentity(path string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Identity{Signer: s, VKey: vkey}, nil
+	return &Identity{Signer: s, VKey: vkey, Key: priv}, nil
 }
 
 // LoadVerifierKey reads a verifier key file (host.pub).
@@ -180,3 +183,22 @@ func signerSeed(skey string) (ed25519.PrivateKey, error) {
 	}
 	return ed25519.NewKeyFromSeed(raw[1:]), nil
 }
+
+// VerifierPublicKey returns the Ed25519 public key inside a note verifier key (name+hash+base64(1||pub)).
+func VerifierPublicKey(vkey string) (ed25519.PublicKey, error) {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return nil, errors.New("not a note verifier key")
+	}
+	raw, err := decodeB64(parts[2])
+	if err != nil || len(raw) != 1+ed25519.PublicKeySize || raw[0] != 1 {
+		return nil, errors.New("not an Ed25519 note verifier key")
+	}
+	return ed25519.PublicKey(raw[1:]), nil
+}
+
+// TLSKey returns the store key for TLS: the store's certificate carries it, and hosts pin it.
+func (c *Cosigner) TLSKey() ed25519.PrivateKey { return c.priv }
+
+// PublicKey returns the store key's Ed25519 public key (what a host's TLS client pins).
+func (v *CosignVerifier) PublicKey() ed25519.PublicKey { return v.pub }

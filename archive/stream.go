@@ -253,3 +253,16 @@ func (s *Stream) endSegment() {
 	}
 	s.state = streamNone
 }
+
+// Heartbeat returns the heartbeat interval the host's last START announced (10 s before any).
+func (s *Stream) Heartbeat() time.Duration { return s.v.interval }
+
+// Sealed reports whether segment name was read to a valid seal.
+func (s *Stream) Sealed(name string) bool {
+	for i := len(s.v.r.Segments) - 1; i >= 0; i-- {
+		if seg := &s.v.r.Segments[i]; seg.File == name {
+			return seg.Sealed
+		}
+	}
+	return false
+}

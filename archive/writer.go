@@ -117,6 +117,8 @@ type Writer struct {
 	buf       []byte // leaf entries not yet taken by the flusher
 	held      int    // bytes of buf plus batches not yet written
 	dropped   uint64 // events dropped since the last LOST leaf
+	shed      uint64 // events refused while the shipping backlog is over its bound, since the last LOST leaf
+	shedding  bool
 	appended  uint64
 	durable   uint64   // tree size on stable storage
 	durPos    Position // where that tree size ends in the segment files
@@ -453,6 +455,10 @@ func (w *Writer) Dir() string { return w.dir }
 func (w *Writer) Append(ev *audit.RawEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.shedding && !w.closed {
+		w.shed++
+		return
+	}
 	if w.closed || w.held >= w.opts.MaxPending {
 		w.dropped++
 		return
@@ -479,6 +485,14 @@ func (w *Writer) appendEvent(ev *audit.RawEvent) {
 
 // appendLost appends a LOST leaf for the events dropped since the last one, if any. w.mu is held.
 func (w *Writer) appendLost() {
+	if w.shed > 0 {
+		now := w.opts.Now().UnixNano()
+		lost := audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+			Lost: audit.Lost{Reason: audit.LostBacklog, Count: w.shed}}
+		w.opts.Log.Error().Uint64("dropped", w.shed).Msg("shipping backlog over its bound: events dropped")
+		w.appendEvent(&lost)
+		w.shed = 0
+	}
 	if w.dropped == 0 {
 		return
 	}
@@ -500,6 +514,18 @@ func (w *Writer) Stats() (appended, dropped, durable uint64) {
 
 // Failed delivers the write error that made the writer give up (DiskFullExit only).
 func (w *Writer) Failed() <-chan error { return w.failed }
+
+// Shed makes Append drop and count events while on (the shipper sets it while its unshipped backlog is
+// over the configured bound). Those events become one LOST leaf, reason ship_backlog, when it is turned
+// off (or at Close).
+func (w *Writer) Shed(on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.shedding = on
+	if !on && !w.closed {
+		w.appendLost()
+	}
+}
 
 // Position is a place in the archive's segment files: the end of the durable bytes.
 type Position struct {

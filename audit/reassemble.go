@@ -27,6 +27,9 @@ const (
 	// LostSocket is a receive-buffer overrun on the netlink socket (ENOBUFS); the count is unknown (0) and
 	// the serial gap that follows gives it.
 	LostSocket LostReason = 4
+	// LostBacklog counts events auditarch did not keep because what it had not yet shipped to the store
+	// exceeded its configured bound (the local disk would otherwise fill while the store is away).
+	LostBacklog LostReason = 5
 )
 
 // String names the reason as it is printed.
@@ -40,6 +43,8 @@ func (r LostReason) String() string {
 		return "local_drop"
 	case LostSocket:
 		return "socket_overrun"
+	case LostBacklog:
+		return "ship_backlog"
 	}
 	return "unknown"
 }

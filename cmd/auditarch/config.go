@@ -32,6 +32,19 @@ type Config struct {
 	HeartbeatInterval  time.Duration          `yaml:"heartbeat_interval"`  // HEARTBEAT leaf after this long without events
 	Sync               archive.SyncPolicy     `yaml:"sync"`                // batch (fsync every batch) or none
 	DiskFull           archive.DiskFullAction `yaml:"disk_full"`           // keep (hold, then drop with a LOST leaf) or exit
+
+	Store StoreConfig `yaml:"store"`
+}
+
+// StoreConfig says where the archive is shipped. Without an address, run starts a store in-process on
+// loopback (its own directory and key) so that the whole path works on one machine.
+type StoreConfig struct {
+	Address string `yaml:"address"` // host:port of the store; empty: the embedded store
+	Key     string `yaml:"key"`     // the store's public key file (store.pub), pinned; required with address
+	Dir     string `yaml:"dir"`     // the embedded store's directory; default "store" beside the archive
+	// MaxBacklog bounds the bytes archived and not yet acknowledged by the store: beyond it events are
+	// dropped and counted into a LOST leaf (ship_backlog) until the store catches up.
+	MaxBacklog int64 `yaml:"max_backlog"`
 }
 
 func defaultConfig() Config {
@@ -40,7 +53,8 @@ func defaultConfig() Config {
 		EventTimeout:  time.Second,
 		GapGrace:      5 * time.Second,
 		LostPoll:      time.Second,
-		FlushInterval: 100 * time.Millisecond,
+		// Events ship once durable locally: the flush interval is most of the time to the store.
+		FlushInterval: 20 * time.Millisecond,
 		Key:           "/etc/auditarch/host.key",
 
 		SegmentDuration:    time.Hour,
@@ -49,6 +63,7 @@ func defaultConfig() Config {
 		HeartbeatInterval:  10 * time.Second,
 		Sync:               archive.SyncBatch,
 		DiskFull:           archive.DiskFullKeep,
+		Store:              StoreConfig{MaxBacklog: 1 << 30},
 	}
 }
 

@@ -16,11 +16,14 @@ import (
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/privtest"
+	"github.com/auditarch/auditarch/internal/shiptest"
+	"github.com/auditarch/auditarch/store"
 )
 
 // hold registers as the kernel's audit daemon, says so, and waits for stdin to close.
@@ -100,7 +103,11 @@ func daemonProcess(t *testing.T, ctl *libaudit.AuditClient, dir, keys string) (*
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		store.ClearImmutable(filepath.Join(filepath.Dir(dir), "store")) // the embedded store's sealed segments
+	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, err := ctl.GetStatus()
@@ -246,5 +253,32 @@ func TestSigkillAndRestart(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, kernelStateFile)); !os.IsNotExist(err) {
 		t.Errorf("%s left after a clean stop: %v", kernelStateFile, err)
+	}
+	// The embedded store holds both runs, the killed one's tail included, byte for byte, and verifies the same.
+	checkStoreCopy(t, dir, pub)
+}
+
+// checkStoreCopy checks that the embedded store beside dir holds dir's archive byte for byte, that its
+// copy verifies like the archive, and that the archive verifies against the store's receipts.
+func checkStoreCopy(t *testing.T, dir string, pub note.Verifier) {
+	t.Helper()
+	area := filepath.Join(filepath.Dir(dir), "store", store.HostsDir, pub.Name())
+	shiptest.SameFiles(t, dir, area)
+	sk, err := archive.LoadCosignVerifier(filepath.Join(filepath.Dir(dir), "store", store.PubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, bad, err := archive.ReadReceipts(filepath.Join(dir, "receipts"), sk)
+	if err != nil || bad != 0 || len(rs) == 0 {
+		t.Fatalf("host receipts: %d, %d bad, %v", len(rs), bad, err)
+	}
+	for _, d := range []string{dir, area} {
+		r, err := archive.Verify(d, archive.VerifyOptions{Key: pub, Receipts: rs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != archive.Pass {
+			t.Errorf("verify %s with the store's receipts: %s %+v", d, r.Status, r.Problems)
+		}
 	}
 }

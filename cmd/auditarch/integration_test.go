@@ -25,6 +25,7 @@ import (
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/capfile"
 	"github.com/auditarch/auditarch/internal/privtest"
+	"github.com/auditarch/auditarch/store"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata captures from the real kernel")
@@ -189,7 +190,8 @@ func startDaemon(t *testing.T, dir string) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var logBuf bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, zerolog.New(&logBuf)) }()
+	t.Cleanup(func() { store.ClearImmutable(filepath.Join(filepath.Dir(dir), "store")) })
+	go func() { done <- run(ctx, cfg, zerolog.New(zerolog.SyncWriter(&logBuf))) }()
 	// Wait until the rules are in: the daemon logs "capturing".
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(logBuf.String(), "capturing") {
@@ -285,6 +287,8 @@ func TestCaptureRealKernel(t *testing.T) {
 	if vr.Status != archive.Pass || len(vr.Runs) != 1 || vr.Runs[0].Ended != "stopped" || vr.Verified != vr.Leaves {
 		t.Errorf("verify after the daemon stopped: %s, runs %+v, %d of %d leaves verified: %+v", vr.Status, vr.Runs, vr.Verified, vr.Leaves, vr.Problems)
 	}
+	// Without a configured store, run shipped everything to its embedded store, which gave receipts.
+	checkStoreCopy(t, filepath.Join(dir, "archive"), pub)
 	rd, err := archive.Open(filepath.Join(dir, "archive"))
 	if err != nil {
 		t.Fatal(err)

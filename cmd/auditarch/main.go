@@ -15,7 +15,8 @@ import (
 const usage = `Usage:
     auditarch run --archive DIR [--key FILE] [--segment-duration D] [--rules FILE] [--config FILE] [--lock]
     auditarch keygen --out DIR [--origin NAME]
-    auditarch verify [--key PUBFILE] [--json] [--witness FILE] [--grace D] DIR...
+    auditarch verify [--key PUBFILE] [--json] [--witness FILE] [--store-key PUBFILE [--receipts FILE]]
+                     [--grace D] DIR...
     auditarch show [--json] DIR
     auditarch search DIR [--since T] [--until T] [--syscall S] [--pid N] [--auid N] [--uid N]
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
@@ -29,8 +30,9 @@ Commands:
     keygen  Create the host identity key pair: DIR/host.key (private, 0600) and DIR/host.pub.
     verify  Prove each archive complete and untampered, or say exactly what is missing or altered.
             Exit status 0: every check passed; 3: evidence is incomplete (missing segments, a crash,
-            an unsigned tail, a silence); 4: tampering (altered, re-signed, spliced, replayed or
-            rolled-back data); 1: the archive could not be read.
+            an unsigned tail, a silence); 4: tampering (altered, re-signed, spliced, replayed,
+            rolled-back or truncated data); 1: the archive could not be read, or a store receipt
+            is not signed by the store key.
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
     search  Print the events that match every given filter, like show.
     rules   Print the effective audit rules in auditctl syntax.
@@ -45,6 +47,10 @@ Options:
     --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
     --witness FILE         verify: a checkpoint seen before must still be in the archive (no rollback, no
                            fork); FILE is updated to the newest checkpoint when the archive passes.
+    --store-key FILE       verify: the store's public key (store.pub). Every store receipt (DIR/receipts
+                           if it exists) must carry its cosignature, and the archive must still hold the
+                           newest: fewer leaves is a truncation, another root a fork.
+    --receipts FILE        verify: the store receipts to check instead of DIR/receipts.
     --grace D              verify: how much longer than the heartbeat a silence may last (default 5s).
     --json                 One JSON object per event and line (show, search); the report (verify).
 
@@ -52,6 +58,7 @@ Examples:
     auditarch keygen --out /etc/auditarch
     auditarch run --archive /var/lib/auditarch --key /etc/auditarch/host.key
     auditarch verify --key host.pub /var/lib/auditarch
+    auditarch verify --key host.pub --store-key store.pub /var/lib/auditarch
     auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000
     auditarch show --json /var/lib/auditarch | jq 'select(.syscall=="execve") | .args'
     auditarch rules --rules /etc/audit/rules.d/audit.rules`
@@ -122,6 +129,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return verifyCmd(args[1:], stdout)
 	case "search":
 		return searchCmd(args[1:], stdout)
+	case "store":
+		return storeCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

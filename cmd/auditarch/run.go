@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/rs/zerolog"
@@ -30,6 +31,9 @@ func runCmd(args []string, stderr io.Writer) error {
 	lock := fs.Bool("lock", false, "")
 	keyFile := fs.String("key", "", "")
 	segDur := fs.Duration("segment-duration", 0, "")
+	storeAddr := fs.String("store", "", "")
+	storeKey := fs.String("store-key", "", "")
+	storeDir := fs.String("store-dir", "", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -50,6 +54,15 @@ func runCmd(args []string, stderr io.Writer) error {
 	cfg.Lock = cfg.Lock || *lock
 	if *keyFile != "" {
 		cfg.Key = *keyFile
+	}
+	if *storeAddr != "" {
+		cfg.Store.Address = *storeAddr
+	}
+	if *storeKey != "" {
+		cfg.Store.Key = *storeKey
+	}
+	if *storeDir != "" {
+		cfg.Store.Dir = *storeDir
 	}
 	if *segDur < 0 {
 		return fmt.Errorf("%w: --segment-duration must be positive", errUsage)
@@ -110,6 +123,12 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 		return &hinted{err, hint}
 	}
+	ship, err := startShipping(cfg, id, w, log)
+	if err != nil {
+		conn.Unregister()
+		w.Close()
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -129,6 +148,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		if err != nil {
 			conn.Unregister()
 			w.Close()
+			ship.stop(w, time.Second)
 			return err
 		}
 		if found != nil {
@@ -138,6 +158,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		if err != nil {
 			conn.Unregister()
 			w.Close()
+			ship.stop(w, time.Second)
 			return fmt.Errorf("program audit rules: %w", err)
 		}
 		if found == nil {
@@ -166,6 +187,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}}
 	capErr := c.Run(ctx, w)
 	closeErr := w.Close()
+	ship.stop(w, 10*time.Second)
 	appended, dropped, durable := w.Stats()
 	log.Info().Uint64("events", appended).Uint64("dropped", dropped).Uint64("durable_leaves", durable).Msg("stopped")
 	if capErr != nil {

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/forward"
+	"github.com/auditarch/auditarch/store"
+)
+
+// shipping is the shipper of a run and, without a configured store, the embedded store it ships to.
+type shipping struct {
+	sh        *forward.Shipper
+	log       zerolog.Logger
+	cancel    context.CancelFunc
+	done      chan struct{}
+	stopStore func()
+}
+
+// startShipping starts shipping w's archive to the configured store, or to an embedded store on loopback.
+func startShipping(cfg Config, id *archive.Identity, w *archive.Writer, log zerolog.Logger) (*shipping, error) {
+	s := &shipping{log: log, stopStore: func() {}}
+	addr, keyFile := cfg.Store.Address, cfg.Store.Key
+	if addr == "" {
+		dir := cfg.Store.Dir
+		if dir == "" {
+			abs, err := filepath.Abs(cfg.Archive)
+			if err != nil {
+				return nil, err
+			}
+			dir = filepath.Join(filepath.Dir(abs), "store")
+		}
+		slog := log.With().Str("component", "store").Logger()
+		srv, err := store.Open(store.Config{Dir: dir, Log: slog})
+		if err != nil {
+			return nil, fmt.Errorf("embedded store: %w", err)
+		}
+		if err := srv.Enroll(id.VKey); err != nil {
+			return nil, fmt.Errorf("embedded store: %w", err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("embedded store: %w", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			if err := srv.Serve(ctx, ln); err != nil {
+				slog.Error().Err(err).Msg("embedded store stopped")
+			}
+			close(done)
+		}()
+		s.stopStore = func() { cancel(); <-done }
+		addr, keyFile = ln.Addr().String(), filepath.Join(dir, store.PubFile)
+		log.Info().Str("store", addr).Str("store_dir", dir).Msg("no store configured: shipping to an embedded store on loopback")
+	} else if keyFile == "" {
+		return nil, &hinted{fmt.Errorf("store.address %s needs store.key, the store's public key to pin", addr),
+			"copy the store's store.pub to this host and name it in the config (store: {key: FILE})"}
+	}
+	sk, err := archive.LoadCosignVerifier(keyFile)
+	if err != nil {
+		s.stopStore()
+		return nil, fmt.Errorf("store key: %w", err)
+	}
+	sh, err := forward.New(forward.Config{Addr: addr, StoreKey: sk, Identity: id, Dir: w.Dir(), Writer: w,
+		MaxBacklog: cfg.Store.MaxBacklog, Log: log.With().Str("component", "ship").Logger()})
+	if err != nil {
+		s.stopStore()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.sh, s.cancel, s.done = sh, cancel, make(chan struct{})
+	go func() { sh.Run(ctx); close(s.done) }()
+	return s, nil
+}
+
+// stop waits (up to wait) until the store holds everything the closed writer made durable, then stops.
+func (s *shipping) stop(w *archive.Writer, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	err := s.sh.WaitShipped(ctx, w.Durable())
+	cancel()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("the store does not hold the archive's end yet: the next run ships it")
+	} else {
+		st := s.sh.Status()
+		s.log.Info().Uint64("leaves", st.Size).Msg("the store holds the whole archive")
+	}
+	s.cancel()
+	<-s.done
+	s.stopStore()
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/store"
+	"github.com/auditarch/auditarch/store/s3lock"
+)
+
+// storeCmd runs the write-once store, enrolls hosts, or verifies the store's copy.
+func storeCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "enroll":
+			return storeEnrollCmd(args[1:], stdout)
+		case "verify":
+			return storeVerifyCmd(args[1:], stdout)
+		}
+	}
+	fs := newFlags("store")
+	listen := fs.String("listen", "", "")
+	dir := fs.String("dir", "", "")
+	grace := fs.Duration("grace", 5*time.Second, "")
+	var enroll multiFlag
+	fs.Var(&enroll, "enroll", "")
+	s3Endpoint := fs.String("s3-endpoint", "", "")
+	s3Bucket := fs.String("s3-bucket", "", "")
+	s3Region := fs.String("s3-region", "us-east-1", "")
+	s3Retention := fs.Duration("s3-retention", 0, "")
+	s3Canary := fs.Duration("s3-canary", time.Hour, "")
+	trace := fs.String("trace", "", "") // benchmarks: a line per acknowledgement (store.Config.Trace)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	}
+	if *listen == "" || *dir == "" {
+		return fmt.Errorf("%w: store needs --listen ADDR and --dir DIR", errUsage)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+	log := zerolog.New(stderr).With().Timestamp().Logger()
+	if err := os.MkdirAll(filepath.Join(*dir, store.HostsDir), 0o700); err != nil {
+		return err
+	}
+	for _, p := range enroll {
+		vkey, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		origin, err := store.Enroll(*dir, string(vkey))
+		if err != nil {
+			return err
+		}
+		log.Info().Str("host", origin).Msg("enrolled")
+	}
+	cfg := store.Config{Dir: *dir, Grace: *grace, Log: log}
+	if *trace != "" {
+		f, err := os.Create(*trace)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.Trace = f
+	}
+	var locked *s3lock.Store
+	if *s3Endpoint != "" || *s3Bucket != "" {
+		if *s3Retention <= 0 {
+			return fmt.Errorf("%w: --s3-retention D (the COMPLIANCE retention of every object) is required with S3", errUsage)
+		}
+		locked, err = s3lock.Open(ctx, s3lock.Config{Endpoint: *s3Endpoint, Region: *s3Region, Bucket: *s3Bucket,
+			AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"),
+			Retention: *s3Retention, Prefix: "auditarch/"}, log)
+		if err != nil {
+			return &hinted{err, "the bucket must exist with Object Lock enabled; credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"}
+		}
+		cfg.Upload = locked
+	}
+	srv, err := store.Open(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if locked != nil {
+		go canaryLoop(ctx, locked, srv, *s3Canary)
+	}
+	return srv.Serve(ctx, ln)
+}
+
+// canaryLoop checks now and every interval that the bucket refuses to delete a locked object.
+func canaryLoop(ctx context.Context, s *s3lock.Store, srv *store.Server, every time.Duration) {
+	for {
+		if err := s.Canary(ctx); err != nil && ctx.Err() == nil {
+			srv.Raise("write-once", "", "the object store's canary check failed: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// storeEnrollCmd: auditarch store enroll --dir DIR HOST.pub...
+func storeEnrollCmd(args []string, stdout io.Writer) error {
+	fs := newFlags("store enroll")
+	dir := fs.String("dir", "", "")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if *dir == "" || len(pos) == 0 {
+		return fmt.Errorf("%w: store enroll needs --dir DIR and at least one host.pub", errUsage)
+	}
+	if err := os.MkdirAll(filepath.Join(*dir, store.HostsDir), 0o700); err != nil {
+		return err
+	}
+	for _, p := range pos {
+		vkey, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		origin, err := store.Enroll(*dir, string(vkey))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "enrolled %s\n", origin)
+	}
+	return nil
+}
+
+// storeVerifyCmd: auditarch store verify [--json] DIR — every host area verified like a host archive,
+// its receipts checked against the store key, and its sealed segments checked for the immutable flag.
+func storeVerifyCmd(args []string, stdout io.Writer) error {
+	fs := newFlags("store verify")
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: store verify needs the store directory", errUsage)
+	}
+	dir := pos[0]
+	sk, err := archive.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
+	if err != nil {
+		return fmt.Errorf("store verify: %w", err)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, store.HostsDir))
+	if err != nil {
+		return fmt.Errorf("store verify: %w", err)
+	}
+	worst := 0
+	type hostReport struct {
+		Host      string          `json:"host"`
+		Report    *archive.Report `json:"report"`
+		Receipts  int             `json:"receipts"`
+		Bad       int             `json:"bad_receipts"`
+		Mutable   []string        `json:"mutable_sealed,omitempty"`
+		Evidence  int             `json:"evidence"`
+		Immutable string          `json:"immutable"` // yes, no (filesystem), partial
+	}
+	var out []hostReport
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		hdir := filepath.Join(dir, store.HostsDir, e.Name())
+		hk, _, err := archive.LoadVerifierKey(filepath.Join(hdir, store.HostKeyFile))
+		if err != nil {
+			return fmt.Errorf("store verify: %w", err)
+		}
+		hr := hostReport{Host: e.Name()}
+		if segs, _ := filepath.Glob(filepath.Join(hdir, "seg-*.aseg")); len(segs) == 0 {
+			hr.Report = &archive.Report{Status: archive.Pass, Dir: hdir}
+		} else {
+			rs, bad, err := archive.ReadReceipts(filepath.Join(hdir, store.ReceiptsFile), sk)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("store verify: %w", err)
+			}
+			hr.Receipts, hr.Bad = len(rs), bad
+			r, err := archive.Verify(hdir, archive.VerifyOptions{Key: hk, Receipts: rs})
+			if err != nil {
+				return fmt.Errorf("store verify: %w", err)
+			}
+			hr.Report = r
+			hr.Immutable = "yes"
+			for _, s := range r.Segments {
+				if !s.Sealed {
+					continue
+				}
+				imm, err := store.IsImmutable(filepath.Join(hdir, s.File))
+				switch {
+				case err != nil:
+					hr.Immutable = "unsupported"
+				case !imm:
+					hr.Mutable = append(hr.Mutable, s.File)
+					hr.Immutable = "partial"
+				}
+			}
+		}
+		ev, _ := filepath.Glob(filepath.Join(hdir, store.EvidenceDir, "*.json"))
+		hr.Evidence = len(ev)
+		worst = max(worst, exitFor(hr.Report.Status))
+		if hr.Bad > 0 {
+			worst = max(worst, 4)
+		}
+		out = append(out, hr)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	} else {
+		for _, hr := range out {
+			r := hr.Report
+			fmt.Fprintf(stdout, "%s: %s, %d leaves (%d verified), %d segments, %d receipts", hr.Host, r.Status, r.Leaves, r.Verified, len(r.Segments), hr.Receipts)
+			if hr.Bad > 0 {
+				fmt.Fprintf(stdout, ", %d receipts NOT signed by the store key", hr.Bad)
+			}
+			if hr.Evidence > 0 {
+				fmt.Fprintf(stdout, ", %d refused submissions kept as evidence", hr.Evidence)
+			}
+			fmt.Fprintln(stdout)
+			for _, p := range r.Problems {
+				fmt.Fprintf(stdout, "  %s [%s] %s\n", strings.ToLower(p.Class), p.Code, p.Message)
+			}
+			if len(hr.Mutable) > 0 {
+				fmt.Fprintf(stdout, "  sealed segments without the immutable flag: %s\n", strings.Join(hr.Mutable, " "))
+			}
+		}
+	}
+	if worst != 0 {
+		return &exitError{code: worst, err: errors.New("store verify: not every host passed")}
+	}
+	return nil
+}
+
+func exitFor(status string) int {
+	switch status {
+	case archive.Tampered:
+		return 4
+	case archive.Incomplete:
+		return 3
+	}
+	return 0
+}

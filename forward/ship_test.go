@@ -1,0 +1,133 @@
+package forward_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/forward"
+	"github.com/auditarch/auditarch/internal/archivetest"
+	"github.com/auditarch/auditarch/internal/shiptest"
+	"github.com/auditarch/auditarch/store"
+)
+
+// fastOptions cut segments, epochs, checkpoints and heartbeats in fractions of a second.
+func fastOptions(id *archive.Identity) archive.Options {
+	return archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
+		CheckpointInterval: 50 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
+}
+
+func event(serial uint32) *audit.RawEvent {
+	now := time.Now().UnixNano()
+	sec, msec := now/1e9, int32(now%1e9/1e6)
+	stamp := fmt.Sprintf("audit(%d.%03d:%d): ", sec, msec, serial)
+	return &audit.RawEvent{Kind: audit.KindEvent, Serial: serial, Sec: sec, Msec: msec, Received: now, EOE: true,
+		Records: []audit.Record{{Type: 1300, Text: []byte(stamp + fmt.Sprintf("arch=c000003e syscall=257 success=yes exit=3 pid=%d comm=\"cat\"", serial))}}}
+}
+
+// host is a writer and a shipper over one archive.
+type host struct {
+	t      *testing.T
+	dir    string
+	id     *archive.Identity
+	pub    string
+	w      *archive.Writer
+	sh     *forward.Shipper
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	acks   []forward.Ack
+}
+
+func newHost(t *testing.T, origin string) *host {
+	id, pub := archivetest.Identity(t, origin)
+	return &host{t: t, dir: filepath.Join(t.TempDir(), "archive"), id: id, pub: pub}
+}
+
+func (h *host) start(st *shiptest.Store, opts archive.Options, fcfg forward.Config) {
+	h.t.Helper()
+	w, err := archive.Create(h.dir, opts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	fcfg.Addr, fcfg.StoreKey, fcfg.Identity, fcfg.Dir, fcfg.Writer = st.Addr, st.Key, h.id, h.dir, w
+	fcfg.MaxBackoff = 200 * time.Millisecond
+	fcfg.OnAck = func(a forward.Ack) { h.mu.Lock(); h.acks = append(h.acks, a); h.mu.Unlock() }
+	fcfg.Log = zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
+	sh, err := forward.New(fcfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.w, h.sh, h.cancel, h.done = w, sh, cancel, make(chan struct{})
+	go func() { sh.Run(ctx); close(h.done) }()
+}
+
+// stop closes the writer, waits until the store has everything, and stops the shipper.
+func (h *host) stop(wait time.Duration) {
+	h.t.Helper()
+	if err := h.w.Close(); err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	err := h.sh.WaitShipped(ctx, h.w.Durable())
+	h.cancel()
+	<-h.done
+	if err != nil {
+		h.t.Fatalf("not shipped: %v", err)
+	}
+}
+
+// TestShipEndToEnd: events stream to the store while they are archived; the store's copy is byte for byte
+// the host's, verifies, and the receipts verify against the store key.
+func TestShipEndToEnd(t *testing.T) {
+	h := newHost(t, "host-a.example")
+	st := shiptest.StartStore(t, "", store.Config{}, h.pub)
+	h.start(st, fastOptions(h.id), forward.Config{})
+	for i := 1; i <= 2000; i++ {
+		h.w.Append(event(uint32(i)))
+		if i%100 == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	h.stop(10 * time.Second)
+	shiptest.SameFiles(t, h.dir, st.HostDir("host-a.example"))
+	vk, _, _ := archive.LoadVerifierKey(h.pub)
+	for _, dir := range []string{h.dir, st.HostDir("host-a.example")} {
+		r, err := archive.Verify(dir, archive.VerifyOptions{Key: vk})
+		if err != nil || r.Status != archive.Pass {
+			t.Fatalf("verify %s: %v %+v", dir, err, r)
+		}
+	}
+	rs, bad, err := archive.ReadReceipts(filepath.Join(h.dir, "receipts"), st.Key)
+	if err != nil || bad != 0 || len(rs) == 0 {
+		t.Fatalf("receipts: %d, %d bad, %v", len(rs), bad, err)
+	}
+	newest, _ := archive.NewestReceipt(rs)
+	r, _ := archive.Verify(h.dir, archive.VerifyOptions{Key: vk})
+	if newest.Checkpoint.Size != r.Leaves {
+		t.Fatalf("newest receipt covers %d leaves, the archive has %d", newest.Checkpoint.Size, r.Leaves)
+	}
+	if !slices.Equal(shiptest.Leaves(t, h.dir), shiptest.Leaves(t, st.HostDir("host-a.example"))) {
+		t.Fatal("leaf sets differ")
+	}
+	h.mu.Lock()
+	t.Logf("%d acks, %d receipts", len(h.acks), len(rs))
+	h.mu.Unlock()
+	// Sealed segments are immutable in the store where the filesystem allows it.
+	segs, _ := filepath.Glob(filepath.Join(st.HostDir("host-a.example"), "seg-*.aseg"))
+	imm, err := store.IsImmutable(segs[0])
+	if err == nil && !imm && os.Geteuid() == 0 {
+		t.Errorf("sealed segment %s is not immutable", segs[0])
+	}
+}

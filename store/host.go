@@ -1,0 +1,403 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/archive"
+)
+
+// host is one enrolled host's area. mu is held by the connection that serves it.
+type host struct {
+	origin string
+	dir    string
+	pub    ed25519.PublicKey
+	id     note.Verifier
+
+	cmu  sync.Mutex // guards conn
+	conn net.Conn
+
+	mu          sync.Mutex
+	stream      *archive.Stream // nil: rebuilt from the area on the next connection
+	name        string          // the segment the area ends in
+	off         int64           // and its length
+	f           *os.File        // that segment, open for appending
+	dirty       bool            // bytes written since the last fsync
+	newFile     bool            // a segment was created since the last fsync of the directory
+	latest      []byte          // the latest verified checkpoint
+	receipted   string          // the checkpoint the latest receipt covers
+	receipt     []byte
+	receiptSize uint64 // leaves the latest receipt covers
+	newReceipt  bool
+	receipts    *os.File
+
+	smu       sync.Mutex // guards the silence state
+	lastData  time.Time
+	heartbeat time.Duration
+	silent    bool
+}
+
+// loadHost reads an enrolled host's key and verifies its area.
+func (s *Server) loadHost(origin string) (*host, error) {
+	dir := filepath.Join(s.cfg.Dir, HostsDir, origin)
+	id, vkey, err := archive.LoadVerifierKey(filepath.Join(dir, HostKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("store: host %s: %w", origin, err)
+	}
+	if id.Name() != origin {
+		return nil, fmt.Errorf("store: host directory %s holds the key of %q", dir, id.Name())
+	}
+	pub, err := archive.VerifierPublicKey(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("store: host %s: %w", origin, err)
+	}
+	h := &host{origin: origin, dir: dir, pub: pub, id: id, lastData: time.Now(), heartbeat: 10 * time.Second}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.load(); err != nil {
+		return nil, fmt.Errorf("store: host %s: %w", origin, err)
+	}
+	return h, nil
+}
+
+// segments lists the area's segment files in name order.
+func (h *host) segments() ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(h.dir, "seg-*.aseg"))
+	sort.Strings(files)
+	return files, err
+}
+
+// load rebuilds the stream from the area, unless it is current. h.mu is held.
+func (h *host) load() error {
+	if h.stream != nil {
+		return nil
+	}
+	h.closeFile()
+	st := archive.NewStream(archive.VerifyOptions{Key: h.id})
+	files, err := h.segments()
+	if err != nil {
+		return err
+	}
+	h.name, h.off = "", 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		name := filepath.Base(f)
+		for off := 0; off < len(data); off += 1 << 20 {
+			end := min(off+1<<20, len(data))
+			if _, err := st.Write(name, int64(off), data[off:end]); err != nil {
+				return err
+			}
+		}
+		if len(data) == 0 {
+			if _, err := st.Write(name, 0, nil); err != nil {
+				return err
+			}
+		}
+		h.name, h.off = name, int64(len(data))
+	}
+	h.stream = st
+	h.latest = append([]byte(nil), st.Report().Latest...)
+	if h.receipts == nil {
+		rf, err := os.OpenFile(filepath.Join(h.dir, ReceiptsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		h.receipts = rf
+	}
+	h.smu.Lock()
+	h.heartbeat = st.Heartbeat()
+	h.smu.Unlock()
+	return nil
+}
+
+// takeOver closes the connection that serves h now, if any, and makes c the one.
+func (h *host) takeOver(c net.Conn) {
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
+	if h.conn != nil {
+		h.conn.Close()
+	}
+	h.conn = c
+}
+
+func (h *host) release(c net.Conn) {
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
+	if h.conn == c {
+		h.conn = nil
+	}
+}
+
+// take checks bytes of segment name at off and writes them to the area. On refusal it returns the
+// ERROR code and why, and the bytes are not in the area (contradicting bytes are kept as evidence).
+func (h *host) take(s *Server, remote, name string, off int64, data []byte) (string, error) {
+	h.smu.Lock()
+	h.lastData = time.Now()
+	if h.silent {
+		h.silent = false
+		s.cfg.Log.Info().Str("host", h.origin).Msg("host is sending again after a silence")
+	}
+	h.smu.Unlock()
+	if !(name == h.name && off == h.off) && !(name > h.name && off == 0) {
+		return h.outOfOrder(s, remote, name, off, data)
+	}
+	u, err := h.stream.Write(name, off, data)
+	if err != nil {
+		return "protocol", err
+	}
+	var bad []string
+	for _, p := range u.Problems {
+		if p.Class == archive.Tampered {
+			bad = append(bad, fmt.Sprintf("[%s] %s", p.Code, p.Message))
+		} else {
+			s.alarm("incomplete", h.origin, remote, "the host's archive is incomplete: [%s] %s", p.Code, p.Message)
+		}
+	}
+	if len(bad) > 0 {
+		// The stream has taken the bytes: rebuild it from the area for the next connection.
+		h.stream = nil
+		path := h.evidence(s, remote, "tampered", name, off, data, bad)
+		s.alarm("tampered", h.origin, remote, "refused bytes %d..%d of %s that do not verify (kept in %s): %s",
+			off, off+int64(len(data)), name, path, strings.Join(bad, "; "))
+		return "tampered", fmt.Errorf("the data does not verify: %s", strings.Join(bad, "; "))
+	}
+	if name != h.fileName() {
+		prev := h.fileName()
+		h.closeFile()
+		if prev != "" && h.stream.Sealed(prev) {
+			s.sealed(h, prev)
+		}
+		f, err := os.OpenFile(filepath.Join(h.dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o440)
+		if err != nil {
+			h.stream = nil
+			return "storage", err
+		}
+		h.f, h.newFile = f, true
+	}
+	if err := writeAll(h.f, data); err != nil {
+		// What was written of them stays in the area as a torn end; the stream is rebuilt from it.
+		h.stream = nil
+		h.closeFile()
+		return "storage", fmt.Errorf("store write: %w", err)
+	}
+	h.name, h.off, h.dirty = name, off+int64(len(data)), true
+	if len(u.Latest) > 0 && !bytes.Equal(u.Latest, h.latest) {
+		h.latest = append(h.latest[:0], u.Latest...)
+	}
+	h.smu.Lock()
+	h.heartbeat = h.stream.Heartbeat()
+	h.smu.Unlock()
+	return "", nil
+}
+
+func (h *host) fileName() string {
+	if h.f == nil {
+		return ""
+	}
+	return filepath.Base(h.f.Name())
+}
+
+func writeAll(f *os.File, b []byte) error {
+	for len(b) > 0 {
+		n, err := f.Write(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// outOfOrder judges bytes that do not continue the area: a replay of bytes it holds, a rewrite of them
+// (a fork, kept as evidence), or a gap.
+func (h *host) outOfOrder(s *Server, remote, name string, off int64, data []byte) (string, error) {
+	path := filepath.Join(h.dir, name)
+	held, err := os.ReadFile(path)
+	switch {
+	case err == nil && off < int64(len(held)):
+		n := min(int64(len(data)), int64(len(held))-off)
+		if bytes.Equal(held[off:off+n], data[:n]) && n == int64(len(data)) {
+			s.alarm("replay", h.origin, remote, "refused a replay of bytes %d..%d of %s, which the store already holds", off, off+n, name)
+			return "replay", fmt.Errorf("bytes %d..%d of %s are already held: a replay (the store holds %s up to %d)", off, off+n, name, h.name, h.off)
+		}
+		ev := h.evidence(s, remote, "fork", name, off, data, []string{"bytes differ from those held at the same offset"})
+		s.alarm("fork", h.origin, remote, "refused bytes %d..%d of %s that differ from what the store holds: a forked history (kept in %s)", off, off+int64(len(data)), name, ev)
+		return "fork", fmt.Errorf("bytes at %d of %s differ from those the store holds: history was rewritten", off, name)
+	case name < h.name:
+		ev := h.evidence(s, remote, "fork", name, off, data, []string{"a segment before the end of the area that the area does not hold"})
+		s.alarm("fork", h.origin, remote, "refused segment %s, which sorts before %s where the area ends: a forked history (kept in %s)", name, h.name, ev)
+		return "fork", fmt.Errorf("segment %s sorts before %s, where the store's copy ends: history was rewritten", name, h.name)
+	default:
+		return "gap", fmt.Errorf("bytes at %d of %s do not continue the store's copy, which ends at %d of %s", off, name, h.off, h.name)
+	}
+}
+
+// evidence keeps refused bytes and why: evidence/<time>-<segment>-<offset>.{bin,json}.
+func (h *host) evidence(s *Server, remote, code, name string, off int64, data []byte, why []string) string {
+	dir := filepath.Join(h.dir, EvidenceDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
+		return ""
+	}
+	base := filepath.Join(dir, fmt.Sprintf("%s-%s-%d", time.Now().UTC().Format("20060102T150405.000000000Z"), strings.TrimSuffix(name, ".aseg"), off))
+	meta, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "remote": remote, "code": code, "segment": name,
+		"offset": off, "length": len(data), "why": why, "area_ends": map[string]any{"segment": h.name, "offset": h.off}}, "", "  ")
+	if err := writeDurable(base+".bin", data, 0o400); err != nil {
+		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
+	}
+	if err := writeDurable(base+".json", meta, 0o400); err != nil {
+		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
+	}
+	return base + ".bin"
+}
+
+// sync makes what take wrote durable, then issues a receipt for the latest checkpoint if it is new.
+// A receipt never covers bytes that are not durable.
+func (h *host) sync(s *Server) error {
+	if h.dirty && h.f != nil {
+		if err := h.f.Sync(); err != nil {
+			h.stream = nil
+			h.closeFile()
+			return err
+		}
+		h.dirty = false
+	}
+	if h.newFile {
+		if err := syncDir(h.dir); err != nil {
+			return err
+		}
+		h.newFile = false
+	}
+	if len(h.latest) > 0 && string(h.latest) != h.receipted {
+		r, err := s.key.Cosign(h.latest, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := archive.AppendReceipt(h.receipts, r); err != nil {
+			return err
+		}
+		if err := h.receipts.Sync(); err != nil {
+			return err
+		}
+		h.receipt, h.receipted, h.newReceipt = r, string(h.latest), true
+		if text, _, ok := bytes.Cut(h.latest, []byte("\n\n")); ok {
+			if c, err := archive.ParseCheckpoint(string(text) + "\n"); err == nil {
+				h.receiptSize = c.Size
+			}
+		}
+	}
+	return nil
+}
+
+func (h *host) closeFile() {
+	if h.f != nil {
+		h.f.Sync()
+		h.f.Close()
+		h.f = nil
+	}
+}
+
+// sealed handles a segment the host sealed: immutable in the filesystem, and uploaded.
+func (s *Server) sealed(h *host, name string) {
+	path := filepath.Join(h.dir, name)
+	if err := setImmutable(path); err != nil {
+		s.cfg.Log.Debug().Err(err).Str("segment", path).Msg("sealed segment not made immutable (the filesystem does not support it)")
+	}
+	if s.cfg.Upload == nil {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+			err := s.cfg.Upload.Put(s.ctx, h.origin, name, path)
+			if err == nil {
+				s.cfg.Log.Info().Str("host", h.origin).Str("segment", name).Msg("sealed segment uploaded")
+				return
+			}
+			s.alarm("upload", h.origin, "", "cannot upload sealed segment %s: %v", name, err)
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+}
+
+// setImmutable sets FS_IMMUTABLE_FL on path: not even root can then write, rename or delete it without
+// first clearing the flag (which needs CAP_LINUX_IMMUTABLE and shows in the audit trail).
+func setImmutable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return err
+	}
+	if flags&fsImmutableFL != 0 {
+		return nil
+	}
+	return unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags|fsImmutableFL)
+}
+
+// IsImmutable reports whether path has FS_IMMUTABLE_FL.
+func IsImmutable(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return false, err
+	}
+	return flags&fsImmutableFL != 0, nil
+}
+
+// ClearImmutable removes FS_IMMUTABLE_FL from every file under dir, so that tests can delete their
+// stores. Nothing in the store calls it.
+func ClearImmutable(dir string) error {
+	return filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+		if err != nil || flags&fsImmutableFL == 0 {
+			return nil
+		}
+		return unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags&^fsImmutableFL)
+	})
+}
+
+var _ = errors.New
+var _ = io.EOF
+var _ = context.Background
+
+// fsImmutableFL is FS_IMMUTABLE_FL from linux/fs.h (x/sys/unix does not name it).
+const fsImmutableFL = 0x00000010
