@@ -266,3 +266,10 @@ func (s *Stream) Sealed(name string) bool {
 	}
 	return false
 }
+
+// CurrentSealed reports whether the current segment ends with its seal and the checkpoint that signs it:
+// no byte may follow.
+func (s *Stream) CurrentSealed() bool {
+	v := s.v
+	return s.state == streamEntries && len(s.buf) == 0 && v.sealIdx >= 0 && v.ckSize == v.tree.Size && uint64(v.sealIdx) == v.tree.Size-1
+}

@@ -72,6 +72,15 @@ func (s *Server) loadHost(origin string) (*host, error) {
 	if err := h.load(); err != nil {
 		return nil, fmt.Errorf("store: host %s: %w", origin, err)
 	}
+	// Sealed segments are immutable and uploaded (both idempotent): a store stopped in between does it now.
+	for _, seg := range h.stream.Report().Segments {
+		if seg.Sealed {
+			s.sealed(h, seg.File)
+		}
+	}
+	if h.stream.CurrentSealed() {
+		s.sealed(h, h.name)
+	}
 	return h, nil
 }
 
@@ -285,6 +294,11 @@ func (h *host) sync(s *Server) error {
 			return err
 		}
 		h.newFile = false
+	}
+	if h.f != nil && h.stream != nil && h.stream.CurrentSealed() {
+		name := h.fileName()
+		h.closeFile()
+		s.sealed(h, name)
 	}
 	if len(h.latest) > 0 && string(h.latest) != h.receipted {
 		r, err := s.key.Cosign(h.latest, time.Now())

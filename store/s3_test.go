@@ -1,0 +1,112 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/rs/zerolog"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/forward"
+	"github.com/auditarch/auditarch/internal/archivetest"
+	"github.com/auditarch/auditarch/internal/peers"
+	"github.com/auditarch/auditarch/internal/shiptest"
+	"github.com/auditarch/auditarch/store"
+	"github.com/auditarch/auditarch/store/s3lock"
+)
+
+// TestSealedSegmentsToObjectLock: a store with an S3 backend (versitygw, Object Lock) uploads every sealed
+// segment a host ships, each under COMPLIANCE retention, and the bucket refuses the canary's deletion.
+func TestSealedSegmentsToObjectLock(t *testing.T) {
+	endpoint, ak, sk := peers.Versitygw(t)
+	ctx := context.Background()
+	cl := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(ak, sk, ""),
+		BaseEndpoint: aws.String(endpoint), UsePathStyle: true})
+	if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("evidence"), ObjectLockEnabledForBucket: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	const retention = 2 * time.Hour
+	locked, err := s3lock.Open(ctx, s3lock.Config{Endpoint: endpoint, Bucket: "evidence", AccessKey: ak, SecretKey: sk,
+		Retention: retention, Prefix: "auditarch/"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locked.Canary(ctx); err != nil {
+		t.Fatalf("canary: %v", err)
+	}
+	id, pub := archivetest.Identity(t, "host-s3.example")
+	st := shiptest.StartStore(t, "", store.Config{Upload: locked}, pub)
+	dir := filepath.Join(t.TempDir(), "archive")
+	w, err := archive.Create(dir, archive.Options{Identity: id, SegmentDuration: 500 * time.Millisecond, FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := forward.New(forward.Config{Addr: st.Addr, StoreKey: st.Key, Identity: id, Dir: dir, Writer: w, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { sh.Run(sctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 1; i <= 300; i++ {
+		now := time.Now()
+		w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: uint32(i), Sec: now.Unix(), Received: now.UnixNano(), EOE: true,
+			Records: []audit.Record{{Type: 1300, Text: []byte(fmt.Sprintf("audit(%d.000:%d): syscall=59 success=yes", now.Unix(), i))}}})
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := sh.WaitShipped(wctx, w.Durable()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := archive.Verify(st.HostDir("host-s3.example"), archive.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed []string
+	for _, s := range r.Segments {
+		if s.Sealed {
+			sealed = append(sealed, s.File)
+		}
+	}
+	if len(sealed) < 2 {
+		t.Fatalf("only %d sealed segments", len(sealed))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, name := range sealed {
+		for {
+			mode, until, err := locked.Retention(ctx, "host-s3.example", name)
+			if err == nil {
+				if mode != "COMPLIANCE" || until.Before(time.Now().Add(retention-time.Minute)) {
+					t.Fatalf("%s: retention %s until %s", name, mode, until)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not uploaded: %v", name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// A locked version cannot be deleted, even by the bucket's root user.
+		head, err := cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("evidence"), Key: aws.String("auditarch/host-s3.example/" + name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("evidence"), Key: aws.String("auditarch/host-s3.example/" + name),
+			VersionId: head.VersionId, BypassGovernanceRetention: aws.Bool(true)}); err == nil {
+			t.Fatalf("%s: deleting the locked version succeeded", name)
+		}
+	}
+	t.Logf("%d sealed segments uploaded under COMPLIANCE retention", len(sealed))
+}
