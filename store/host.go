@@ -54,7 +54,7 @@ type host struct {
 
 // loadHost reads an enrolled host's key and verifies its area.
 func (s *Server) loadHost(origin string) (*host, error) {
-	dir := filepath.Join(s.cfg.Dir, HostsDir, origin)
+	dir := AreaDir(s.cfg.Dir, origin)
 	id, vkey, err := archive.LoadVerifierKey(filepath.Join(dir, HostKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("store: host %s: %w", origin, err)

@@ -13,7 +13,7 @@
 //
 //	store.key, store.pub          the store's receipt key (also its TLS key, which hosts pin)
 //	alarms.log                    one JSON object per alarm
-//	hosts/<origin>/host.pub       an enrolled host's identity key (its TLS certificate's key)
+//	hosts/<origin>/host.pub       (origin path-escaped: auditarch%2Fweb1) an enrolled host's identity key (its TLS certificate's key)
 //	hosts/<origin>/seg-*.aseg     its segment files, byte for byte as the host wrote them
 //	hosts/<origin>/receipts       the receipts the store gave it
 //	hosts/<origin>/evidence/      refused bytes and why
@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -147,7 +148,11 @@ func Open(cfg Config) (*Server, error) {
 		if !e.IsDir() {
 			continue
 		}
-		h, err := s.loadHost(e.Name())
+		origin, err := url.PathUnescape(e.Name())
+		if err != nil {
+			continue
+		}
+		h, err := s.loadHost(origin)
 		if err != nil {
 			af.Close()
 			return nil, err
@@ -155,6 +160,12 @@ func Open(cfg Config) (*Server, error) {
 		s.hosts[h.origin] = h
 	}
 	return s, nil
+}
+
+// AreaDir returns the directory of origin's area under the store directory dir. Origins may hold "/"
+// (C2SP origins look like "auditarch/web1"): the directory name is the origin path-escaped.
+func AreaDir(dir, origin string) string {
+	return filepath.Join(dir, HostsDir, url.PathEscape(origin))
 }
 
 // VerifierKey returns the store key's verifier key (what hosts pin and verify receipts with).
@@ -170,10 +181,10 @@ func Enroll(dir, vkey string) (origin string, err error) {
 		return "", fmt.Errorf("enroll: %w", err)
 	}
 	origin, _, _ = strings.Cut(vkey, "+")
-	if origin == "" || strings.ContainsAny(origin, "/\\") || origin == "." || origin == ".." {
+	if origin == "" || origin == "." || origin == ".." {
 		return "", fmt.Errorf("enroll: origin %q cannot name a directory", origin)
 	}
-	hdir := filepath.Join(dir, HostsDir, origin)
+	hdir := AreaDir(dir, origin)
 	path := filepath.Join(hdir, HostKeyFile)
 	if old, err := os.ReadFile(path); err == nil {
 		if strings.TrimSpace(string(old)) != vkey {
@@ -436,11 +447,16 @@ func (s *Server) serveConn(c *tls.Conn) {
 			}
 			buf = p[:0]
 			if typ != wire.Data {
+				h.sync(s)
+				log.Warn().Msgf("refused the connection: frame type %d, not DATA", typ)
 				refuse("protocol", "expected DATA, got frame type %d", typ)
 				return
 			}
 			seq, name, off, data, err := wire.ParseData(p)
 			if err != nil {
+				h.sync(s)
+				// The host's own key sent it: a broken or hostile client (a path for a name, one).
+				s.alarm("refused", h.origin, remote, "refused a malformed DATA frame: %v", err)
 				refuse("protocol", "%v", err)
 				return
 			}

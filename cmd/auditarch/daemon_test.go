@@ -262,7 +262,7 @@ func TestSigkillAndRestart(t *testing.T) {
 // copy verifies like the archive, and that the archive verifies against the store's receipts.
 func checkStoreCopy(t *testing.T, dir string, pub note.Verifier) {
 	t.Helper()
-	area := filepath.Join(filepath.Dir(dir), "store", store.HostsDir, pub.Name())
+	area := store.AreaDir(filepath.Join(filepath.Dir(dir), "store"), pub.Name())
 	shiptest.SameFiles(t, dir, area)
 	sk, err := archive.LoadCosignVerifier(filepath.Join(filepath.Dir(dir), "store", store.PubFile))
 	if err != nil {

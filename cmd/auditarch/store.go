@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -190,11 +191,15 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 			continue
 		}
 		hdir := filepath.Join(dir, store.HostsDir, e.Name())
+		origin, err := url.PathUnescape(e.Name())
+		if err != nil {
+			origin = e.Name()
+		}
 		hk, _, err := archive.LoadVerifierKey(filepath.Join(hdir, store.HostKeyFile))
 		if err != nil {
 			return fmt.Errorf("store verify: %w", err)
 		}
-		hr := hostReport{Host: e.Name()}
+		hr := hostReport{Host: origin}
 		if segs, _ := filepath.Glob(filepath.Join(hdir, "seg-*.aseg")); len(segs) == 0 {
 			hr.Report = &archive.Report{Status: archive.Pass, Dir: hdir}
 		} else {

@@ -108,7 +108,7 @@ func (s *Store) Stop() {
 }
 
 // HostDir is the store's area for origin.
-func (s *Store) HostDir(origin string) string { return filepath.Join(s.Dir, store.HostsDir, origin) }
+func (s *Store) HostDir(origin string) string { return store.AreaDir(s.Dir, origin) }
 
 // SameFiles fails the test unless the store's area for origin holds exactly the host archive's segment
 // files, byte for byte.
