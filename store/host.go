@@ -342,7 +342,7 @@ func (s *Server) sealed(h *host, name string) {
 	go func() {
 		defer s.wg.Done()
 		for wait := time.Second; ; wait = min(2*wait, time.Minute) {
-			err := s.cfg.Upload.Put(s.ctx, h.origin, name, path)
+			err := s.cfg.Upload.Put(s.ctx, filepath.Base(h.dir), name, path) // the area's name: the origin path-escaped
 			if err == nil {
 				s.cfg.Log.Info().Str("host", h.origin).Str("segment", name).Msg("sealed segment uploaded")
 				return

@@ -14,6 +14,11 @@ import (
 
 const usage = `Usage:
     auditarch run --archive DIR [--key FILE] [--segment-duration D] [--rules FILE] [--config FILE] [--lock]
+                  [--store ADDR --store-key PUBFILE | --store-dir DIR]
+    auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D]
+                    [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
+    auditarch store enroll --dir DIR PUBFILE...
+    auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
     auditarch keygen --out DIR [--origin NAME]
     auditarch verify [--key PUBFILE] [--json] [--witness FILE] [--store-key PUBFILE [--receipts FILE]]
                      [--grace D] DIR...
@@ -26,7 +31,16 @@ Commands:
     run     Register as the kernel's audit daemon, program the audit rules and append every event,
             with its raw kernel records, to the signed, hash-linked archive in DIR. Runs in the
             foreground; SIGTERM or SIGINT flushes, restores the kernel's audit rules and settings,
-            and exits 0.
+            and exits 0. Every durable block is shipped to the store (--store, pinned by --store-key);
+            without one, run starts a store in-process on loopback (--store-dir, default "store"
+            beside DIR) and ships to it.
+    store   The write-once store: accepts enrolled hosts over TLS 1.3, verifies what they send
+            before it fsyncs and acknowledges with a signed receipt, keeps what contradicts its copy
+            as evidence, and logs alarms (DIR/alarms.log). With --s3-*, sealed segments also go to
+            S3 under Object Lock COMPLIANCE for --s3-retention (credentials: AWS_ACCESS_KEY_ID,
+            AWS_SECRET_ACCESS_KEY). "store enroll" admits hosts by their host.pub; "store verify"
+            verifies every host's copy, its receipts, immutable flags and, with a bucket, retention
+            (exit status as verify).
     keygen  Create the host identity key pair: DIR/host.key (private, 0600) and DIR/host.pub.
     verify  Prove each archive complete and untampered, or say exactly what is missing or altered.
             Exit status 0: every check passed; 3: evidence is incomplete (missing segments, a crash,
@@ -45,6 +59,12 @@ Options:
     --rules FILE           An auditctl-syntax rule file (/etc/audit/rules.d style) instead of the built-in set.
     --config FILE          A YAML configuration file; flags override it.
     --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
+    --store ADDR           run: the store's host:port (config store.address).
+    --store-key FILE       run: the store's public key to pin (store.pub); verify: see below.
+    --store-dir DIR        run: the embedded store's directory when no --store is given.
+    --listen ADDR          store: where to accept hosts, e.g. :7361.
+    --dir DIR              store: the store's directory (created 0700 with its key on first use).
+    --enroll FILE          store: admit the host whose identity key is FILE (host.pub); repeatable.
     --witness FILE         verify: a checkpoint seen before must still be in the archive (no rollback, no
                            fork); FILE is updated to the newest checkpoint when the archive passes.
     --store-key FILE       verify: the store's public key (store.pub). Every store receipt (DIR/receipts
@@ -59,6 +79,8 @@ Examples:
     auditarch run --archive /var/lib/auditarch --key /etc/auditarch/host.key
     auditarch verify --key host.pub /var/lib/auditarch
     auditarch verify --key host.pub --store-key store.pub /var/lib/auditarch
+    auditarch store --listen :7361 --dir /var/lib/auditarch-store --enroll web1.pub
+    auditarch store verify /var/lib/auditarch-store
     auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000
     auditarch show --json /var/lib/auditarch | jq 'select(.syscall=="execve") | .args'
     auditarch rules --rules /etc/audit/rules.d/audit.rules`

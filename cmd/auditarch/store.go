@@ -159,9 +159,22 @@ func storeEnrollCmd(args []string, stdout io.Writer) error {
 func storeVerifyCmd(args []string, stdout io.Writer) error {
 	fs := newFlags("store verify")
 	asJSON := fs.Bool("json", false, "")
+	s3Endpoint := fs.String("s3-endpoint", "", "")
+	s3Bucket := fs.String("s3-bucket", "", "")
+	s3Region := fs.String("s3-region", "us-east-1", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
+	}
+	// With a bucket, every sealed segment must be there under COMPLIANCE retention that has not run out:
+	// the retention is read back, not assumed.
+	var locked *s3lock.Store
+	if *s3Bucket != "" {
+		locked, err = s3lock.Open(context.Background(), s3lock.Config{Endpoint: *s3Endpoint, Region: *s3Region, Bucket: *s3Bucket,
+			AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), Retention: time.Hour, Prefix: "auditarch/"}, zerolog.Nop())
+		if err != nil {
+			return fmt.Errorf("store verify: %w", err)
+		}
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: store verify needs the store directory", errUsage)
@@ -183,7 +196,8 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 		Bad       int             `json:"bad_receipts"`
 		Mutable   []string        `json:"mutable_sealed,omitempty"`
 		Evidence  int             `json:"evidence"`
-		Immutable string          `json:"immutable"` // yes, no (filesystem), partial
+		Immutable string          `json:"immutable"` // yes, unsupported (filesystem), partial
+		Unlocked  []string        `json:"not_locked,omitempty"` // sealed segments not in the bucket under COMPLIANCE retention
 	}
 	var out []hostReport
 	for _, e := range ents {
@@ -226,12 +240,18 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 					hr.Mutable = append(hr.Mutable, s.File)
 					hr.Immutable = "partial"
 				}
+				if locked != nil {
+					mode, until, err := locked.Retention(context.Background(), e.Name(), s.File)
+					if err != nil || mode != "COMPLIANCE" || !until.After(time.Now()) {
+						hr.Unlocked = append(hr.Unlocked, fmt.Sprintf("%s (%s until %s, %v)", s.File, mode, until.Format(time.RFC3339), err))
+					}
+				}
 			}
 		}
 		ev, _ := filepath.Glob(filepath.Join(hdir, store.EvidenceDir, "*.json"))
 		hr.Evidence = len(ev)
 		worst = max(worst, exitFor(hr.Report.Status))
-		if hr.Bad > 0 {
+		if hr.Bad > 0 || len(hr.Unlocked) > 0 {
 			worst = max(worst, 4)
 		}
 		out = append(out, hr)
@@ -253,6 +273,9 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 			fmt.Fprintln(stdout)
 			for _, p := range r.Problems {
 				fmt.Fprintf(stdout, "  %s [%s] %s\n", strings.ToLower(p.Class), p.Code, p.Message)
+			}
+			for _, u := range hr.Unlocked {
+				fmt.Fprintf(stdout, "  sealed segment not under object lock: %s\n", u)
 			}
 			if len(hr.Mutable) > 0 {
 				fmt.Fprintf(stdout, "  sealed segments without the immutable flag: %s\n", strings.Join(hr.Mutable, " "))

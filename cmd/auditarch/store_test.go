@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/rs/zerolog"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/forward"
+	"github.com/auditarch/auditarch/internal/archivetest"
+	"github.com/auditarch/auditarch/internal/peers"
+	"github.com/auditarch/auditarch/internal/shiptest"
+	"github.com/auditarch/auditarch/store"
+	"github.com/auditarch/auditarch/store/s3lock"
+)
+
+// TestStoreVerify: `auditarch store verify` passes a store whose copy verifies, whose receipts are signed
+// by its key, whose sealed segments are immutable and under COMPLIANCE retention in the bucket; it fails
+// (exit 4) once a byte of the copy changes, and when a sealed segment is not in the bucket.
+func TestStoreVerify(t *testing.T) {
+	endpoint, ak, sk := peers.Versitygw(t)
+	ctx := context.Background()
+	cl := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(ak, sk, ""),
+		BaseEndpoint: aws.String(endpoint), UsePathStyle: true})
+	for _, b := range []string{"locked", "empty"} {
+		if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b), ObjectLockEnabledForBucket: aws.Bool(true)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", ak)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", sk)
+	locked, err := s3lock.Open(ctx, s3lock.Config{Endpoint: endpoint, Bucket: "locked", AccessKey: ak, SecretKey: sk,
+		Retention: time.Hour, Prefix: "auditarch/"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, pub := archivetest.Identity(t, "auditarch/web1")
+	st := shiptest.StartStore(t, "", store.Config{Upload: locked}, pub)
+	dir := filepath.Join(t.TempDir(), "archive")
+	w, err := archive.Create(dir, archive.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := forward.New(forward.Config{Addr: st.Addr, StoreKey: st.Key, Identity: id, Dir: dir, Writer: w, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { sh.Run(sctx); close(done) }()
+	for i := 1; i <= 100; i++ {
+		now := time.Now()
+		w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: uint32(i), Sec: now.Unix(), Received: now.UnixNano(), EOE: true,
+			Records: []audit.Record{{Type: 1300, Text: []byte("audit(1.000:1): syscall=59")}}})
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.Close()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	err = sh.WaitShipped(wctx, w.Durable())
+	wcancel()
+	cancel()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Stop() // waits for the uploads of the sealed segments
+
+	verify := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := Main(append([]string{"store", "verify"}, args...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	code, out := verify("--s3-endpoint", endpoint, "--s3-bucket", "locked", st.Dir)
+	if code != 0 || !strings.Contains(out, "auditarch/web1: PASS") {
+		t.Fatalf("store verify: exit %d\n%s", code, out)
+	}
+	t.Logf("%s", out)
+	code, out = verify("--s3-endpoint", endpoint, "--s3-bucket", "empty", st.Dir)
+	if code != 4 || !strings.Contains(out, "not under object lock") {
+		t.Fatalf("store verify against a bucket without the segments: exit %d\n%s", code, out)
+	}
+	// An administrator with root clears the flag and alters a byte: verify says TAMPERED.
+	area := st.HostDir("auditarch/web1")
+	store.ClearImmutable(area)
+	segs, _ := filepath.Glob(filepath.Join(area, "seg-*.aseg"))
+	data, _ := os.ReadFile(segs[1])
+	data[len(data)/2] ^= 1
+	os.Chmod(segs[1], 0o600)
+	if err := os.WriteFile(segs[1], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out = verify(st.Dir)
+	if code != 4 || !strings.Contains(out, "TAMPERED") || !strings.Contains(out, "sealed segments without the immutable flag") {
+		t.Fatalf("store verify of an altered copy: exit %d\n%s", code, out)
+	}
+}
