@@ -196,7 +196,7 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 		Bad       int             `json:"bad_receipts"`
 		Mutable   []string        `json:"mutable_sealed,omitempty"`
 		Evidence  int             `json:"evidence"`
-		Immutable string          `json:"immutable"` // yes, unsupported (filesystem), partial
+		Immutable string          `json:"immutable"`            // yes, unsupported (filesystem), partial
 		Unlocked  []string        `json:"not_locked,omitempty"` // sealed segments not in the bucket under COMPLIANCE retention
 	}
 	var out []hostReport
