@@ -87,6 +87,7 @@ type Shipper struct {
 	mu      sync.Mutex
 	st      Status
 	known   bool          // st holds the store's position (a STATE was received)
+	lastErr error         // why the last connection ended (st.LastError), for errors.Is
 	changed chan struct{} // closed and replaced whenever st changes
 	rf      *os.File
 }
@@ -155,21 +156,21 @@ func (s *Shipper) update(f func(st *Status)) {
 }
 
 // WaitShipped waits until the store has acknowledged everything up to pos (a Writer.Durable position), or
-// ctx ends.
+// ctx ends; its error then wraps ctx's and why the last connection ended (errors.Is(err, ErrStoreKey)).
 func (s *Shipper) WaitShipped(ctx context.Context, pos archive.Position) error {
 	for {
 		s.mu.Lock()
 		done := s.known && (s.st.Segment > pos.Segment || s.st.Segment == pos.Segment && s.st.Offset >= pos.Offset)
 		ch := s.changed
-		last := s.st.LastError
+		last := s.lastErr
 		s.mu.Unlock()
 		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			if last != "" {
-				return fmt.Errorf("%w (last error: %s)", ctx.Err(), last)
+			if last != nil {
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), last)
 			}
 			return ctx.Err()
 		case <-ch:
@@ -198,7 +199,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
-		s.update(func(st *Status) { st.Connected, st.LastError = false, err.Error() })
+		s.update(func(st *Status) { st.Connected, st.LastError, s.lastErr = false, err.Error(), err })
 		ev := s.cfg.Log.Warn()
 		var re *wire.RemoteError
 		if errors.As(err, &re) || errors.Is(err, ErrStoreKey) || errors.Is(err, errAhead) {
@@ -273,7 +274,7 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 		return err
 	}
 	s.update(func(x *Status) {
-		x.Connected, x.Segment, x.Offset, x.Size, x.LastError = true, st.Segment, st.Offset, st.Size, ""
+		x.Connected, x.Segment, x.Offset, x.Size, x.LastError, s.lastErr = true, st.Segment, st.Offset, st.Size, "", nil
 	})
 	s.mu.Lock()
 	s.known = true
@@ -546,6 +547,10 @@ func (s *Shipper) keepReceipt(r []byte) error {
 // watchBacklog measures the bytes durable locally and not acknowledged every second, and makes the
 // writer shed events while they exceed MaxBacklog.
 func (s *Shipper) watchBacklog(ctx context.Context) {
+	var base archive.Position
+	if s.cfg.Writer != nil {
+		base = s.cfg.Writer.Durable()
+	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -558,7 +563,8 @@ func (s *Shipper) watchBacklog(ctx context.Context) {
 		known, seg, off, shedding := s.known, s.st.Segment, s.st.Offset, s.st.Shedding
 		s.mu.Unlock()
 		if !known {
-			continue // the store's position is not known yet
+			// The store has not been reached since Run started: count from where the archive was then.
+			seg, off = base.Segment, base.Offset
 		}
 		files, err := s.segments()
 		if err != nil {

@@ -72,6 +72,19 @@ func (h *host) start(st *shiptest.Store, opts archive.Options, fcfg forward.Conf
 	go func() { sh.Run(ctx); close(h.done) }()
 }
 
+// restartShipper runs a new shipper over the same writer.
+func (h *host) restartShipper(fcfg forward.Config) {
+	h.t.Helper()
+	fcfg.OnAck = func(a forward.Ack) { h.mu.Lock(); h.acks = append(h.acks, a); h.mu.Unlock() }
+	sh, err := forward.New(fcfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.sh, h.cancel, h.done = sh, cancel, make(chan struct{})
+	go func() { sh.Run(ctx); close(h.done) }()
+}
+
 // stop closes the writer, waits until the store has everything, and stops the shipper.
 func (h *host) stop(wait time.Duration) {
 	h.t.Helper()
