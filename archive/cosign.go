@@ -271,7 +271,9 @@ func countSigs(msg []byte, v note.Verifier) int {
 
 // AppendReceipt writes receipt to f as one record of a receipts file: the line "receipt <length>\n",
 // then the receipt's bytes (which end with a newline). Both go out in one write, so f should be opened
-// with O_APPEND. The caller decides when to fsync.
+// with O_APPEND, by f's only writer. A write cut short (a full disk) is undone: the file is truncated
+// back to where the record began, so that the next record does not follow a torn one. The caller
+// decides when to fsync.
 func AppendReceipt(f *os.File, receipt []byte) error {
 	if len(receipt) == 0 || len(receipt) > MaxReceiptSize || receipt[len(receipt)-1] != '\n' {
 		return fmt.Errorf("append receipt: a receipt of %d bytes must be 1..%d bytes ending with a newline", len(receipt), MaxReceiptSize)
@@ -279,7 +281,16 @@ func AppendReceipt(f *os.File, receipt []byte) error {
 	rec := make([]byte, 0, len(receiptFrame)+8+len(receipt))
 	rec = fmt.Appendf(rec, "%s%d\n", receiptFrame, len(receipt))
 	rec = append(rec, receipt...)
-	if _, err := f.Write(rec); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("append receipt: %w", err)
+	}
+	if n, err := f.Write(rec); err != nil {
+		if n > 0 {
+			if terr := f.Truncate(fi.Size()); terr != nil {
+				return fmt.Errorf("append receipt: %w (the partial record at offset %d stays: %v)", err, fi.Size(), terr)
+			}
+		}
 		return fmt.Errorf("append receipt: %w", err)
 	}
 	return nil

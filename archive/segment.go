@@ -272,3 +272,28 @@ func appendBlock(b, entries []byte) []byte {
 	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(z, castagnoli))
 	return b
 }
+
+// WholeBlocks returns the length of the longest prefix of b — bytes of a segment file starting at
+// offset off — that ends where a block ends (at offset 0 the magic and at least the header block). A
+// shipper sends such prefixes, so that what it sends is checked, and held, as it arrives.
+func WholeBlocks(b []byte, off int64) int {
+	p := 0
+	if off == 0 {
+		if len(b) < len(segMagic) {
+			return 0
+		}
+		p = len(segMagic)
+	}
+	start := p
+	for len(b)-p >= blockHeader {
+		l := int64(binary.LittleEndian.Uint32(b[p:]))
+		if l > maxBlock || int64(len(b)-p-blockHeader) < l {
+			break
+		}
+		p += blockHeader + int(l)
+	}
+	if off == 0 && p == start {
+		return 0
+	}
+	return p
+}

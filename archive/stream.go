@@ -273,3 +273,16 @@ func (s *Stream) CurrentSealed() bool {
 	v := s.v
 	return s.state == streamEntries && len(s.buf) == 0 && v.sealIdx >= 0 && v.ckSize == v.tree.Size && uint64(v.sealIdx) == v.tree.Size-1
 }
+
+// Pending returns the bytes of the current segment taken but not yet decoded: an incomplete block (or
+// header). They are not verified; a replica must not hold them as verified.
+func (s *Stream) Pending() []byte { return s.buf }
+
+// Decoded returns how many bytes of the current segment are decoded and checked: whole blocks after a
+// header that was accepted (0 while the header is incomplete).
+func (s *Stream) Decoded() int64 {
+	if s.state == streamMagic || s.state == streamNone {
+		return 0
+	}
+	return s.bufOff
+}

@@ -40,7 +40,7 @@ type Config struct {
 	Dir      string                  // the archive directory
 	// Writer gives the durable position; when nil every segment file is taken as complete.
 	Writer *archive.Writer
-	// Window is how many bytes may be sent and not yet acknowledged; default 8 MiB.
+	// Window is how many bytes may be sent and not yet acknowledged; default 16 MiB.
 	Window int64
 	// MaxBacklog bounds the bytes durable locally and not yet acknowledged by the store; 0: no bound.
 	MaxBacklog int64
@@ -95,7 +95,7 @@ type Shipper struct {
 // New checks cfg and returns a Shipper; Run starts it.
 func New(cfg Config) (*Shipper, error) {
 	if cfg.Window <= 0 {
-		cfg.Window = 8 << 20
+		cfg.Window = 16 << 20
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
@@ -234,8 +234,10 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 		return err
 	}
 	c := tls.Client(raw, s.tls)
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	// Every session ends on an error (or ctx): close the TCP connection, not the TLS one, whose
+	// close_notify would wait up to 5 s on a link that takes nothing.
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := c.HandshakeContext(ctx); err != nil {
@@ -389,6 +391,13 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 			if _, err := f.ReadAt(chunk, off); err != nil {
 				return fmt.Errorf("read %s: %w", name, err)
 			}
+			// Whole blocks only: the store checks and keeps them as they arrive. The exceptions: a crash's
+			// torn end of a finished segment, and a block larger than a frame or the window.
+			if k := int64(archive.WholeBlocks(chunk, off)); k > 0 {
+				n, chunk = k, chunk[:k]
+			} else if !(complete && off+n == limit) && n == room && room < s.cfg.Window {
+				break // wait for acknowledgements to make room for the whole block
+			}
 			seq++
 			frame = wire.AppendData(frame[:0], seq, name, off, chunk)
 			inflight.Lock()
@@ -397,7 +406,11 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 			}
 			inflight.ends = append(inflight.ends, n)
 			inflight.bytes += n
+			deadline := inflight.since.Add(s.cfg.AckTimeout)
 			inflight.Unlock()
+			// A write blocks while the store takes nothing (a full send buffer): for no longer than the
+			// oldest unacknowledged bytes may wait for their acknowledgement.
+			c.SetWriteDeadline(deadline)
 			if err := wire.WriteFrame(bw, wire.Data, frame); err != nil {
 				return err
 			}
@@ -405,7 +418,10 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 			sent = true
 		}
 		if sent {
-			c.SetWriteDeadline(time.Now().Add(s.cfg.AckTimeout))
+			inflight.Lock()
+			deadline := inflight.since.Add(s.cfg.AckTimeout)
+			inflight.Unlock()
+			c.SetWriteDeadline(deadline)
 			if err := bw.Flush(); err != nil {
 				return err
 			}

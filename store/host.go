@@ -122,6 +122,17 @@ func (h *host) load() error {
 		}
 		h.name, h.off = name, int64(len(data))
 	}
+	// A store killed before its fsync left bytes that are read back here but may not be durable: the
+	// STATE that reports them as held must not come before they are.
+	if h.name != "" {
+		if err := syncFile(filepath.Join(h.dir, h.name)); err != nil {
+			return err
+		}
+		if err := syncDir(h.dir); err != nil {
+			return err
+		}
+	}
+	h.dirty, h.newFile = false, false
 	h.stream = st
 	h.latest = append([]byte(nil), st.Report().Latest...)
 	if h.receipts == nil {
@@ -165,9 +176,13 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 		s.cfg.Log.Info().Str("host", h.origin).Msg("host is sending again after a silence")
 	}
 	h.smu.Unlock()
-	if !(name == h.name && off == h.off) && !(name > h.name && off == 0) {
+	sname, soff := h.stream.Position()
+	if !(name == sname && off == soff) && !(name > sname && off == 0) {
 		return h.outOfOrder(s, remote, name, off, data)
 	}
+	// The bytes of the current segment taken before and not yet decoded: with data they may complete a
+	// block now or, when a new segment begins, they are the old one's torn end.
+	pend := append([]byte(nil), h.stream.Pending()...)
 	u, err := h.stream.Write(name, off, data)
 	if err != nil {
 		return "protocol", err
@@ -188,26 +203,27 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 			off, off+int64(len(data)), name, path, strings.Join(bad, "; "))
 		return "tampered", fmt.Errorf("the data does not verify: %s", strings.Join(bad, "; "))
 	}
-	if name != h.fileName() {
-		prev := h.fileName()
-		h.closeFile()
-		if prev != "" && h.stream.Sealed(prev) {
-			s.sealed(h, prev)
+	// Only decoded bytes enter the area; what does not yet complete a block waits in the stream. (After
+	// the stream was rebuilt from the area, the area may already hold some of the pending bytes.)
+	pstart := soff - int64(len(pend)) // offset of pend in segment sname
+	if name != sname && len(pend) > 0 {
+		// The segment before ends inside a block: a crash on the host, judged with the segment that
+		// follows (its START records it). The copy keeps it, byte for byte.
+		if held := h.held(sname); held < soff {
+			if err := h.write(s, remote, sname, pend[held-pstart:]); err != nil {
+				return "storage", err
+			}
 		}
-		f, err := os.OpenFile(filepath.Join(h.dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o440)
-		if err != nil {
-			h.stream = nil
+	}
+	chunk, start := data, int64(0)
+	if name == sname {
+		chunk, start = append(pend, data...), pstart
+	}
+	if held, n := h.held(name), h.stream.Decoded(); n > held {
+		if err := h.write(s, remote, name, chunk[held-start:n-start]); err != nil {
 			return "storage", err
 		}
-		h.f, h.newFile = f, true
 	}
-	if err := writeAll(h.f, data); err != nil {
-		// What was written of them stays in the area as a torn end; the stream is rebuilt from it.
-		h.stream = nil
-		h.closeFile()
-		return "storage", fmt.Errorf("store write: %w", err)
-	}
-	h.name, h.off, h.dirty = name, off+int64(len(data)), true
 	if len(u.Latest) > 0 && !bytes.Equal(u.Latest, h.latest) {
 		h.latest = append(h.latest[:0], u.Latest...)
 	}
@@ -215,6 +231,63 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 	h.heartbeat = h.stream.Heartbeat()
 	h.smu.Unlock()
 	return "", nil
+}
+
+// write appends checked bytes of segment name to the area (creating its file after the previous
+// segment's, which is then closed). On failure the stream is rebuilt from the area on the next connection.
+func (h *host) write(s *Server, remote, name string, b []byte) error {
+	if name != h.fileName() {
+		prev := h.fileName()
+		if err := h.closeFile(); err != nil {
+			h.stream = nil
+			s.alarm("storage", h.origin, remote, "cannot make the host's segment %s durable: %v", prev, err)
+			return fmt.Errorf("store sync: %w", err)
+		}
+		if prev != "" && h.stream != nil && h.stream.Sealed(prev) {
+			s.sealed(h, prev)
+		}
+		// Writable by its owner until sealed (Server.sealed): a store that restarts reopens it to append.
+		f, err := os.OpenFile(filepath.Join(h.dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			h.stream = nil
+			s.alarm("storage", h.origin, remote, "cannot open the host's segment %s: %v", name, err)
+			return err
+		}
+		h.f, h.newFile = f, true
+		if h.name != name {
+			h.name, h.off = name, 0
+		}
+	}
+	if err := writeAll(h.f, b); err != nil {
+		// What was written of them stays in the area as a torn end; the stream is rebuilt from it.
+		h.stream = nil
+		h.closeFile()
+		s.alarm("storage", h.origin, remote, "cannot write the host's segment %s: %v", name, err)
+		return fmt.Errorf("store write: %w", err)
+	}
+	h.off += int64(len(b))
+	h.dirty = true
+	return nil
+}
+
+// held returns how many bytes of segment name the area holds, as far as take knows (the area ends in
+// h.name; segments after it are not held).
+func (h *host) held(name string) int64 {
+	if name == h.name {
+		return h.off
+	}
+	return 0
+}
+
+// settle ends a connection: a stream that took bytes the area does not hold (an incomplete block) is
+// rebuilt from the area, so that the next STATE and the stream agree.
+func (h *host) settle() {
+	if h.stream == nil {
+		return
+	}
+	if n, o := h.stream.Position(); n != h.name || o != h.off {
+		h.stream = nil
+	}
 }
 
 func (h *host) fileName() string {
@@ -281,6 +354,11 @@ func (h *host) evidence(s *Server, remote, code, name string, off int64, data []
 // sync makes what take wrote durable, then issues a receipt for the latest checkpoint if it is new.
 // A receipt never covers bytes that are not durable.
 func (h *host) sync(s *Server) error {
+	if h.dirty && h.f == nil {
+		// closeFile could not fsync them: acknowledge nothing, and read the area again.
+		h.stream = nil
+		return errors.New("bytes written to the area could not be made durable")
+	}
 	if h.dirty && h.f != nil {
 		if err := h.f.Sync(); err != nil {
 			h.stream = nil
@@ -321,17 +399,37 @@ func (h *host) sync(s *Server) error {
 	return nil
 }
 
-func (h *host) closeFile() {
-	if h.f != nil {
-		h.f.Sync()
-		h.f.Close()
-		h.f = nil
+// closeFile syncs and closes the open segment. What was written to it is durable (h.dirty false) only
+// when it returns nil.
+func (h *host) closeFile() error {
+	if h.f == nil {
+		return nil
 	}
+	err := h.f.Sync()
+	if err == nil {
+		h.dirty = false
+	}
+	h.f.Close()
+	h.f = nil
+	return err
+}
+
+// syncFile fsyncs the file at path.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // sealed handles a segment the host sealed: immutable in the filesystem, and uploaded.
 func (s *Server) sealed(h *host, name string) {
 	path := filepath.Join(h.dir, name)
+	if err := os.Chmod(path, 0o440); err != nil {
+		s.cfg.Log.Debug().Err(err).Str("segment", path).Msg("sealed segment not made read-only (it is immutable already)")
+	}
 	if err := setImmutable(path); err != nil {
 		s.cfg.Log.Debug().Err(err).Str("segment", path).Msg("sealed segment not made immutable (the filesystem does not support it)")
 	}

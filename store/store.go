@@ -405,6 +405,7 @@ func (s *Server) serveConn(c *tls.Conn) {
 	}
 	var hello wire.HelloMsg
 	if err := json.Unmarshal(p, &hello); err != nil || hello.Version != wire.Version {
+		log.Warn().Err(err).Int("version", hello.Version).Msg("refused a connection: HELLO malformed or of another version")
 		refuse("protocol", "HELLO: unsupported version or malformed")
 		return
 	}
@@ -418,8 +419,11 @@ func (s *Server) serveConn(c *tls.Conn) {
 	// a half-open connection behind).
 	h.takeOver(c)
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	defer h.release(c)
+	defer func() {
+		h.settle()
+		h.release(c)
+		h.mu.Unlock()
+	}()
 	if err := h.load(); err != nil {
 		s.alarm("storage", h.origin, remote, "cannot read the host's area: %v", err)
 		refuse("storage", "the store cannot read this host's area")
@@ -462,6 +466,7 @@ func (s *Server) serveConn(c *tls.Conn) {
 			}
 			if code, err := h.take(s, remote, name, off, data); err != nil {
 				h.sync(s)
+				log.Warn().Str("code", code).Err(err).Str("segment", name).Int64("offset", off).Int("bytes", len(data)).Msg("refused the host's DATA")
 				refuse(code, "%v", err)
 				return
 			}

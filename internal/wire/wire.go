@@ -42,7 +42,7 @@ const Version = 1
 // MaxFrame is the largest payload either side accepts. DATA frames carry at most MaxData bytes of a file.
 const (
 	MaxFrame = 8 << 20
-	MaxData  = 1 << 20
+	MaxData  = 4 << 20
 )
 
 // HelloMsg opens a connection.
@@ -133,7 +133,9 @@ func AppendData(b []byte, seq uint64, name string, off int64, data []byte) []byt
 	return append(b, data...)
 }
 
-// ParseData splits a DATA payload. data aliases p.
+// ParseData splits a DATA payload. data aliases p. The name must be a segment file name as the writer
+// makes them (docs/format.md, "Directory": seg-<20 digits>-<20060102T150405Z>.aseg): the store opens it in
+// the host's area, so a path ("../other-host/…") or any other file name is refused here.
 func ParseData(p []byte) (seq uint64, name string, off int64, data []byte, err error) {
 	if len(p) < 10 {
 		return 0, "", 0, nil, errors.New("DATA frame too short")
@@ -145,12 +147,36 @@ func ParseData(p []byte) (seq uint64, name string, off int64, data []byte, err e
 		return 0, "", 0, nil, errors.New("DATA frame: bad segment name")
 	}
 	name = string(p[:n])
+	if !isSegmentName(name) {
+		return 0, "", 0, nil, fmt.Errorf("DATA frame: %q is not a segment file name", name)
+	}
 	off = int64(binary.LittleEndian.Uint64(p[n:]))
 	data = p[n+8:]
 	if off < 0 || len(data) > MaxData {
 		return 0, "", 0, nil, errors.New("DATA frame: bad offset or length")
 	}
 	return seq, name, off, data, nil
+}
+
+// segmentNameForm is the form of a segment file name; '0' stands for any digit.
+const segmentNameForm = "seg-00000000000000000000-00000000T000000Z.aseg"
+
+// isSegmentName reports whether name has the form of a segment file name (and so is no path).
+func isSegmentName(name string) bool {
+	if len(name) != len(segmentNameForm) {
+		return false
+	}
+	for i := range len(segmentNameForm) {
+		c := name[i]
+		if segmentNameForm[i] == '0' {
+			if c < '0' || c > '9' {
+				return false
+			}
+		} else if c != segmentNameForm[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Certificate returns a self-signed TLS certificate for key, named cn. Only its key matters: the peer
