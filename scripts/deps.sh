@@ -16,6 +16,7 @@ fi
 need=()
 command -v ausearch >/dev/null 2>&1 || need+=(auditd)
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
+[ -x /sbin/audisp-remote ] || need+=(audispd-plugins) # bench/cmd/shipbench: auditd's remote-logging plugin
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: need root to apt-get install ${need[*]}" >&2
