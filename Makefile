@@ -23,11 +23,15 @@ test: deps lint
 # Measurements, each printed with its target and PASS/FAIL: decode/reassembly microbenchmarks; archive
 # append throughput (fsync per batch) and verify throughput on one core over 1M leaves; search over a
 # 90-day, 10-million-event archive (generated once into bench-out/search10m); then the audited workload
-# rate, consumer CPU and disk bytes per event for no audit, a bare netlink reader, auditd and auditarch.
+# rate, consumer CPU and disk bytes per event for no audit, a bare netlink reader, auditd and auditarch;
+# shipping: syscall-to-durable-on-the-store latency (p50/p99 at 1k and 10k events/s) for auditarch → its
+# store and auditd + audisp-remote → a second auditd, and catch-up after a 5-minute outage.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/
+	$(GO) test -run '^$$' -bench CatchUp -benchtime 1x ./forward/
 	$(GO) run ./bench/cmd/searchbench -out bench-out -auditarch $(BIN)
 	$(GO) run ./bench/cmd/sidebyside -out bench-out
+	$(GO) run ./bench/cmd/shipbench -out bench-out
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -26,6 +26,9 @@ type Stream struct {
 	first    bool
 	dec      []byte
 	reported int // problems already returned
+
+	// OnLeaf, when set, is called with each leaf as it is read (a follower of a replica, for one).
+	OnLeaf func(index uint64, l *Leaf)
 }
 
 // Stream states for the current segment.
@@ -217,7 +220,14 @@ func (s *Stream) entry(off int64, typ byte, p []byte) {
 	}
 	switch typ {
 	case entryHeader, entryLeaf, entryCheckpoint:
+		i := v.tree.Size
 		v.entry(typ, p, &s.first)
+		if typ == entryLeaf && s.OnLeaf != nil {
+			var l Leaf
+			if DecodeLeaf(p, &l) == nil {
+				s.OnLeaf(i, &l)
+			}
+		}
 	default:
 		s.damaged(off, fmt.Sprintf("unknown entry type %d", typ))
 	}

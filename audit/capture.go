@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"time"
 
+	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/rs/zerolog"
 )
 
@@ -35,6 +37,17 @@ type Capture struct {
 	lost      uint32
 	lostKnown bool
 	recheck   bool // verify, once the socket is drained, that the kernel still sends to us
+
+	// ctl serialises the control socket between the status poller and the capture loop. The poller
+	// exists because go-libaudit's GetStatus sleeps 50 ms whenever the reply is not already queued (about
+	// one call in three here): on the capture loop that stalled every event for 50 ms each second.
+	ctl sync.Mutex
+}
+
+// statusReply is one reading of the kernel's audit status by the poller.
+type statusReply struct {
+	st  *libaudit.AuditStatus
+	err error
 }
 
 // Run captures until ctx is cancelled, then runs BeforeUnregister, unregisters, drains the records already
@@ -48,8 +61,16 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 	r.Emit = sink.Append
 	c.pollLost(time.Now().UnixNano())
 	lastTick := time.Now().UnixNano()
-	nextPoll := lastTick + int64(c.PollInterval)
 	stopping := false
+	status := make(chan statusReply, 1)
+	pollCtx, stopPoll := context.WithCancel(context.Background())
+	var polling sync.WaitGroup
+	polling.Add(1)
+	go func() {
+		defer polling.Done()
+		c.poll(pollCtx, status)
+	}()
+	defer func() { stopPoll(); polling.Wait() }()
 	for {
 		typ, text, err := c.Conn.Receive()
 		now := time.Now().UnixNano()
@@ -86,12 +107,15 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 			lastTick = now
 			r.Tick(now)
 		}
-		if now >= nextPoll {
-			nextPoll = now + int64(c.PollInterval)
-			c.pollLost(now)
+		select {
+		case rep := <-status:
+			c.lostStatus(rep.st, rep.err, now)
+		default:
 		}
 		if !stopping && ctx.Err() != nil {
 			stopping = true
+			stopPoll()
+			polling.Wait()
 			if c.BeforeUnregister != nil {
 				c.BeforeUnregister()
 			}
@@ -106,7 +130,35 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 // 32-bit value that an administrator can reset (auditctl --reset-lost): a decrease is a reset, and the new
 // value is what was lost since, never a wrapped difference.
 func (c *Capture) pollLost(now int64) {
+	c.ctl.Lock()
 	st, err := c.Conn.Control().GetStatus()
+	c.ctl.Unlock()
+	c.lostStatus(st, err, now)
+}
+
+// poll reads the kernel's audit status every PollInterval, off the capture loop, until ctx ends.
+func (c *Capture) poll(ctx context.Context, out chan<- statusReply) {
+	t := time.NewTicker(c.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.ctl.Lock()
+		st, err := c.Conn.Control().GetStatus()
+		c.ctl.Unlock()
+		select {
+		case out <- statusReply{st, err}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// lostStatus handles a reading of the kernel's status: a changed pid, and lost-counter increases.
+func (c *Capture) lostStatus(st *libaudit.AuditStatus, err error, now int64) {
 	if err != nil {
 		c.Log.Warn().Err(err).Msg("read kernel audit status")
 		return
@@ -139,6 +191,8 @@ func (c *Capture) pollLost(now int64) {
 // rest as lost), and the capture must not silently stop: the records it held flow to us once we are back,
 // and what it could not hold shows as LOST through its lost counter.
 func (c *Capture) reregister(now int64) {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
 	c.recheck = false
 	st, err := c.Conn.Control().GetStatus()
 	if err != nil {

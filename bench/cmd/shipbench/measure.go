@@ -162,6 +162,12 @@ func (b *bench) measure(ctx context.Context, p peer, rate int) (res result, err 
 		return res, err
 	}
 	res.fill(sent, col)
+	// Per event, for looking at the tail: index, audit timestamp and durable time (unix ns).
+	var csv strings.Builder
+	for i, a := range col.byIndex() {
+		fmt.Fprintf(&csv, "%d,%d,%d\n", i, a.stamp.UnixNano(), a.seen.UnixNano())
+	}
+	os.WriteFile(filepath.Join(dir, "latencies.csv"), []byte(csv.String()), 0o640)
 	return res, nil
 }
 
