@@ -84,6 +84,10 @@ type Alarm struct {
 	Message string    `json:"message"`
 }
 
+// errRefusedCert is wrapped by the handshake error of a client whose certificate is missing or is not an
+// enrolled host's.
+var errRefusedCert = errors.New("certificate refused")
+
 // Server is a running store.
 type Server struct {
 	cfg    Config
@@ -276,14 +280,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	tcfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{s.cert},
-		ClientAuth:   tls.RequireAnyClientCert,
+		// Requested, not required, so that a client without one reaches VerifyPeerCertificate and is
+		// refused with errRefusedCert like any other wrong certificate.
+		ClientAuth: tls.RequestClientCert,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return fmt.Errorf("%w: the client presented no certificate", errRefusedCert)
+			}
 			k, err := wire.PeerKey(raw)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w: %v", errRefusedCert, err)
 			}
 			if s.hostByKey(k) == nil {
-				return fmt.Errorf("client certificate key %x is not an enrolled host's identity key", []byte(k)[:8])
+				return fmt.Errorf("%w: client certificate key %x is not an enrolled host's identity key", errRefusedCert, []byte(k)[:8])
 			}
 			return nil
 		},
@@ -379,7 +388,7 @@ func (s *Server) serveConn(c *tls.Conn) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := c.Handshake(); err != nil {
 		log.Warn().Err(err).Msg("refused a connection: TLS handshake failed")
-		if strings.Contains(err.Error(), "certificate") {
+		if errors.Is(err, errRefusedCert) {
 			s.alarm("refused", "", remote, "refused a client: %v", err)
 		}
 		return
