@@ -436,18 +436,18 @@ func (s *Server) sealed(h *host, name string) {
 	if s.cfg.Upload == nil {
 		return
 	}
-	s.wg.Add(1)
+	s.uploads.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.uploads.Done()
 		for wait := time.Second; ; wait = min(2*wait, time.Minute) {
-			err := s.cfg.Upload.Put(s.ctx, filepath.Base(h.dir), name, path) // the area's name: the origin path-escaped
+			err := s.cfg.Upload.Put(s.upCtx, filepath.Base(h.dir), name, path) // the area's name: the origin path-escaped
 			if err == nil {
 				s.cfg.Log.Info().Str("host", h.origin).Str("segment", name).Msg("sealed segment uploaded")
 				return
 			}
 			s.alarm("upload", h.origin, "", "cannot upload sealed segment %s: %v", name, err)
 			select {
-			case <-s.ctx.Done():
+			case <-s.upCtx.Done():
 				return
 			case <-time.After(wait):
 			}

@@ -84,6 +84,9 @@ type Alarm struct {
 	Message string    `json:"message"`
 }
 
+// uploadGrace is how long a stopping store waits for uploads in progress.
+const uploadGrace = 10 * time.Second
+
 // errRefusedCert is wrapped by the handshake error of a client whose certificate is missing or is not an
 // enrolled host's.
 var errRefusedCert = errors.New("certificate refused")
@@ -95,6 +98,10 @@ type Server struct {
 	cert   tls.Certificate
 	ctx    context.Context
 	cancel context.CancelFunc
+	// upCtx bounds uploads, which outlive ctx by up to uploadGrace.
+	upCtx    context.Context
+	upCancel context.CancelFunc
+	uploads  sync.WaitGroup
 
 	mu     sync.Mutex
 	hosts  map[string]*host // by origin
@@ -144,6 +151,7 @@ func Open(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, key: key, cert: cert, hosts: map[string]*host{}, conns: map[net.Conn]struct{}{}, afile: af}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.upCtx, s.upCancel = context.WithCancel(context.Background())
 	ents, err := os.ReadDir(filepath.Join(cfg.Dir, HostsDir))
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -342,6 +350,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.cancel()
 	s.wg.Wait()
 	s.closeHosts()
+	// Uploads of sealed segments get a while to finish (the last one is often sealed by a host's STOP
+	// just before the store stops); what is left is uploaded when the store starts again.
+	done := make(chan struct{})
+	go func() { s.uploads.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(uploadGrace):
+		s.cfg.Log.Warn().Msg("stopping with uploads of sealed segments unfinished: they resume at the next start")
+	}
+	s.upCancel()
+	s.uploads.Wait()
 	return err
 }
 
