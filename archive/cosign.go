@@ -394,17 +394,11 @@ func CosignerKeygen(dir, name string) (vkey string, err error) {
 // LoadCosigner reads the store's private key file. The file must be 0600 (or stricter) and its directory
 // 0700: a key others can read acknowledges nothing.
 func LoadCosigner(path string) (*Cosigner, error) {
-	if err := checkPrivate(filepath.Dir(path)); err != nil {
-		return nil, err
-	}
-	if err := checkPrivate(path); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(path)
+	skey, err := readPrivateKey(path, "store key")
 	if err != nil {
-		return nil, fmt.Errorf("read store key: %w", err)
+		return nil, err
 	}
-	c, err := NewCosigner(strings.TrimSpace(string(data)))
+	c, err := NewCosigner(skey)
 	if err != nil {
 		return nil, fmt.Errorf("store key %s: %w", path, err)
 	}

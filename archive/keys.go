@@ -76,6 +76,21 @@ func checkPrivate(path string) error {
 	return nil
 }
 
+// readPrivateKey reads a private key file, which must be 0600 (or stricter) in a 0700 directory.
+func readPrivateKey(path, what string) (string, error) {
+	if err := checkPrivate(filepath.Dir(path)); err != nil {
+		return "", err
+	}
+	if err := checkPrivate(path); err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
 // Identity is the host's long-term key. It signs only the checkpoint that covers a START leaf (the
 // genesis, and each re-key when a run starts); epoch keys sign everything else.
 type Identity struct {
@@ -89,17 +104,10 @@ type Identity struct {
 // LoadIdentity reads the private identity key file. The file must be 0600 (or stricter) and its
 // directory 0700: a key others can read is no evidence of anything.
 func LoadIdentity(path string) (*Identity, error) {
-	if err := checkPrivate(filepath.Dir(path)); err != nil {
-		return nil, err
-	}
-	if err := checkPrivate(path); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(path)
+	skey, err := readPrivateKey(path, "identity key")
 	if err != nil {
-		return nil, fmt.Errorf("read identity key: %w", err)
+		return nil, err
 	}
-	skey := strings.TrimSpace(string(data))
 	s, err := note.NewSigner(skey)
 	if err != nil {
 		return nil, fmt.Errorf("identity key %s: %w", path, err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 
@@ -25,13 +24,10 @@ import (
 // TestSealedSegmentsToObjectLock: a store with an S3 backend (versitygw, Object Lock) uploads every sealed
 // segment a host ships, each under COMPLIANCE retention, and the bucket refuses the canary's deletion.
 func TestSealedSegmentsToObjectLock(t *testing.T) {
-	endpoint, ak, sk := peers.Versitygw(t)
+	g := peers.S3Gateway(t)
+	endpoint, ak, sk, cl := g.Endpoint, g.AccessKey, g.SecretKey, g.Client
 	ctx := context.Background()
-	cl := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(ak, sk, ""),
-		BaseEndpoint: aws.String(endpoint), UsePathStyle: true})
-	if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("evidence"), ObjectLockEnabledForBucket: aws.Bool(true)}); err != nil {
-		t.Fatal(err)
-	}
+	g.LockedBucket(t, "evidence")
 	const retention = 2 * time.Hour
 	locked, err := s3lock.Open(ctx, s3lock.Config{Endpoint: endpoint, Bucket: "evidence", AccessKey: ak, SecretKey: sk,
 		Retention: retention, Prefix: "auditarch/"}, zerolog.Nop())

@@ -57,19 +57,8 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	log := zerolog.New(stderr).With().Timestamp().Logger()
-	if err := os.MkdirAll(filepath.Join(*dir, store.HostsDir), 0o700); err != nil {
+	if err := enrollFiles(*dir, enroll, func(origin string) { log.Info().Str("host", origin).Msg("enrolled") }); err != nil {
 		return err
-	}
-	for _, p := range enroll {
-		vkey, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		origin, err := store.Enroll(*dir, string(vkey))
-		if err != nil {
-			return err
-		}
-		log.Info().Str("host", origin).Msg("enrolled")
 	}
 	cfg := store.Config{Dir: *dir, Grace: *grace, Log: log}
 	if *trace != "" {
@@ -137,19 +126,24 @@ func storeEnrollCmd(args []string, stdout io.Writer) error {
 	if *dir == "" || len(pos) == 0 {
 		return fmt.Errorf("%w: store enroll needs --dir DIR and at least one host.pub", errUsage)
 	}
-	if err := os.MkdirAll(filepath.Join(*dir, store.HostsDir), 0o700); err != nil {
+	return enrollFiles(*dir, pos, func(origin string) { fmt.Fprintf(stdout, "enrolled %s\n", origin) })
+}
+
+// enrollFiles admits the hosts whose identity keys (host.pub) are in files to the store in dir.
+func enrollFiles(dir string, files []string, enrolled func(origin string)) error {
+	if err := os.MkdirAll(filepath.Join(dir, store.HostsDir), 0o700); err != nil {
 		return err
 	}
-	for _, p := range pos {
+	for _, p := range files {
 		vkey, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
-		origin, err := store.Enroll(*dir, string(vkey))
+		origin, err := store.Enroll(dir, string(vkey))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "enrolled %s\n", origin)
+		enrolled(origin)
 	}
 	return nil
 }

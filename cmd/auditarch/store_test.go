@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
@@ -28,15 +25,11 @@ import (
 // by its key, whose sealed segments are immutable and under COMPLIANCE retention in the bucket; it fails
 // (exit 4) once a byte of the copy changes, and when a sealed segment is not in the bucket.
 func TestStoreVerify(t *testing.T) {
-	endpoint, ak, sk := peers.Versitygw(t)
+	g := peers.S3Gateway(t)
+	endpoint, ak, sk := g.Endpoint, g.AccessKey, g.SecretKey
 	ctx := context.Background()
-	cl := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(ak, sk, ""),
-		BaseEndpoint: aws.String(endpoint), UsePathStyle: true})
-	for _, b := range []string{"locked", "empty"} {
-		if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b), ObjectLockEnabledForBucket: aws.Bool(true)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	g.LockedBucket(t, "locked")
+	g.LockedBucket(t, "empty")
 	t.Setenv("AWS_ACCESS_KEY_ID", ak)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", sk)
 	locked, err := s3lock.Open(ctx, s3lock.Config{Endpoint: endpoint, Bucket: "locked", AccessKey: ak, SecretKey: sk,
