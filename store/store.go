@@ -103,12 +103,14 @@ type Server struct {
 	upCancel context.CancelFunc
 	uploads  sync.WaitGroup
 
-	mu     sync.Mutex
-	hosts  map[string]*host // by origin
-	conns  map[net.Conn]struct{}
-	alarms []Alarm
-	afile  *os.File
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	hosts   map[string]*host // by origin
+	conns   map[net.Conn]struct{}
+	alarms  []Alarm
+	alarmAt map[string]time.Time // last raised, by kind and host
+	held    map[string]int       // held back since
+	afile   *os.File
+	wg      sync.WaitGroup
 }
 
 // Open opens (creating, the first time) the store in cfg.Dir: its key, and the areas of enrolled hosts,
@@ -149,7 +151,8 @@ func Open(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s := &Server{cfg: cfg, key: key, cert: cert, hosts: map[string]*host{}, conns: map[net.Conn]struct{}{}, afile: af}
+	s := &Server{cfg: cfg, key: key, cert: cert, hosts: map[string]*host{}, conns: map[net.Conn]struct{}{}, afile: af,
+		alarmAt: map[string]time.Time{}, held: map[string]int{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upCtx, s.upCancel = context.WithCancel(context.Background())
 	ents, err := os.ReadDir(filepath.Join(cfg.Dir, HostsDir))
@@ -263,7 +266,7 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Alarms returns the alarms raised since Open.
+// Alarms returns the alarms raised since Open (the last 1000; alarms.log keeps all).
 func (s *Server) Alarms() []Alarm {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,15 +276,38 @@ func (s *Server) Alarms() []Alarm {
 // alarm records an alarm in alarms.log and the log.
 func (s *Server) alarm(kind, host, remote, format string, args ...any) {
 	a := Alarm{Time: time.Now().UTC(), Kind: kind, Host: host, Remote: remote, Message: fmt.Sprintf(format, args...)}
-	s.cfg.Log.Error().Str("alarm", kind).Str("host", host).Str("remote", remote).Msg(a.Message)
-	b, _ := json.Marshal(a)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// An operational alarm (storage, upload) for the same host is raised once a minute at most: a full
+	// disk refuses every reconnection. The next one says how many were held back. Every refusal of what a
+	// client sent (tampered, fork, replay, refused) is raised each time.
+	key := kind + "\x00" + host
+	repeats := kind == "storage" || kind == "upload"
+	if last, ok := s.alarmAt[key]; ok && repeats && a.Time.Sub(last) < alarmRepeat {
+		s.held[key]++
+		s.cfg.Log.Debug().Str("alarm", kind).Str("host", host).Msg(a.Message)
+		return
+	}
+	if n := s.held[key]; n > 0 {
+		a.Message += fmt.Sprintf(" (%d more like it in the last %s)", n, a.Time.Sub(s.alarmAt[key]).Round(time.Second))
+	}
+	s.alarmAt[key], s.held[key] = a.Time, 0
+	s.cfg.Log.Error().Str("alarm", kind).Str("host", host).Str("remote", remote).Msg(a.Message)
+	if len(s.alarms) >= maxAlarms {
+		s.alarms = s.alarms[1:]
+	}
 	s.alarms = append(s.alarms, a)
+	b, _ := json.Marshal(a)
 	if _, err := s.afile.Write(append(b, '\n')); err == nil {
 		s.afile.Sync()
 	}
 }
+
+// alarmRepeat is how often the same kind of alarm for one host is raised; maxAlarms how many Alarms keeps.
+const (
+	alarmRepeat = time.Minute
+	maxAlarms   = 1000
+)
 
 // Serve accepts hosts on ln until ctx ends or Close, then closes every connection and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
