@@ -16,6 +16,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/bench/internal/harness"
 	"github.com/auditarch/auditarch/store"
 )
 
@@ -27,10 +28,10 @@ import (
 // time of the first trace line whose count covers it. Receipt latency is reported the same way, as a note.
 type auditarchPeer struct {
 	bin string
-	k   *kernel
+	k   *harness.Kernel
 	dir string
 
-	store, daemon *proc
+	store, daemon *harness.Proc
 	cancel        context.CancelFunc
 	followed      chan error
 
@@ -59,15 +60,17 @@ func (a *auditarchPeer) start(ctx context.Context, b *bench, dir string, seen fu
 		return err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if a.store, err = start(dir, "store", 0, a.bin, "store", "--listen", addr, "--dir", storeDir,
+	if a.store, err = harness.Start(dir, "store", harness.ProcOptions{},
+		a.bin, "store", "--listen", addr, "--dir", storeDir,
 		"--enroll", filepath.Join(keys, archive.IdentityPubFile), "--trace", trace); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, 10*time.Second, a.store, "the store listening", func() bool { return listening(port) }); err != nil {
 		return err
 	}
-	if a.daemon, err = start(dir, "daemon", 0, a.bin, "run", "--archive", arch, "--key", filepath.Join(keys, archive.IdentityKeyFile),
-		"--rules", b.rulesFile, "--store", addr, "--store-key", filepath.Join(storeDir, archive.StorePubFile)); err != nil {
+	if a.daemon, err = harness.Start(dir, "daemon", harness.ProcOptions{},
+		a.bin, "run", "--archive", arch, "--key", filepath.Join(keys, archive.IdentityKeyFile), "--rules", b.rulesFile,
+		"--store", addr, "--store-key", filepath.Join(storeDir, archive.StorePubFile)); err != nil {
 		return err
 	}
 	fctx, cancel := context.WithCancel(context.Background())
@@ -78,12 +81,12 @@ func (a *auditarchPeer) start(ctx context.Context, b *bench, dir string, seen fu
 		a.followed <- a.follow(fctx, trace, storeDir, seen, func() { first.Do(func() { close(ready) }) })
 	}()
 	// Ready once the daemon is registered and its START has made the whole way to the store.
-	if _, err := a.k.waitPID(ctx, 20*time.Second, func(pid uint32) (bool, error) { return int(pid) == a.daemon.pid(), nil }); err != nil {
-		return fmt.Errorf("auditarch did not register: %w: %s", err, a.daemon.stderrTail())
+	if _, err := a.k.WaitPID(ctx, 20*time.Second, func(pid uint32) (bool, error) { return int(pid) == a.daemon.PID(), nil }); err != nil {
+		return fmt.Errorf("auditarch did not register: %w: %s", err, a.daemon.StderrTail())
 	}
 	// ... and has loaded the rule (it logs "capturing" once the rules are in).
 	if err := waitFor(ctx, 20*time.Second, a.daemon, "auditarch capturing", func() bool {
-		b, _ := os.ReadFile(a.daemon.errPath)
+		b, _ := a.daemon.Stderr()
 		return strings.Contains(string(b), `"message":"capturing"`)
 	}); err != nil {
 		return err
@@ -92,7 +95,7 @@ func (a *auditarchPeer) start(ctx context.Context, b *bench, dir string, seen fu
 	case <-ready:
 		return nil
 	case <-time.After(20 * time.Second):
-		return fmt.Errorf("nothing reached the store within 20s: %s", a.daemon.stderrTail())
+		return fmt.Errorf("nothing reached the store within 20s: %s", a.daemon.StderrTail())
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -244,7 +247,7 @@ func (a *auditarchPeer) stop() ([]string, error) {
 	var errs []error
 	var notes []string
 	if a.daemon != nil {
-		if err := a.daemon.stop(30 * time.Second); err != nil {
+		if err := a.daemon.Stop(30 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		a.daemon = nil
@@ -258,7 +261,7 @@ func (a *auditarchPeer) stop() ([]string, error) {
 		a.cancel = nil
 	}
 	if a.store != nil {
-		if err := a.store.stop(20 * time.Second); err != nil {
+		if err := a.store.Stop(20 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		a.store = nil

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // Where Debian's auditd and audispd-plugins install what the auditd peer copies.
@@ -44,10 +46,10 @@ type auditdPeer struct {
 	// flush is the receiver's flush setting; "" keeps the installed one (incremental_async: not durable).
 	flush string
 
-	recv, send *proc
+	recv, send *harness.Proc
 	cancel     context.CancelFunc // stops the follower
 	followed   chan error
-	k          *kernel
+	k          *harness.Kernel
 	sendLog    string
 	qDepth     string // the sender's dispatcher queue size, for the report
 	dir        string
@@ -81,7 +83,7 @@ func (a *auditdPeer) start(ctx context.Context, b *bench, dir string, seen func(
 	if err := errors.Join(os.MkdirAll(filepath.Dir(recvLog), 0o750), os.MkdirAll(set["plugin_dir"], 0o750)); err != nil {
 		return fmt.Errorf("receiver dirs: %w", err)
 	}
-	if a.recv, err = start(dir, "auditd-recv", 0, auditdBin, "-n", "-c", recvEtc); err != nil {
+	if a.recv, err = harness.Start(dir, "auditd-recv", harness.ProcOptions{}, auditdBin, "-n", "-c", recvEtc); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, 15*time.Second, a.recv, "receiver auditd listening on port "+strconv.Itoa(port),
@@ -135,19 +137,19 @@ func (a *auditdPeer) start(ctx context.Context, b *bench, dir string, seen func(
 	}); err != nil {
 		return err
 	}
-	if a.send, err = start(dir, "auditd-send", syscall.CLONE_NEWNS, b.self, bindSubcommand,
-		remoteConf, auditRemoteConf, auditdBin, "-n", "-c", sendEtc); err != nil {
+	if a.send, err = harness.Start(dir, "auditd-send", harness.ProcOptions{Unshare: syscall.CLONE_NEWNS},
+		b.self, bindSubcommand, remoteConf, auditRemoteConf, auditdBin, "-n", "-c", sendEtc); err != nil {
 		return err
 	}
-	if _, err := b.k.waitPID(ctx, 15*time.Second, func(pid uint32) (bool, error) {
-		if a.send.exited() {
+	if _, err := b.k.WaitPID(ctx, 15*time.Second, func(pid uint32) (bool, error) {
+		if a.send.Exited() {
 			return false, fmt.Errorf("sender auditd exited before registering: %w", exitReason(a.send))
 		}
-		return int(pid) == a.send.pid(), nil
+		return int(pid) == a.send.PID(), nil
 	}); err != nil {
-		return fmt.Errorf("sender auditd (pid %d) did not register as the audit pid: %w", a.send.pid(), err)
+		return fmt.Errorf("sender auditd (pid %d) did not register as the audit pid: %w", a.send.PID(), err)
 	}
-	if err := b.k.addRule(b.rule); err != nil {
+	if err := b.k.AddRule(b.rule); err != nil {
 		return err
 	}
 	// The rule's CONFIG_CHANGE record reaching the receiver's log proves the whole path (audisp-remote
@@ -159,7 +161,7 @@ func (a *auditdPeer) start(ctx context.Context, b *bench, dir string, seen func(
 		return ctx.Err()
 	case <-time.After(15 * time.Second):
 		return fmt.Errorf("the rule's CONFIG_CHANGE record did not reach %s within 15s; sender: %s",
-			recvLog, a.send.stderrTail())
+			recvLog, a.send.StderrTail())
 	}
 }
 
@@ -168,10 +170,10 @@ func (a *auditdPeer) stop() ([]string, error) {
 	var errs []error
 	if a.send != nil {
 		// Deleting the rules first lets the sender drain: its stop then only has its queue to flush.
-		if err := a.k.deleteRules(); err != nil {
+		if err := a.k.DeleteRules(); err != nil {
 			errs = append(errs, err)
 		}
-		if err := a.send.stop(20 * time.Second); err != nil {
+		if err := a.send.Stop(20 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		a.send = nil
@@ -191,7 +193,7 @@ func (a *auditdPeer) stop() ([]string, error) {
 		a.cancel = nil
 	}
 	if a.recv != nil {
-		if err := a.recv.stop(20 * time.Second); err != nil {
+		if err := a.recv.Stop(20 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 		a.recv = nil
@@ -315,11 +317,11 @@ func listening(port int) bool {
 }
 
 // waitFor polls cond every 20 ms until it holds, p exits, ctx ends or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, p *proc, what string, cond func() bool) error {
+func waitFor(ctx context.Context, timeout time.Duration, p *harness.Proc, what string, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
-		if p.exited() {
-			return fmt.Errorf("waiting for %s: %s exited: %w", what, p.name, exitReason(p))
+		if p.Exited() {
+			return fmt.Errorf("waiting for %s: %s exited: %w", what, p.Name(), exitReason(p))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("no %s after %v", what, timeout)
@@ -334,8 +336,8 @@ func waitFor(ctx context.Context, timeout time.Duration, p *proc, what string, c
 }
 
 // exitReason explains why an auditd that has exited did so.
-func exitReason(p *proc) error {
-	err := cmp.Or(p.result(), errors.New("exit status 0: "+p.stderrTail()))
+func exitReason(p *harness.Proc) error {
+	err := cmp.Or(p.Result(), errors.New("exit status 0: "+p.StderrTail()))
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok && ee.ExitCode() == 6 {
 		err = fmt.Errorf("%w (auditd: bad configuration; without -f it gives details only to syslog)", err)
 	}

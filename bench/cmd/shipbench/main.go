@@ -41,7 +41,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -50,12 +49,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/auditarch/auditarch/bench/internal/harness"
 	"github.com/auditarch/auditarch/store"
 )
 
 // bench is one run's configuration and kernel connection.
 type bench struct {
-	k          *kernel
+	k          *harness.Kernel
 	out        string // absolute output directory
 	self       string // this program's binary (the sender's launcher)
 	gen        string // the generator: a private copy of self, selected by the rule's exe=
@@ -147,26 +147,12 @@ func (b *bench) run(ctx context.Context, peerNames, rateList []string) (err erro
 	}
 	rep := newReport(b)
 
-	unlock, err := lockKernel(ctx)
-	if err != nil {
+	if b.k, err = harness.OpenKernel(ctx, os.Stderr); err != nil {
 		return err
 	}
-	defer unlock()
-	if b.k, err = openKernel(); err != nil {
-		return err
-	}
-	defer func() {
-		rerr := b.k.restore()
-		if rerr != nil {
-			rerr = fmt.Errorf("restore kernel audit state: %w", rerr)
-		} else {
-			fmt.Fprintf(os.Stderr, "kernel audit state restored: %s\n", statusLine(b.k.saved))
-		}
-		err = errors.Join(err, rerr)
-		b.k.c.Close()
-	}()
-	rep.Found = statusLine(b.k.saved)
-	rep.Load = append(rep.Load, loadAvg())
+	defer func() { err = errors.Join(err, b.k.Close()) }()
+	rep.Found = harness.StatusLine(b.k.Found())
+	rep.Load = append(rep.Load, harness.LoadAvg())
 
 	failed := 0
 	for _, rate := range rs {
@@ -181,7 +167,7 @@ func (b *bench) run(ctx context.Context, peerNames, rateList []string) (err erro
 			rep.Results = append(rep.Results, res)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "FAILED:", res.Error)
-				if _, bad := errors.AsType[*uncleanError](err); bad || ctx.Err() != nil {
+				if _, bad := errors.AsType[*harness.UncleanError](err); bad || ctx.Err() != nil {
 					rep.print(os.Stdout)
 					return err
 				}
@@ -191,7 +177,7 @@ func (b *bench) run(ctx context.Context, peerNames, rateList []string) (err erro
 				res.Sent, res.Received, msCell(res.Latency.P50Ms), msCell(res.Latency.P99Ms))
 		}
 	}
-	rep.Load = append(rep.Load, loadAvg())
+	rep.Load = append(rep.Load, harness.LoadAvg())
 	rep.print(os.Stdout)
 	if err := rep.write(filepath.Join(b.out, "shipbench.json")); err != nil {
 		return err
@@ -204,23 +190,17 @@ func (b *bench) run(ctx context.Context, peerNames, rateList []string) (err erro
 
 // setup prepares the output directory, the generator copy, its target file and the rules file.
 func (b *bench) setup() (err error) {
-	if b.out, err = filepath.Abs(b.out); err != nil {
-		return fmt.Errorf("output dir: %w", err)
+	store.ClearImmutable(filepath.Join(b.out, "run")) // auditarch's store makes sealed segments immutable
+	if b.out, err = harness.PrepareOut(b.out); err != nil {
+		return err
 	}
 	bin := filepath.Join(b.out, "bin")
-	if err := os.MkdirAll(bin, 0o750); err != nil {
-		return fmt.Errorf("output dir: %w", err)
-	}
-	store.ClearImmutable(filepath.Join(b.out, "run")) // auditarch's store makes sealed segments immutable
-	if err := os.RemoveAll(filepath.Join(b.out, "run")); err != nil {
-		return fmt.Errorf("clean previous run: %w", err)
-	}
 	if b.self, err = os.Executable(); err != nil {
 		return fmt.Errorf("find own binary: %w", err)
 	}
 	// A copy on a new inode, so the exe= rule matches the generator and not the harness.
 	b.gen = filepath.Join(bin, "shipbench-gen")
-	if err := copyFile(b.self, b.gen); err != nil {
+	if err := harness.CopyFile(b.self, b.gen); err != nil {
 		return err
 	}
 	b.target = filepath.Join(bin, "ship-target")
@@ -231,28 +211,6 @@ func (b *bench) setup() (err error) {
 	b.rulesFile = filepath.Join(b.out, "shipbench.rules")
 	if err := os.WriteFile(b.rulesFile, []byte(b.rule+"\n"), 0o640); err != nil {
 		return fmt.Errorf("write rules: %w", err)
-	}
-	return nil
-}
-
-// copyFile copies a program to a new inode, so an exe= rule on the copy matches only the copy.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	defer in.Close()
-	os.Remove(dst)
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // peer is one system under test: it takes the kernel's audit events and ships them to a store on
@@ -97,11 +99,11 @@ func (b *bench) measure(ctx context.Context, p peer, rate int) (res result, err 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return res, fmt.Errorf("run dir: %w", err)
 	}
-	if err := b.k.deleteRules(); err != nil {
-		return res, unclean(err)
+	if err := b.k.DeleteRules(); err != nil {
+		return res, harness.Unclean(err)
 	}
-	if err := b.k.setFair(b.backlog, b.wait); err != nil {
-		return res, unclean(err)
+	if err := b.k.SetFair(b.backlog, b.wait); err != nil {
+		return res, harness.Unclean(err)
 	}
 	col := newCollector()
 	stopped := false
@@ -109,13 +111,13 @@ func (b *bench) measure(ctx context.Context, p peer, rate int) (res result, err 
 		stopped = true
 		notes, err := p.stop()
 		res.Notes = append(res.Notes, notes...)
-		if n, rerr := b.k.ruleCount(); rerr != nil || n > 0 {
-			err = errors.Join(err, unclean(errors.Join(rerr, b.k.deleteRules())))
+		if n, rerr := b.k.RuleCount(); rerr != nil || n > 0 {
+			err = errors.Join(err, harness.Unclean(errors.Join(rerr, fmt.Errorf("%s left %d rule(s) loaded", p.name(), n), b.k.DeleteRules())))
 		}
-		if _, perr := b.k.waitPID(context.Background(), 5*time.Second, func(pid uint32) (bool, error) {
+		if _, perr := b.k.WaitPID(context.Background(), 5*time.Second, func(pid uint32) (bool, error) {
 			return pid == 0, nil
 		}); perr != nil {
-			err = errors.Join(err, unclean(fmt.Errorf("after stopping %s: %w", p.name(), perr)))
+			err = errors.Join(err, harness.Unclean(fmt.Errorf("after stopping %s: %w", p.name(), perr)))
 		}
 		return err
 	}
@@ -127,10 +129,10 @@ func (b *bench) measure(ctx context.Context, p peer, rate int) (res result, err 
 	if err := p.start(ctx, b, dir, col.add); err != nil {
 		return res, err
 	}
-	if err := b.k.setFair(b.backlog, b.wait); err != nil {
-		return res, unclean(err)
+	if err := b.k.SetFair(b.backlog, b.wait); err != nil {
+		return res, harness.Unclean(err)
 	}
-	st0, err := b.k.status()
+	st0, err := b.k.Status()
 	if err != nil {
 		return res, err
 	}
@@ -152,7 +154,7 @@ func (b *bench) measure(ctx context.Context, p peer, rate int) (res result, err 
 	if drained != "" {
 		res.Notes = append(res.Notes, drained)
 	}
-	st1, err := b.k.status()
+	st1, err := b.k.Status()
 	if err != nil {
 		return res, err
 	}
@@ -266,11 +268,3 @@ func ms(d time.Duration) float64 {
 	}
 	return float64(d) / float64(time.Millisecond)
 }
-
-// uncleanError means the kernel audit state could not be put in order: the run must stop.
-type uncleanError struct{ err error }
-
-func (e *uncleanError) Error() string { return "kernel audit state: " + e.err.Error() }
-func (e *uncleanError) Unwrap() error { return e.err }
-
-func unclean(err error) error { return &uncleanError{err} }

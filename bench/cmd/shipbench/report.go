@@ -1,16 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // targets is the p99 syscall-to-durable latency each peer is held to, at every rate; a peer not listed
@@ -86,24 +84,12 @@ type report struct {
 }
 
 func newReport(b *bench) *report {
-	var u unix.Utsname
-	unix.Uname(&u)
 	return &report{
-		Started: time.Now().UTC(), Kernel: unix.ByteSliceToString(u.Release[:]), CPUs: runtime.NumCPU(),
+		Started: time.Now().UTC(), Kernel: harness.KernelRelease(), CPUs: runtime.NumCPU(),
 		Duration: b.dur.String(), Rule: b.rule,
 		Settings: fmt.Sprintf("enabled 1, backlog_limit %d, backlog_wait_time %d jiffies, set before each peer "+
 			"starts and again after its rule is loaded", b.backlog, b.wait),
 	}
-}
-
-// loadAvg returns the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func (r *report) print(out io.Writer) {
@@ -167,12 +153,8 @@ func verdictCell(x result) string {
 }
 
 func (r *report) write(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode report: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
+	if err := harness.WriteJSON(path, r); err != nil {
+		return err
 	}
 	fmt.Printf("\nJSON: %s\n", path)
 	return nil

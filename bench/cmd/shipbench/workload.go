@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // The workload's events carry their own index: openat's fourth argument (mode) is ignored without O_CREAT,
@@ -117,33 +119,21 @@ type sentEvents struct {
 // overruns (a stuck peer can make every audited syscall sleep), unstick is called before it is killed.
 func (b *bench) runGenerator(ctx context.Context, dir string, rate int, dur time.Duration, unstick func()) (sentEvents, error) {
 	times := filepath.Join(dir, "send-times.bin")
-	p, err := start(dir, "generator", 0, b.gen, genSubcommand, "-rate", fmt.Sprint(rate), "-d", dur.String(),
-		"-file", b.target, "-times", times)
+	p, err := harness.Start(dir, "generator", harness.ProcOptions{},
+		b.gen, genSubcommand, "-rate", fmt.Sprint(rate), "-d", dur.String(), "-file", b.target, "-times", times)
 	if err != nil {
 		return sentEvents{}, err
 	}
-	guard := time.NewTimer(dur + 30*time.Second)
-	defer guard.Stop()
-	var abort error
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		abort = ctx.Err()
-	case <-guard.C:
-		abort = fmt.Errorf("generator stalled 30s past its end: the peer stopped reading")
-	}
-	if abort != nil {
-		if unstick != nil {
-			unstick()
-		}
-		p.cmd.Process.Kill()
-		<-p.done
-		return sentEvents{}, abort
-	}
-	if err := p.result(); err != nil {
+	switch err := p.Await(ctx, dur+30*time.Second, unstick); {
+	case errors.Is(err, harness.ErrOverran):
+		return sentEvents{}, errors.New("generator stalled 30s past its end: the peer stopped reading")
+	case err != nil:
 		return sentEvents{}, err
 	}
-	out, err := p.stdout()
+	if err := p.Result(); err != nil {
+		return sentEvents{}, err
+	}
+	out, err := p.Stdout()
 	if err != nil {
 		return sentEvents{}, err
 	}

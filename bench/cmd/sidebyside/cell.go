@@ -11,8 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // workload is one loop program and the rule that audits exactly its operation.
@@ -72,24 +73,16 @@ type bareCounts struct {
 	ENOBUFS  int64 `json:"enobufs"`
 }
 
-// uncleanError means the kernel audit state could not be put in order: the run must stop.
-type uncleanError struct{ err error }
-
-func (e *uncleanError) Error() string { return "kernel audit state: " + e.err.Error() }
-func (e *uncleanError) Unwrap() error { return e.err }
-
-func unclean(err error) error { return &uncleanError{err} }
-
 // runCell measures workload w under consumer. Whatever happens, the consumer is stopped, the rules are
-// deleted and the audit pid is back to 0 when it returns, or the error is an *uncleanError.
+// deleted and the audit pid is back to 0 when it returns, or the error is a *harness.UncleanError.
 func (b *bench) runCell(ctx context.Context, rep int, w workload, consumer string) (c cell, err error) {
 	c = cell{Rep: rep, Workload: w.name, Consumer: consumer, Events: -1}
 	dir := filepath.Join(b.out, "run", fmt.Sprintf("r%d-%s-%s", rep, w.name, consumer))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return c, fmt.Errorf("cell dir: %w", err)
 	}
-	if err := b.k.quiet(); err != nil {
-		return c, unclean(err)
+	if err := b.k.Quiet(); err != nil {
+		return c, harness.Unclean(err)
 	}
 	if waited, err := b.waitIdle(ctx); err != nil {
 		return c, err
@@ -103,31 +96,31 @@ func (b *bench) runCell(ctx context.Context, rep int, w workload, consumer strin
 		return c, b.runWorkload(ctx, dir, w, &c, nil, nil)
 	}
 
-	if err := b.k.setFair(b.backlog, b.wait); err != nil {
-		return c, unclean(err)
+	if err := b.k.SetFair(b.backlog, b.wait); err != nil {
+		return c, harness.Unclean(err)
 	}
 	p, err := b.startConsumer(dir, consumer, w)
 	if err != nil {
 		return c, err
 	}
-	c.ConsumerPID = p.pid()
+	c.ConsumerPID = p.PID()
 	stopped := false
 	defer func() {
 		if !stopped {
 			// Something went wrong: the consumer may be stuck, and while it is registered any audited
 			// syscall (even the harness's own rule deletion) can sleep on the full backlog. Stop it first.
-			p.stop(5 * time.Second)
+			p.Stop(5 * time.Second)
 			err = errors.Join(err, b.stopConsumer(p, consumer, &c))
 		}
 	}()
 
-	if _, err := b.k.waitPID(ctx, 15*time.Second, func(pid uint32) (bool, error) {
-		if p.exited() {
+	if _, err := b.k.WaitPID(ctx, 15*time.Second, func(pid uint32) (bool, error) {
+		if p.Exited() {
 			return false, fmt.Errorf("%s exited before registering", consumer)
 		}
-		return int(pid) == p.pid(), nil
+		return int(pid) == p.PID(), nil
 	}); err != nil {
-		return c, fmt.Errorf("%s (pid %d) did not register as the audit pid: %w", consumer, p.pid(), err)
+		return c, fmt.Errorf("%s (pid %d) did not register as the audit pid: %w", consumer, p.PID(), err)
 	}
 	if consumer == "auditarch" {
 		if err := b.waitRules(ctx, p); err != nil {
@@ -136,8 +129,8 @@ func (b *bench) runCell(ctx context.Context, rep int, w workload, consumer strin
 	} else if out, err := exec.CommandContext(ctx, "auditctl", "-R", w.rules).CombinedOutput(); err != nil {
 		return c, fmt.Errorf("auditctl -R %s: %w: %s", w.rules, err, strings.TrimSpace(string(out)))
 	}
-	if err := b.k.setFair(b.backlog, b.wait); err != nil {
-		return c, unclean(err)
+	if err := b.k.SetFair(b.backlog, b.wait); err != nil {
+		return c, harness.Unclean(err)
 	}
 	if err := b.recordStatus(&c); err != nil {
 		return c, err
@@ -146,27 +139,27 @@ func (b *bench) runCell(ctx context.Context, rep int, w workload, consumer strin
 		return c, err
 	}
 
-	cpu0, err := cpuTicks(p.pid())
+	cpu0, err := cpuTicks(p.PID())
 	if err != nil {
 		return c, err
 	}
 	k0, _ := cpuTicks(b.kauditd)
-	st0, err := b.k.status()
+	st0, err := b.k.Status()
 	if err != nil {
 		return c, err
 	}
-	if err := b.runWorkload(ctx, dir, w, &c, p, func() { p.stop(5 * time.Second) }); err != nil {
+	if err := b.runWorkload(ctx, dir, w, &c, p, func() { p.Stop(5 * time.Second) }); err != nil {
 		return c, err
 	}
 	if err := b.drain(ctx, p); err != nil {
 		return c, err
 	}
-	cpu1, err := cpuTicks(p.pid())
+	cpu1, err := cpuTicks(p.PID())
 	if err != nil {
 		return c, err
 	}
 	k1, _ := cpuTicks(b.kauditd)
-	st1, err := b.k.status()
+	st1, err := b.k.Status()
 	if err != nil {
 		return c, err
 	}
@@ -186,9 +179,9 @@ func (b *bench) runCell(ctx context.Context, rep int, w workload, consumer strin
 }
 
 // ourTicks returns the CPU ticks of the consumer (0 when nil) and of kauditd.
-func (b *bench) ourTicks(consumer *proc) (cons, kauditd int64) {
+func (b *bench) ourTicks(consumer *harness.Proc) (cons, kauditd int64) {
 	if consumer != nil {
-		cons, _ = cpuTicks(consumer.pid())
+		cons, _ = cpuTicks(consumer.PID())
 	}
 	kauditd, _ = cpuTicks(b.kauditd)
 	return cons, kauditd
@@ -231,11 +224,11 @@ func (b *bench) waitIdle(ctx context.Context) (string, error) {
 
 // recordStatus notes the kernel settings and rule count the cell runs under.
 func (b *bench) recordStatus(c *cell) error {
-	st, err := b.k.status()
+	st, err := b.k.Status()
 	if err != nil {
 		return err
 	}
-	n, err := b.k.ruleCount()
+	n, err := b.k.RuleCount()
 	if err != nil {
 		return err
 	}
@@ -243,65 +236,66 @@ func (b *bench) recordStatus(c *cell) error {
 	return nil
 }
 
-func (b *bench) startConsumer(dir, consumer string, w workload) (*proc, error) {
+func (b *bench) startConsumer(dir, consumer string, w workload) (*harness.Proc, error) {
 	switch consumer {
 	case "bare":
-		return start(dir, consumer, nil, filepath.Join(b.bin, "barereader"))
+		return harness.Start(dir, consumer, harness.ProcOptions{}, filepath.Join(b.bin, "barereader"))
 	case "auditd":
 		conf, err := writeAuditdConf(b.auditdConf, dir)
 		if err != nil {
 			return nil, err
 		}
-		return start(dir, consumer, nil, "auditd", "-n", "-c", conf)
+		return harness.Start(dir, consumer, harness.ProcOptions{}, "auditd", "-n", "-c", conf)
 	case "auditarch":
 		archive := filepath.Join(dir, "archive")
 		// A fresh host identity key per cell, created by the first run (its directory must be 0700).
 		key := filepath.Join(dir, "key", "host.key")
-		return start(dir, consumer, nil, b.auditarch, "run", "--archive", archive, "--rules", w.rules, "--key", key)
+		return harness.Start(dir, consumer, harness.ProcOptions{},
+			b.auditarch, "run", "--archive", archive, "--rules", w.rules, "--key", key)
 	}
 	return nil, fmt.Errorf("unknown consumer %q", consumer)
 }
 
 // stopConsumer deletes the rules (auditarch removes its own), stops the consumer by pid, unless it has
 // stopped already, and checks the kernel let go of it.
-func (b *bench) stopConsumer(p *proc, consumer string, c *cell) error {
+func (b *bench) stopConsumer(p *harness.Proc, consumer string, c *cell) error {
 	var errs []error
 	if consumer != "auditarch" {
-		if _, err := b.k.c.DeleteRules(); err != nil {
-			errs = append(errs, unclean(fmt.Errorf("delete rules: %w", err)))
+		if err := b.k.DeleteRules(); err != nil {
+			errs = append(errs, harness.Unclean(err))
 		}
 	}
-	if err := p.stop(20 * time.Second); err != nil {
+	if err := p.Stop(20 * time.Second); err != nil {
 		errs = append(errs, err)
 	}
-	if n, err := b.k.ruleCount(); err != nil {
-		errs = append(errs, unclean(err))
+	if n, err := b.k.RuleCount(); err != nil {
+		errs = append(errs, harness.Unclean(err))
 	} else if n > 0 {
 		c.Notes = append(c.Notes, fmt.Sprintf("%s left %d rule(s) loaded after exit", consumer, n))
-		if _, err := b.k.c.DeleteRules(); err != nil {
-			errs = append(errs, unclean(fmt.Errorf("delete rules: %w", err)))
+		if err := b.k.DeleteRules(); err != nil {
+			errs = append(errs, harness.Unclean(err))
 		}
 	}
-	if _, err := b.k.waitPID(context.Background(), 5*time.Second, func(pid uint32) (bool, error) {
+	if _, err := b.k.WaitPID(context.Background(), 5*time.Second, func(pid uint32) (bool, error) {
 		return pid == 0, nil
 	}); err != nil {
-		errs = append(errs, unclean(fmt.Errorf("after stopping %s: %w", consumer, err)))
+		errs = append(errs, harness.Unclean(fmt.Errorf("after stopping %s: %w", consumer, err)))
 	}
 	return errors.Join(errs...)
 }
 
 // waitRules waits for auditarch to program its rules from the rules file.
-func (b *bench) waitRules(ctx context.Context, p *proc) error {
+func (b *bench) waitRules(ctx context.Context, p *harness.Proc) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		n, err := b.k.ruleCount()
+		n, err := b.k.RuleCount()
 		if err != nil {
 			return err
 		}
 		if n > 0 {
 			return nil
 		}
-		if p.exited() {
+		if p.Exited() {
 			return errors.New("auditarch exited before loading rules")
 		}
 		if time.Now().After(deadline) {
@@ -317,7 +311,7 @@ func (b *bench) waitRules(ctx context.Context, p *proc) error {
 
 // drain waits until the kernel backlog is empty and the consumer has used no CPU for 300 ms: everything
 // the workload caused has been consumed.
-func (b *bench) drain(ctx context.Context, p *proc) error {
+func (b *bench) drain(ctx context.Context, p *harness.Proc) error {
 	deadline := time.Now().Add(30 * time.Second)
 	last, stable := int64(-1), 0
 	for stable < 3 {
@@ -326,14 +320,14 @@ func (b *bench) drain(ctx context.Context, p *proc) error {
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		if p.exited() {
+		if p.Exited() {
 			return errors.New("consumer exited during the run")
 		}
-		st, err := b.k.status()
+		st, err := b.k.Status()
 		if err != nil {
 			return err
 		}
-		cpu, err := cpuTicks(p.pid())
+		cpu, err := cpuTicks(p.PID())
 		if err != nil {
 			return err
 		}
@@ -357,7 +351,7 @@ func (b *bench) drain(ctx context.Context, p *proc) error {
 // workload overruns, unstick stops the consumer first (the kernel then stops queueing for it), and only
 // then is the workload killed.
 func (b *bench) runWorkload(ctx context.Context, dir string, w workload, c *cell,
-	consumer *proc, unstick func()) error {
+	consumer *harness.Proc, unstick func()) error {
 	argv := append(append([]string{}, w.argv...), "-d", b.dur.String())
 	busy0, err := busyTicks()
 	if err != nil {
@@ -366,29 +360,18 @@ func (b *bench) runWorkload(ctx context.Context, dir string, w workload, c *cell
 	cons0, k0 := b.ourTicks(consumer)
 	// Go's preemption signal can interrupt a blocking connect; the kernel restarts it and audits both
 	// attempts. Without it, every workload causes exactly one audited event per operation.
-	p, err := start(dir, "workload", []string{"GODEBUG=asyncpreemptoff=1"}, argv...)
+	env := []string{"GODEBUG=asyncpreemptoff=1"}
+	p, err := harness.Start(dir, "workload", harness.ProcOptions{Env: env}, argv...)
 	if err != nil {
 		return err
 	}
-	guard := time.NewTimer(b.dur + 20*time.Second)
-	defer guard.Stop()
-	var abort error
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		abort = ctx.Err()
-	case <-guard.C:
-		abort = fmt.Errorf("workload %s stalled 20s past its end: the consumer stopped reading", w.name)
+	switch err := p.Await(ctx, b.dur+20*time.Second, unstick); {
+	case errors.Is(err, harness.ErrOverran):
+		return fmt.Errorf("workload %s stalled 20s past its end: the consumer stopped reading", w.name)
+	case err != nil:
+		return err
 	}
-	if abort != nil {
-		if unstick != nil {
-			unstick()
-		}
-		p.cmd.Process.Kill()
-		<-p.done
-		return abort
-	}
-	if err := p.result(); err != nil {
+	if err := p.Result(); err != nil {
 		return err
 	}
 	busy1, err := busyTicks()
@@ -396,13 +379,9 @@ func (b *bench) runWorkload(ctx context.Context, dir string, w workload, c *cell
 		return err
 	}
 	cons1, k1 := b.ourTicks(consumer)
-	ru, _ := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	var loop int64
-	if ru != nil {
-		loop = (ru.Utime.Nano() + ru.Stime.Nano()) * userHZ / 1e9
-	}
+	loop := int64(p.CPUTime()) * userHZ / 1e9
 	others := max((busy1-busy0)-loop-(cons1-cons0)-(k1-k0), 0)
-	out, err := p.stdout()
+	out, err := p.Stdout()
 	if err != nil {
 		return err
 	}
@@ -423,10 +402,10 @@ func (b *bench) runWorkload(ctx context.Context, dir string, w workload, c *cell
 
 // countEvents records how many audited syscalls the consumer saw, where it can tell, and removes the
 // consumer's output unless -keep.
-func (b *bench) countEvents(dir, consumer string, p *proc, c *cell) error {
+func (b *bench) countEvents(dir, consumer string, p *harness.Proc, c *cell) error {
 	switch consumer {
 	case "bare":
-		out, err := p.stdout()
+		out, err := p.Stdout()
 		if err != nil {
 			return err
 		}

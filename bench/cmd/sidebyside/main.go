@@ -30,7 +30,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -39,11 +38,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // bench is one run's configuration and kernel connection.
 type bench struct {
-	k          *kernel
+	k          *harness.Kernel
 	root       string // module root
 	out        string // absolute output directory
 	bin        string // out/bin: workloads, bare reader
@@ -92,16 +93,10 @@ func (b *bench) run(ctx context.Context, workloadNames, consumers []string) (err
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (kernel audit control)")
 	}
-	if b.out, err = filepath.Abs(b.out); err != nil {
-		return fmt.Errorf("output dir: %w", err)
+	if b.out, err = harness.PrepareOut(b.out); err != nil {
+		return err
 	}
 	b.bin = filepath.Join(b.out, "bin")
-	if err := os.MkdirAll(b.bin, 0o750); err != nil {
-		return fmt.Errorf("output dir: %w", err)
-	}
-	if err := os.RemoveAll(filepath.Join(b.out, "run")); err != nil {
-		return fmt.Errorf("clean previous run: %w", err)
-	}
 	if b.root, err = moduleRoot(); err != nil {
 		return err
 	}
@@ -126,30 +121,16 @@ func (b *bench) run(ctx context.Context, workloadNames, consumers []string) (err
 		}
 	}
 
-	unlock, err := lockKernel(ctx)
-	if err != nil {
+	if b.k, err = harness.OpenKernel(ctx, os.Stderr); err != nil {
 		return err
 	}
-	defer unlock()
-	if b.k, err = openKernel(); err != nil {
-		return err
-	}
-	defer func() {
-		rerr := b.k.restore()
-		if rerr != nil {
-			rerr = fmt.Errorf("restore kernel audit state: %w", rerr)
-		} else {
-			fmt.Fprintf(os.Stderr, "kernel audit state restored: %s\n", statusLine(b.k.saved))
-		}
-		err = errors.Join(err, rerr)
-		b.k.c.Close()
-	}()
-	rep.Found = statusLine(b.k.saved)
+	defer func() { err = errors.Join(err, b.k.Close()) }()
+	rep.Found = harness.StatusLine(b.k.Found())
 	if b.kauditd = kauditdPID(); b.kauditd == 0 {
 		return errors.New("kauditd kernel thread not found")
 	}
 
-	rep.Load = append(rep.Load, loadAvg())
+	rep.Load = append(rep.Load, harness.LoadAvg())
 	// A consumer that fails a cell (with the kernel state restored) keeps being measured elsewhere, until
 	// it has failed maxFailures cells.
 	const maxFailures = 2
@@ -166,7 +147,7 @@ func (b *bench) run(ctx context.Context, workloadNames, consumers []string) (err
 					c.Error = strings.ReplaceAll(err.Error(), "\n", "; ")
 					rep.Cells = append(rep.Cells, c)
 					fmt.Fprintln(os.Stderr, "FAILED:", c.Error)
-					if _, bad := errors.AsType[*uncleanError](err); bad || ctx.Err() != nil {
+					if _, bad := errors.AsType[*harness.UncleanError](err); bad || ctx.Err() != nil {
 						return err
 					}
 					if failures[consumer]++; failures[consumer] == maxFailures {
@@ -180,7 +161,7 @@ func (b *bench) run(ctx context.Context, workloadNames, consumers []string) (err
 			}
 		}
 	}
-	rep.Load = append(rep.Load, loadAvg())
+	rep.Load = append(rep.Load, harness.LoadAvg())
 	rep.summarise(ws, consumers)
 	rep.print(os.Stdout)
 	return rep.write(filepath.Join(b.out, "sidebyside.json"))
@@ -197,7 +178,7 @@ func (b *bench) build(names []string) ([]workload, error) {
 		return nil, fmt.Errorf("open target: %w", err)
 	}
 	truePath := filepath.Join(b.bin, "true")
-	if err := copyFile("/bin/true", truePath); err != nil {
+	if err := harness.CopyFile("/bin/true", truePath); err != nil {
 		return nil, err
 	}
 	rulesDir := filepath.Join(b.out, "rules")
@@ -271,26 +252,4 @@ func moduleRoot() (string, error) {
 		return "", fmt.Errorf("run from inside the auditarch module (go env GOMOD: %q): %w", gomod, err)
 	}
 	return filepath.Dir(gomod), nil
-}
-
-// copyFile copies a program to a new inode, so an exe= rule on the copy matches only the copy.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	defer in.Close()
-	os.Remove(dst)
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return nil
 }

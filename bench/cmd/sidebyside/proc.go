@@ -1,117 +1,18 @@
 package main
 
+// CPU time from /proc, for the consumer's cost per event and for how busy the rest of the machine is.
+
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // userHZ is the unit of utime and stime in /proc/PID/stat (USER_HZ, fixed at 100 in the Linux ABI).
 const userHZ = 100
-
-// proc is a child process the harness started and must stop. It runs in its own process group, so a
-// Ctrl-C on the terminal reaches only the harness, which then stops it in order.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	outPath string
-	errPath string
-}
-
-// start runs argv with stdout and stderr in dir/name.out and dir/name.err, and env added to the harness's
-// environment.
-func start(dir, name string, env []string, argv ...string) (*proc, error) {
-	p := &proc{name: name, done: make(chan struct{}),
-		outPath: filepath.Join(dir, name+".out"), errPath: filepath.Join(dir, name+".err")}
-	stdout, err := os.Create(p.outPath)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	defer stdout.Close()
-	stderr, err := os.Create(p.errPath)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	defer stderr.Close()
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
-	if env != nil {
-		p.cmd.Env = append(os.Environ(), env...)
-	}
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// result is the exit error of a finished process, with the end of its stderr.
-func (p *proc) result() error {
-	if p.waitErr == nil {
-		return nil
-	}
-	return fmt.Errorf("%s: %w: %s", p.name, p.waitErr, p.stderrTail())
-}
-
-func (p *proc) stderrTail() string {
-	b, _ := os.ReadFile(p.errPath)
-	b = bytes.TrimSpace(b)
-	if len(b) > 600 {
-		b = append([]byte("…"), b[len(b)-600:]...)
-	}
-	return string(b)
-}
-
-func (p *proc) stdout() ([]byte, error) {
-	b, err := os.ReadFile(p.outPath)
-	if err != nil {
-		return nil, fmt.Errorf("read %s output: %w", p.name, err)
-	}
-	return b, nil
-}
-
-// stop sends SIGTERM to the process (by pid) and waits up to timeout, then kills it. It returns an error
-// if the process had to be killed or exited unsuccessfully.
-func (p *proc) stop(timeout time.Duration) error {
-	if p.exited() {
-		return p.result()
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %s: %w", p.name, err)
-	}
-	select {
-	case <-p.done:
-		return p.result()
-	case <-time.After(timeout):
-	}
-	p.cmd.Process.Kill()
-	<-p.done
-	return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v and was killed", p.name, p.pid(), timeout)
-}
 
 // cpuTicks returns utime+stime of all threads of pid, in clock ticks.
 func cpuTicks(pid int) (int64, error) {

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	libaudit "github.com/elastic/go-libaudit/v2"
-	"golang.org/x/sys/unix"
+	"github.com/auditarch/auditarch/bench/internal/harness"
 )
 
 // Targets auditarch is held to.
@@ -55,11 +52,9 @@ type ratio struct {
 }
 
 func newReport(b *bench) *report {
-	var u unix.Utsname
-	unix.Uname(&u)
 	r := &report{
-		Started: time.Now().UTC(), Kernel: unix.ByteSliceToString(u.Release[:]), CPUs: runtime.NumCPU(),
-		HZ: kernelHZ(), Duration: b.dur.String(), Reps: b.reps,
+		Started: time.Now().UTC(), Kernel: harness.KernelRelease(), CPUs: runtime.NumCPU(),
+		HZ: harness.KernelHZ(), Duration: b.dur.String(), Reps: b.reps,
 		Pick:  "per workload and consumer, the repetition with the best ops/s",
 		Rules: map[string]string{}, Skipped: map[string]string{},
 	}
@@ -71,21 +66,6 @@ func newReport(b *bench) *report {
 		"set before the consumer starts and again after its rules are loaded; "+
 		"none cells: no rules, no consumer, enabled as found", b.backlog, wait)
 	return r
-}
-
-// loadAvg returns the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func statusLine(s libaudit.AuditStatus) string {
-	return fmt.Sprintf("enabled %d, failure %d, pid %d, rate_limit %d, backlog_limit %d, backlog_wait_time %d",
-		s.Enabled, s.Failure, s.PID, s.RateLimit, s.BacklogLimit, s.BacklogWaitTime)
 }
 
 // summarise picks the best repetition of each cell and computes auditarch's ratios.
@@ -246,12 +226,8 @@ func verdict(ok bool) string {
 }
 
 func (r *report) write(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode report: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
+	if err := harness.WriteJSON(path, r); err != nil {
+		return err
 	}
 	fmt.Printf("\nJSON: %s\n", path)
 	return nil
