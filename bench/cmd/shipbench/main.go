@@ -50,7 +50,6 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/bench/internal/harness"
-	"github.com/auditarch/auditarch/store"
 )
 
 // bench is one run's configuration and kernel connection.
@@ -190,7 +189,6 @@ func (b *bench) run(ctx context.Context, peerNames, rateList []string) (err erro
 
 // setup prepares the output directory, the generator copy, its target file and the rules file.
 func (b *bench) setup() (err error) {
-	store.ClearImmutable(filepath.Join(b.out, "run")) // auditarch's store makes sealed segments immutable
 	if b.out, err = harness.PrepareOut(b.out); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/bench/internal/harness"
+	"github.com/auditarch/auditarch/store"
 )
 
 // workload is one loop program and the rule that audits exactly its operation.
@@ -442,7 +443,9 @@ func (b *bench) countEvents(dir, consumer string, p *harness.Proc, c *cell) erro
 	if b.keep {
 		return nil
 	}
-	return errors.Join(os.RemoveAll(filepath.Join(dir, "log")), os.RemoveAll(filepath.Join(dir, "archive")))
+	// auditarch ships to its embedded store beside the archive, which makes sealed segments immutable.
+	store.ClearImmutable(filepath.Join(dir, "store"))
+	return errors.Join(os.RemoveAll(filepath.Join(dir, "log")), os.RemoveAll(filepath.Join(dir, "archive")), os.RemoveAll(filepath.Join(dir, "store")))
 }
 
 // dirBytes is the size of the regular files in dir and below.

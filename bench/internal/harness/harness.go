@@ -23,10 +23,13 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/store"
 )
 
 // PrepareOut makes out absolute, creates out/bin (for the programs a run builds or copies) and removes
-// out/run (the previous run's files). It returns the absolute path.
+// out/run (the previous run's files, after clearing the immutable flag auditarch's store sets on sealed
+// segments). It returns the absolute path.
 func PrepareOut(out string) (string, error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
@@ -35,6 +38,7 @@ func PrepareOut(out string) (string, error) {
 	if err := os.MkdirAll(filepath.Join(abs, "bin"), 0o750); err != nil {
 		return "", fmt.Errorf("output dir: %w", err)
 	}
+	store.ClearImmutable(filepath.Join(abs, "run"))
 	if err := os.RemoveAll(filepath.Join(abs, "run")); err != nil {
 		return "", fmt.Errorf("clean previous run: %w", err)
 	}
