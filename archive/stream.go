@@ -97,14 +97,6 @@ func (s *Stream) Write(name string, off int64, b []byte) (StreamUpdate, error) {
 	return s.update(), nil
 }
 
-// End finishes the current segment as if a newer one followed: an incomplete block at its end is a torn
-// tail. (Write does this by itself when a new segment begins.)
-func (s *Stream) End() StreamUpdate {
-	s.endSegment()
-	s.name, s.state = "", streamNone
-	return s.update()
-}
-
 // Report returns the report so far. It is the stream's own: do not modify it.
 func (s *Stream) Report() *Report { return s.v.r }
 

@@ -42,7 +42,7 @@ func streamVerify(t testing.TB, dir string, opts VerifyOptions, rng *rand.Rand) 
 		s.v.closeSegment()
 		s.state = streamNone
 	} else {
-		s.End()
+		s.endSegment()
 	}
 	s.v.finish()
 	return s.v.r

@@ -38,7 +38,7 @@ type Config struct {
 	StoreKey *archive.CosignVerifier // the pinned store key: its TLS certificate and receipts must match
 	Identity *archive.Identity       // the host identity: its key is the TLS client certificate's
 	Dir      string                  // the archive directory
-	// Writer gives the durable position; when nil every segment file is taken as complete.
+	// Writer is the archive's writer: it gives the durable position, and sheds events over MaxBacklog.
 	Writer *archive.Writer
 	// Window is how many bytes may be sent and not yet acknowledged; default 16 MiB.
 	Window int64
@@ -90,6 +90,8 @@ type Shipper struct {
 	lastErr error         // why the last connection ended (st.LastError), for errors.Is
 	changed chan struct{} // closed and replaced whenever st changes
 	rf      *os.File
+	// receiptSize is the tree size the receipt in st.Receipt covers.
+	receiptSize uint64
 }
 
 // New checks cfg and returns a Shipper; Run starts it.
@@ -109,8 +111,8 @@ func New(cfg Config) (*Shipper, error) {
 	if cfg.ReceiptsFile == "" {
 		cfg.ReceiptsFile = filepath.Join(cfg.Dir, "receipts")
 	}
-	if cfg.StoreKey == nil || cfg.Identity == nil || cfg.Identity.Key == nil {
-		return nil, errors.New("forward: a store key and the host identity are required")
+	if cfg.StoreKey == nil || cfg.Identity == nil || cfg.Identity.Key == nil || cfg.Writer == nil {
+		return nil, errors.New("forward: a store key, the host identity and the archive's writer are required")
 	}
 	cert, err := wire.Certificate(cfg.Identity.Key, cfg.Identity.Signer.Name())
 	if err != nil {
@@ -267,7 +269,7 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 	}
 	c.SetDeadline(time.Time{})
 	if st.Receipt != "" {
-		if err := s.keepReceipt([]byte(st.Receipt)); err != nil {
+		if _, err := s.keepReceipt([]byte(st.Receipt)); err != nil {
 			return err
 		}
 	}
@@ -327,14 +329,12 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 			inflight.Unlock()
 			ack := Ack{Time: now, Segment: a.Segment, Offset: a.Offset, Size: a.Size}
 			if a.Receipt != "" {
-				if err := s.keepReceipt([]byte(a.Receipt)); err != nil {
+				c, err := s.keepReceipt([]byte(a.Receipt))
+				if err != nil {
 					readErr <- err
 					return
 				}
-				ack.Receipt = []byte(a.Receipt)
-				if c, _, err := archive.OpenReceipt(ack.Receipt, s.cfg.StoreKey); err == nil {
-					ack.ReceiptSize = c.Size
-				}
+				ack.Receipt, ack.ReceiptSize = []byte(a.Receipt), c.Size
 			}
 			s.update(func(x *Status) { x.Segment, x.Offset, x.Size = a.Segment, a.Offset, a.Size })
 			if s.cfg.OnAck != nil {
@@ -348,10 +348,7 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 		}
 	}()
 
-	var notify <-chan struct{}
-	if s.cfg.Writer != nil {
-		notify = s.cfg.Writer.DurableNotify()
-	}
+	notify := s.cfg.Writer.DurableNotify()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var seq uint64
@@ -520,53 +517,53 @@ func (s *Shipper) limit(name string) (limit int64, complete bool, next string, e
 			break
 		}
 	}
-	var dur archive.Position
-	if s.cfg.Writer != nil {
-		dur = s.cfg.Writer.Durable()
-	}
-	if dur.Segment != "" && name == dur.Segment {
-		return dur.Offset, false, next, nil
-	}
-	if dur.Segment != "" && name > dur.Segment {
-		return 0, false, "", nil // not yet durable
-	}
-	fi, err := os.Stat(filepath.Join(s.cfg.Dir, name))
-	if err != nil {
-		return 0, false, "", err
-	}
-	return fi.Size(), true, next, nil
+	limit, complete, err = s.shippable(name, s.cfg.Writer.Durable())
+	return limit, complete, next, err
 }
 
-// keepReceipt checks a receipt's cosignature by the pinned store key and appends it to the receipts file.
-func (s *Shipper) keepReceipt(r []byte) error {
+// shippable returns how many bytes of segment file name may be sent, given the writer's durable
+// position: all of a segment before the durable one (it is complete, a crash's torn end included), the
+// durable bytes of that one, nothing of a later one. complete says whether the segment has all its bytes.
+func (s *Shipper) shippable(name string, dur archive.Position) (size int64, complete bool, err error) {
+	switch {
+	case dur.Segment == "" || name < dur.Segment:
+		fi, err := os.Stat(filepath.Join(s.cfg.Dir, name))
+		if err != nil {
+			return 0, false, err
+		}
+		return fi.Size(), true, nil
+	case name == dur.Segment:
+		return dur.Offset, false, nil
+	}
+	return 0, false, nil
+}
+
+// keepReceipt checks a receipt's cosignature by the pinned store key and, when it covers more than the
+// receipts kept so far, appends it to the receipts file. It returns the checkpoint the receipt covers.
+func (s *Shipper) keepReceipt(r []byte) (archive.Checkpoint, error) {
 	c, _, err := archive.OpenReceipt(r, s.cfg.StoreKey)
 	if err != nil {
-		return fmt.Errorf("%w: receipt: %v", ErrStoreKey, err)
+		return c, fmt.Errorf("%w: receipt: %v", ErrStoreKey, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.st.Receipt != nil {
-		if old, _, err := archive.OpenReceipt(s.st.Receipt, s.cfg.StoreKey); err == nil && old.Size >= c.Size {
-			return nil
-		}
+	if s.st.Receipt != nil && s.receiptSize >= c.Size {
+		return c, nil
 	}
 	if err := archive.AppendReceipt(s.rf, r); err != nil {
-		return fmt.Errorf("keep receipt: %w", err)
+		return c, fmt.Errorf("keep receipt: %w", err)
 	}
 	if err := s.rf.Sync(); err != nil {
-		return fmt.Errorf("keep receipt: %w", err)
+		return c, fmt.Errorf("keep receipt: %w", err)
 	}
-	s.st.Receipt = append([]byte(nil), r...)
-	return nil
+	s.st.Receipt, s.receiptSize = append([]byte(nil), r...), c.Size
+	return c, nil
 }
 
 // watchBacklog measures the bytes durable locally and not acknowledged every second, and makes the
 // writer shed events while they exceed MaxBacklog.
 func (s *Shipper) watchBacklog(ctx context.Context) {
-	var base archive.Position
-	if s.cfg.Writer != nil {
-		base = s.cfg.Writer.Durable()
-	}
+	base := s.cfg.Writer.Durable()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -586,23 +583,13 @@ func (s *Shipper) watchBacklog(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		var dur archive.Position
-		if s.cfg.Writer != nil {
-			dur = s.cfg.Writer.Durable()
-		}
+		dur := s.cfg.Writer.Durable()
 		var backlog int64
 		for _, f := range files {
 			if f < seg {
 				continue
 			}
-			size := int64(0)
-			if dur.Segment != "" && f == dur.Segment {
-				size = dur.Offset
-			} else if dur.Segment == "" || f < dur.Segment {
-				if fi, err := os.Stat(filepath.Join(s.cfg.Dir, f)); err == nil {
-					size = fi.Size()
-				}
-			}
+			size, _, _ := s.shippable(f, dur)
 			if f == seg {
 				size -= off
 			}
@@ -615,15 +602,11 @@ func (s *Shipper) watchBacklog(ctx context.Context) {
 			s.cfg.Log.Error().Str("alarm", "backlog").Int64("backlog", backlog).Int64("max_backlog", s.cfg.MaxBacklog).
 				Msg("the store has not taken this host's archive for too long: new events are dropped and counted (LOST ship_backlog) until it catches up")
 			shedding = true
-			if s.cfg.Writer != nil {
-				s.cfg.Writer.Shed(true)
-			}
+			s.cfg.Writer.Shed(true)
 		case under && shedding:
 			s.cfg.Log.Warn().Int64("backlog", backlog).Msg("the store caught up: recording events again")
 			shedding = false
-			if s.cfg.Writer != nil {
-				s.cfg.Writer.Shed(false)
-			}
+			s.cfg.Writer.Shed(false)
 		}
 		s.update(func(st *Status) { st.Backlog, st.Shedding = backlog, shedding })
 	}

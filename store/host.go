@@ -2,12 +2,10 @@ package store
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -506,10 +504,6 @@ func ClearImmutable(dir string) error {
 		return unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags&^fsImmutableFL)
 	})
 }
-
-var _ = errors.New
-var _ = io.EOF
-var _ = context.Background
 
 // fsImmutableFL is FS_IMMUTABLE_FL from linux/fs.h (x/sys/unix does not name it).
 const fsImmutableFL = 0x00000010

@@ -32,7 +32,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -587,17 +586,6 @@ func (s *Server) watchSilence() {
 	}
 }
 
-// Hosts returns the enrolled origins, sorted.
-func (s *Server) Hosts() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for o := range s.hosts {
-		out = append(out, o)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // Raise records an alarm found outside the store's own checks (the object store's canary, for one).
 func (s *Server) Raise(kind, host, format string, args ...any) {
