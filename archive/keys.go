@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/auditarch/auditarch/internal/durable"
 )
 
 // Identity key files written by Keygen (docs/format.md, "Keys").
@@ -45,19 +47,10 @@ func Keygen(dir, origin string) (vkey string, err error) {
 }
 
 func writeNew(path, data string, mode fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
+	if err := durable.Create(path, []byte(data), mode); err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
-	if _, err := f.WriteString(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write key: %w", err)
-	}
-	return f.Close()
+	return nil
 }
 
 // checkPrivate fails unless path (a file or directory) is inaccessible to group and others.

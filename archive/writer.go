@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/durable"
 )
 
 // DiskFullAction says what the writer does when the disk refuses a write (auditd's disk_full_action).
@@ -392,7 +393,7 @@ func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKerne
 	}
 	hj, _ := json.Marshal(h)
 	data := appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, hj))
-	if err = writeAll(f, data); err == nil {
+	if err = durable.WriteAll(f, data); err == nil {
 		err = f.Sync()
 	}
 	if err != nil {
@@ -424,27 +425,7 @@ func (w *Writer) publish(s *segment) error {
 		}
 		s.tmp = ""
 	}
-	return syncDir(w.dir)
-}
-
-func writeAll(f *os.File, b []byte) error {
-	for len(b) > 0 {
-		n, err := f.Write(b)
-		b = b[n:]
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(w.dir)
 }
 
 // Dir is the archive directory.

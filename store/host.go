@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/internal/durable"
 )
 
 // host is one enrolled host's area. mu is held by the connection that serves it.
@@ -123,10 +124,10 @@ func (h *host) load() error {
 	// A store killed before its fsync left bytes that are read back here but may not be durable: the
 	// STATE that reports them as held must not come before they are.
 	if h.name != "" {
-		if err := syncFile(filepath.Join(h.dir, h.name)); err != nil {
+		if err := durable.SyncFile(filepath.Join(h.dir, h.name)); err != nil {
 			return err
 		}
-		if err := syncDir(h.dir); err != nil {
+		if err := durable.SyncDir(h.dir); err != nil {
 			return err
 		}
 	}
@@ -256,7 +257,7 @@ func (h *host) write(s *Server, remote, name string, b []byte) error {
 			h.name, h.off = name, 0
 		}
 	}
-	if err := writeAll(h.f, b); err != nil {
+	if err := durable.WriteAll(h.f, b); err != nil {
 		// What was written of them stays in the area as a torn end; the stream is rebuilt from it.
 		h.stream = nil
 		h.closeFile()
@@ -295,17 +296,6 @@ func (h *host) fileName() string {
 	return filepath.Base(h.f.Name())
 }
 
-func writeAll(f *os.File, b []byte) error {
-	for len(b) > 0 {
-		n, err := f.Write(b)
-		if err != nil {
-			return err
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
 // outOfOrder judges bytes that do not continue the area: a replay of bytes it holds, a rewrite of them
 // (a fork, kept as evidence), or a gap.
 func (h *host) outOfOrder(s *Server, remote, name string, off int64, data []byte) (string, error) {
@@ -340,10 +330,10 @@ func (h *host) evidence(s *Server, remote, code, name string, off int64, data []
 	base := filepath.Join(dir, fmt.Sprintf("%s-%s-%d", time.Now().UTC().Format("20060102T150405.000000000Z"), strings.TrimSuffix(name, ".aseg"), off))
 	meta, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "remote": remote, "code": code, "segment": name,
 		"offset": off, "length": len(data), "why": why, "area_ends": map[string]any{"segment": h.name, "offset": h.off}}, "", "  ")
-	if err := writeDurable(base+".bin", data, 0o400); err != nil {
+	if err := durable.Create(base+".bin", data, 0o400); err != nil {
 		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
 	}
-	if err := writeDurable(base+".json", meta, 0o400); err != nil {
+	if err := durable.Create(base+".json", meta, 0o400); err != nil {
 		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
 	}
 	return base + ".bin"
@@ -366,7 +356,7 @@ func (h *host) sync(s *Server) error {
 		h.dirty = false
 	}
 	if h.newFile {
-		if err := syncDir(h.dir); err != nil {
+		if err := durable.SyncDir(h.dir); err != nil {
 			return err
 		}
 		h.newFile = false
@@ -410,16 +400,6 @@ func (h *host) closeFile() error {
 	h.f.Close()
 	h.f = nil
 	return err
-}
-
-// syncFile fsyncs the file at path.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // sealed handles a segment the host sealed: immutable in the filesystem, and uploaded.

@@ -39,6 +39,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/internal/durable"
 	"github.com/auditarch/auditarch/internal/wire"
 )
 
@@ -209,7 +210,7 @@ func Enroll(dir, vkey string) (origin string, err error) {
 	if err := os.MkdirAll(hdir, 0o700); err != nil {
 		return "", fmt.Errorf("enroll: %w", err)
 	}
-	if err := writeDurable(path, []byte(vkey+"\n"), 0o644); err != nil {
+	if err := durable.Create(path, []byte(vkey+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("enroll: %w", err)
 	}
 	return origin, nil
@@ -235,34 +236,6 @@ func (s *Server) Enroll(vkey string) error {
 	s.hosts[origin] = h
 	s.mu.Unlock()
 	return nil
-}
-
-func writeDurable(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Alarms returns the alarms raised since Open (the last 1000; alarms.log keeps all).
@@ -585,7 +558,6 @@ func (s *Server) watchSilence() {
 		}
 	}
 }
-
 
 // Raise records an alarm found outside the store's own checks (the object store's canary, for one).
 func (s *Server) Raise(kind, host, format string, args ...any) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/durable"
 	"github.com/auditarch/auditarch/rules"
 )
 
@@ -242,12 +243,7 @@ func writeKernelState(path string, f rules.Found) error {
 		os.Remove(tmp)
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // version is recorded in every START leaf.
