@@ -2,8 +2,6 @@ package store_test
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,8 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
-	"github.com/auditarch/auditarch/audit"
-	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/peers"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -39,33 +35,7 @@ func TestSealedSegmentsToObjectLock(t *testing.T) {
 	}
 	id, pub := archivetest.Identity(t, "host-s3.example")
 	st := shiptest.StartStore(t, "", store.Config{Upload: locked}, pub)
-	dir := filepath.Join(t.TempDir(), "archive")
-	w, err := archive.Create(dir, archive.Options{Identity: id, SegmentDuration: 500 * time.Millisecond, FlushInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh, err := forward.New(forward.Config{Addr: st.Addr, StoreKey: st.Key, Identity: id, Dir: dir, Writer: w, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { sh.Run(sctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	for i := 1; i <= 300; i++ {
-		now := time.Now()
-		w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: uint32(i), Sec: now.Unix(), Received: now.UnixNano(), EOE: true,
-			Records: []audit.Record{{Type: 1300, Text: []byte(fmt.Sprintf("audit(%d.000:%d): syscall=59 success=yes", now.Unix(), i))}}})
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := sh.WaitShipped(wctx, w.Durable()); err != nil {
-		t.Fatal(err)
-	}
+	shiptest.ShipArchive(t, st, archive.Options{Identity: id, SegmentDuration: 500 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 300, 5*time.Millisecond)
 	r, err := archive.Verify(st.HostDir("host-s3.example"), archive.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
-	"github.com/auditarch/auditarch/audit"
-	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/peers"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -39,33 +37,7 @@ func TestStoreVerify(t *testing.T) {
 	}
 	id, pub := archivetest.Identity(t, "auditarch/web1")
 	st := shiptest.StartStore(t, "", store.Config{Upload: locked}, pub)
-	dir := filepath.Join(t.TempDir(), "archive")
-	w, err := archive.Create(dir, archive.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh, err := forward.New(forward.Config{Addr: st.Addr, StoreKey: st.Key, Identity: id, Dir: dir, Writer: w, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { sh.Run(sctx); close(done) }()
-	for i := 1; i <= 100; i++ {
-		now := time.Now()
-		w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: uint32(i), Sec: now.Unix(), Received: now.UnixNano(), EOE: true,
-			Records: []audit.Record{{Type: 1300, Text: []byte("audit(1.000:1): syscall=59")}}})
-		time.Sleep(10 * time.Millisecond)
-	}
-	w.Close()
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	err = sh.WaitShipped(wctx, w.Durable())
-	wcancel()
-	cancel()
-	<-done
-	if err != nil {
-		t.Fatal(err)
-	}
+	shiptest.ShipArchive(t, st, archive.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 100, 10*time.Millisecond)
 	st.Stop() // waits for the uploads of the sealed segments
 
 	verify := func(args ...string) (int, string) {

@@ -19,6 +19,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/store"
 )
 
@@ -163,4 +165,39 @@ func Leaves(tb testing.TB, dir string) []string {
 		out = append(out, fmt.Sprintf("%d %d %d %d", i, l.Kind, l.Time, l.Event.Serial))
 	}
 	return out
+}
+
+// ShipArchive writes n small events into a new archive with opts (opts.Identity must be set), one every
+// `every`, while a shipper sends it to st; it then closes the writer, waits until the store holds all of
+// it, stops the shipper and returns the archive's directory.
+func ShipArchive(tb testing.TB, st *Store, opts archive.Options, n int, every time.Duration) string {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "archive")
+	w, err := archive.Create(dir, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sh, err := forward.New(forward.Config{Addr: st.Addr, StoreKey: st.Key, Identity: opts.Identity, Dir: dir, Writer: w, Log: zerolog.Nop()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sh.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 1; i <= n; i++ {
+		now := time.Now()
+		w.Append(&audit.RawEvent{Kind: audit.KindEvent, Serial: uint32(i), Sec: now.Unix(), Received: now.UnixNano(), EOE: true,
+			Records: []audit.Record{{Type: 1300, Text: []byte(fmt.Sprintf("audit(%d.000:%d): syscall=59 success=yes", now.Unix(), i))}}})
+		time.Sleep(every)
+	}
+	if err := w.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := sh.WaitShipped(wctx, w.Durable()); err != nil {
+		tb.Fatalf("not shipped: %v", err)
+	}
+	return dir
 }
