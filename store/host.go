@@ -299,12 +299,11 @@ func (h *host) fileName() string {
 // outOfOrder judges bytes that do not continue the area: a replay of bytes it holds, a rewrite of them
 // (a fork, kept as evidence), or a gap.
 func (h *host) outOfOrder(s *Server, remote, name string, off int64, data []byte) (string, error) {
-	path := filepath.Join(h.dir, name)
-	held, err := os.ReadFile(path)
+	held, err := readHeld(filepath.Join(h.dir, name), off, len(data))
 	switch {
-	case err == nil && off < int64(len(held)):
-		n := min(int64(len(data)), int64(len(held))-off)
-		if bytes.Equal(held[off:off+n], data[:n]) && n == int64(len(data)) {
+	case err == nil && len(held) > 0:
+		n := int64(len(held))
+		if bytes.Equal(held, data[:n]) && n == int64(len(data)) {
 			s.alarm("replay", h.origin, remote, "refused a replay of bytes %d..%d of %s, which the store already holds", off, off+n, name)
 			return "replay", fmt.Errorf("bytes %d..%d of %s are already held: a replay (the store holds %s up to %d)", off, off+n, name, h.name, h.off)
 		}
@@ -318,6 +317,23 @@ func (h *host) outOfOrder(s *Server, remote, name string, off int64, data []byte
 	default:
 		return "gap", fmt.Errorf("bytes at %d of %s do not continue the store's copy, which ends at %d of %s", off, name, h.off, h.name)
 	}
+}
+
+// readHeld returns the bytes of the area's file path from off, at most n of them (none when the file ends
+// before off).
+func readHeld(path string, off int64, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || off >= st.Size() {
+		return nil, err
+	}
+	b := make([]byte, min(int64(n), st.Size()-off))
+	_, err = f.ReadAt(b, off)
+	return b, err
 }
 
 // evidence keeps refused bytes and why: evidence/<time>-<segment>-<offset>.{bin,json}.
