@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/audit/raw"
 )
 
 // LeafKind is the first byte of every leaf (docs/format.md, "Leaves").
@@ -116,14 +116,14 @@ type Seal struct {
 type Leaf struct {
 	Kind  LeafKind
 	Time  int64 // unix nanoseconds: when the event was received, or when the control leaf was written
-	Event audit.RawEvent
+	Event raw.Event
 	Body  []byte // JSON body of a control leaf
 }
 
 // appendEventLeaf appends the leaf of ev: u8 kind (1 event, 2 LOST), u8 flags (1 EOE, 2 late),
 // u32 serial, i64 sec, i32 msec, i64 received ns, [LOST: u8 reason, u64 count, u32 first, u32 last],
 // uvarint record count, records (u16 type, uvarint length, text). Little endian.
-func appendEventLeaf(b []byte, ev *audit.RawEvent) []byte {
+func appendEventLeaf(b []byte, ev *raw.Event) []byte {
 	var flags byte
 	if ev.EOE {
 		flags |= 1
@@ -133,7 +133,7 @@ func appendEventLeaf(b []byte, ev *audit.RawEvent) []byte {
 	}
 	le := binary.LittleEndian
 	kind := LeafEvent
-	if ev.Kind == audit.KindLost {
+	if ev.Kind == raw.KindLost {
 		kind = LeafLost
 	}
 	b = append(b, byte(kind), flags)
@@ -195,18 +195,18 @@ func DecodeLeaf(p []byte, l *Leaf) error {
 	return nil
 }
 
-func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
+func decodeEventLeaf(p []byte, ev *raw.Event) error {
 	le := binary.LittleEndian
 	const fixed = 1 + 1 + 4 + 8 + 4 + 8
 	if len(p) < fixed {
 		return errors.New("event leaf too short")
 	}
-	*ev = audit.RawEvent{Records: ev.Records[:0]}
+	*ev = raw.Event{Records: ev.Records[:0]}
 	switch LeafKind(p[0]) {
 	case LeafEvent:
-		ev.Kind = audit.KindEvent
+		ev.Kind = raw.KindEvent
 	case LeafLost:
-		ev.Kind = audit.KindLost
+		ev.Kind = raw.KindLost
 	default:
 		return fmt.Errorf("unknown leaf kind %d", p[0])
 	}
@@ -219,11 +219,11 @@ func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
 	ev.Msec = int32(le.Uint32(p[14:]))
 	ev.Received = int64(le.Uint64(p[18:]))
 	p = p[fixed:]
-	if ev.Kind == audit.KindLost {
+	if ev.Kind == raw.KindLost {
 		if len(p) < 17 {
 			return errors.New("LOST leaf too short")
 		}
-		ev.Lost = audit.Lost{Reason: audit.LostReason(p[0]), Count: le.Uint64(p[1:]), First: le.Uint32(p[9:]), Last: le.Uint32(p[13:])}
+		ev.Lost = raw.Lost{Reason: raw.LostReason(p[0]), Count: le.Uint64(p[1:]), First: le.Uint32(p[9:]), Last: le.Uint32(p[13:])}
 		p = p[17:]
 	}
 	n, k := uvarint(p)
@@ -241,7 +241,7 @@ func decodeEventLeaf(p []byte, ev *audit.RawEvent) error {
 			return errors.New("bad record length")
 		}
 		p = p[2+k:]
-		ev.Records = append(ev.Records, audit.Record{Type: typ, Text: p[:l:l]})
+		ev.Records = append(ev.Records, raw.Record{Type: typ, Text: p[:l:l]})
 		p = p[l:]
 	}
 	if len(p) != 0 {

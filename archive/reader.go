@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/audit/raw"
 )
 
 // Reader reads the leaves of an archive's segments in order. It checks framing and checksums but not
@@ -103,7 +103,7 @@ func (r *Reader) NextLeaf() (*Leaf, uint64, error) {
 }
 
 // Next returns the next event or LOST leaf, skipping control leaves; see NextLeaf.
-func (r *Reader) Next() (*audit.RawEvent, uint64, error) {
+func (r *Reader) Next() (*raw.Event, uint64, error) {
 	for {
 		l, i, err := r.NextLeaf()
 		if err != nil {

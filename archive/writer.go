@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/durable"
 )
 
@@ -433,7 +433,7 @@ func (w *Writer) Dir() string { return w.dir }
 
 // Append adds ev to the batch being built. It never waits for the disk: when MaxPending bytes are already
 // held the event is dropped and counted, and a LOST leaf with the count precedes the next event that fits.
-func (w *Writer) Append(ev *audit.RawEvent) {
+func (w *Writer) Append(ev *raw.Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.shedding && !w.closed {
@@ -455,7 +455,7 @@ func (w *Writer) Append(ev *audit.RawEvent) {
 }
 
 // appendEvent encodes ev as a leaf entry into buf. w.mu is held.
-func (w *Writer) appendEvent(ev *audit.RawEvent) {
+func (w *Writer) appendEvent(ev *raw.Event) {
 	n0 := len(w.buf)
 	w.buf = append(w.buf, entryLeaf, 0, 0, 0, 0)
 	w.buf = appendEventLeaf(w.buf, ev)
@@ -468,8 +468,8 @@ func (w *Writer) appendEvent(ev *audit.RawEvent) {
 func (w *Writer) appendLost() {
 	if w.shed > 0 {
 		now := w.opts.Now().UnixNano()
-		lost := audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-			Lost: audit.Lost{Reason: audit.LostBacklog, Count: w.shed}}
+		lost := raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+			Lost: raw.Lost{Reason: raw.LostBacklog, Count: w.shed}}
 		w.opts.Log.Error().Uint64("dropped", w.shed).Msg("shipping backlog over its bound: events dropped")
 		w.appendEvent(&lost)
 		w.shed = 0
@@ -478,8 +478,8 @@ func (w *Writer) appendLost() {
 		return
 	}
 	now := w.opts.Now().UnixNano()
-	lost := audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-		Lost: audit.Lost{Reason: audit.LostLocal, Count: w.dropped}}
+	lost := raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+		Lost: raw.Lost{Reason: raw.LostLocal, Count: w.dropped}}
 	w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
 	w.appendEvent(&lost)
 	w.dropped = 0

@@ -34,15 +34,7 @@ func rawEvent(serial uint32, rs []Record) *RawEvent {
 }
 
 // copyEvent deep-copies an emitted event: the reassembler reuses it after Emit returns.
-func copyEvent(ev *RawEvent) *RawEvent {
-	c := *ev
-	c.buf = nil
-	c.Records = make([]Record, len(ev.Records))
-	for i, r := range ev.Records {
-		c.Records[i] = Record{Type: r.Type, Text: append([]byte(nil), r.Text...)}
-	}
-	return &c
-}
+func copyEvent(ev *RawEvent) *RawEvent { return ev.Clone() }
 
 // hexUpper encodes b as the kernel does (audit_log_n_hex writes upper case).
 func hexUpper(b []byte) string { return strings.ToUpper(fmt.Sprintf("%x", b)) }

@@ -2,94 +2,28 @@ package audit
 
 import (
 	"time"
+
+	"github.com/auditarch/auditarch/audit/raw"
 )
 
-// Kind says what a RawEvent stands for.
-type Kind uint8
+// The event types live in package raw (no dependencies), so that the archive and the store do not link
+// the capture; these aliases keep the capture's names.
+type (
+	Kind       = raw.Kind
+	LostReason = raw.LostReason
+	Lost       = raw.Lost
+	RawEvent   = raw.Event
+)
 
 const (
-	// KindEvent is a kernel event: the records that share one serial.
-	KindEvent Kind = 1
-	// KindLost records events that were lost: counted by the kernel, missing serials, or dropped locally.
-	KindLost Kind = 2
+	KindEvent   = raw.KindEvent
+	KindLost    = raw.KindLost
+	LostKernel  = raw.LostKernel
+	LostGap     = raw.LostGap
+	LostLocal   = raw.LostLocal
+	LostSocket  = raw.LostSocket
+	LostBacklog = raw.LostBacklog
 )
-
-// LostReason says how a loss was detected.
-type LostReason uint8
-
-const (
-	// LostKernel is an increase of the kernel's lost counter (backlog overflow, rate limit, no memory).
-	LostKernel LostReason = 1
-	// LostGap is a range of serial numbers that never arrived.
-	LostGap LostReason = 2
-	// LostLocal counts events auditarch received but could not keep (queue bound, write failure).
-	LostLocal LostReason = 3
-	// LostSocket is a receive-buffer overrun on the netlink socket (ENOBUFS); the count is unknown (0) and
-	// the serial gap that follows gives it.
-	LostSocket LostReason = 4
-	// LostBacklog counts events auditarch did not keep because what it had not yet shipped to the store
-	// exceeded its configured bound (the local disk would otherwise fill while the store is away).
-	LostBacklog LostReason = 5
-)
-
-// String names the reason as it is printed.
-func (r LostReason) String() string {
-	switch r {
-	case LostKernel:
-		return "kernel"
-	case LostGap:
-		return "serial_gap"
-	case LostLocal:
-		return "local_drop"
-	case LostSocket:
-		return "socket_overrun"
-	case LostBacklog:
-		return "ship_backlog"
-	}
-	return "unknown"
-}
-
-// Lost describes a KindLost event. For LostGap, First..Last is the missing serial range (inclusive, and
-// may wrap past 2^32-1 to 1).
-type Lost struct {
-	Reason LostReason
-	Count  uint64
-	First  uint32
-	Last   uint32
-}
-
-// RawEvent is one reassembled event: its records verbatim in arrival order, without the EOE record.
-type RawEvent struct {
-	Kind     Kind
-	Serial   uint32
-	Sec      int64 // kernel timestamp of the first record
-	Msec     int32
-	Received int64 // unix nanoseconds when the first record was read
-	// EOE is true when the kernel's end-of-event record closed the event; false when it was closed by the
-	// timeout (records that the kernel sends without an EOE, or an event cut short).
-	EOE bool
-	// Late is true when the records arrived after their serial had been emitted or reported missing.
-	Late    bool
-	Records []Record
-	Lost    Lost
-
-	buf []byte // backing store for the records' text
-}
-
-// Time returns the kernel timestamp of the event.
-func (e *RawEvent) Time() time.Time { return time.Unix(e.Sec, int64(e.Msec)*1e6) }
-
-func (e *RawEvent) reset() {
-	*e = RawEvent{Records: e.Records[:0], buf: e.buf[:0]}
-}
-
-// add copies a record into the event's reusable buffer. When append moves buf, earlier texts keep
-// pointing at the old array, whose bytes never change, so they stay valid.
-func (e *RawEvent) add(typ uint16, text []byte) {
-	start := len(e.buf)
-	e.buf = append(e.buf, text...)
-	e.Records = append(e.Records, Record{Type: typ, Text: e.buf[start:len(e.buf):len(e.buf)]})
-}
 
 // Record types the reassembler treats specially (linux/audit.h).
 const (
@@ -143,7 +77,7 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 	if err != nil {
 		ev := r.get()
 		ev.Kind, ev.Received = KindEvent, now
-		ev.add(typ, text)
+		ev.Add(typ, text)
 		r.emit(ev)
 		return err
 	}
@@ -160,7 +94,7 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 			r.emit(ev)
 			return nil
 		}
-		p.ev.add(typ, text)
+		p.ev.Add(typ, text)
 		return nil
 	}
 	late := h.Serial != 0 && !r.gaps.observe(h.Serial, now+int64(r.Grace))
@@ -173,7 +107,7 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 	}
 	ev := r.get()
 	ev.Kind, ev.Serial, ev.Sec, ev.Msec, ev.Received, ev.Late = KindEvent, h.Serial, h.Sec, h.Msec, now, late
-	ev.add(typ, text)
+	ev.Add(typ, text)
 	if standalone(typ) || typ == TypeEOE || h.Serial == 0 {
 		ev.EOE = typ == TypeEOE
 		r.emit(ev)
@@ -236,7 +170,7 @@ func (r *Reassembler) get() *RawEvent {
 
 func (r *Reassembler) emit(ev *RawEvent) {
 	r.Emit(ev)
-	ev.reset()
+	ev.Reset()
 	r.free = append(r.free, ev)
 }
 

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/auditarch/auditarch/audit/raw"
 )
 
-// Record is one kernel audit record exactly as received: the netlink message type and its text, which
-// starts with the header "audit(SECONDS.MILLIS:SERIAL): ". The text is the evidence and is never rewritten.
-type Record struct {
-	Type uint16
-	Text []byte
-}
+// Record is one kernel audit record exactly as received (package raw).
+type Record = raw.Record
 
 // Header is the stamp at the start of every record. Serial is the kernel's 32-bit event serial: records of
 // one event share it; it wraps from 2^32-1 to 1 (the kernel skips 0).

@@ -1,0 +1,120 @@
+// Package raw holds the kernel's audit events as the archive keeps them: records verbatim, grouped by
+// serial, and LOST markers. It depends on nothing, so that the archive's leaf codec, the store and the
+// verifier read events without linking the netlink capture (package audit, go-libaudit).
+package raw
+
+import "time"
+
+// Record is one kernel audit record exactly as received: the netlink message type and its text, which
+// starts with the header "audit(SECONDS.MILLIS:SERIAL): ". The text is the evidence and is never rewritten.
+type Record struct {
+	Type uint16
+	Text []byte
+}
+
+// Kind says what an Event stands for.
+type Kind uint8
+
+const (
+	// KindEvent is a kernel event: the records that share one serial.
+	KindEvent Kind = 1
+	// KindLost records events that were lost: counted by the kernel, missing serials, or dropped locally.
+	KindLost Kind = 2
+)
+
+// LostReason says how a loss was detected.
+type LostReason uint8
+
+const (
+	// LostKernel is an increase of the kernel's lost counter (backlog overflow, rate limit, no memory).
+	LostKernel LostReason = 1
+	// LostGap is a range of serial numbers that never arrived.
+	LostGap LostReason = 2
+	// LostLocal counts events auditarch received but could not keep (queue bound, write failure).
+	LostLocal LostReason = 3
+	// LostSocket is a receive-buffer overrun on the netlink socket (ENOBUFS); the count is unknown (0) and
+	// the serial gap that follows gives it.
+	LostSocket LostReason = 4
+	// LostBacklog counts events auditarch did not keep because what it had not yet shipped to the store
+	// exceeded its configured bound (the local disk would otherwise fill while the store is away).
+	LostBacklog LostReason = 5
+)
+
+// String names the reason as it is printed.
+func (r LostReason) String() string {
+	switch r {
+	case LostKernel:
+		return "kernel"
+	case LostGap:
+		return "serial_gap"
+	case LostLocal:
+		return "local_drop"
+	case LostSocket:
+		return "socket_overrun"
+	case LostBacklog:
+		return "ship_backlog"
+	}
+	return "unknown"
+}
+
+// Lost describes a KindLost event. For LostGap, First..Last is the missing serial range (inclusive, and
+// may wrap past 2^32-1 to 1).
+type Lost struct {
+	Reason LostReason
+	Count  uint64
+	First  uint32
+	Last   uint32
+}
+
+// Event is one reassembled event: its records verbatim in arrival order, without the EOE record.
+type Event struct {
+	Kind     Kind
+	Serial   uint32
+	Sec      int64 // kernel timestamp of the first record
+	Msec     int32
+	Received int64 // unix nanoseconds when the first record was read
+	// EOE is true when the kernel's end-of-event record closed the event; false when it was closed by the
+	// timeout (records that the kernel sends without an EOE, or an event cut short).
+	EOE bool
+	// Late is true when the records arrived after their serial had been emitted or reported missing.
+	Late    bool
+	Records []Record
+	Lost    Lost
+
+	buf []byte // backing store for the records' text
+}
+
+// Time returns the kernel timestamp of the event.
+func (e *Event) Time() time.Time { return time.Unix(e.Sec, int64(e.Msec)*1e6) }
+
+// Reset empties e for reuse, keeping its buffers.
+func (e *Event) Reset() {
+	*e = Event{Records: e.Records[:0], buf: e.buf[:0]}
+}
+
+// Add copies a record into the event's reusable buffer. When append moves the buffer, earlier texts keep
+// pointing at the old array, whose bytes never change, so they stay valid.
+func (e *Event) Add(typ uint16, text []byte) {
+	start := len(e.buf)
+	e.buf = append(e.buf, text...)
+	e.Records = append(e.Records, Record{Type: typ, Text: e.buf[start:len(e.buf):len(e.buf)]})
+}
+
+// Clone returns a deep copy of e that owns its record texts (in one allocation): events passed to a sink
+// are reused after the call.
+func (e *Event) Clone() *Event {
+	n := 0
+	for _, r := range e.Records {
+		n += len(r.Text)
+	}
+	buf := make([]byte, 0, n)
+	c := *e
+	c.buf = nil
+	c.Records = make([]Record, len(e.Records))
+	for i, r := range e.Records {
+		start := len(buf)
+		buf = append(buf, r.Text...)
+		c.Records[i] = Record{Type: r.Type, Text: buf[start:len(buf):len(buf)]}
+	}
+	return &c
+}
