@@ -2,16 +2,16 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/search"
 )
 
 func showCmd(args []string, stdout io.Writer) error {
@@ -24,60 +24,30 @@ func showCmd(args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: show needs exactly one archive directory", errUsage)
 	}
-	all, err := newSearchFilter(nil, time.Time{}) // selects every event
-	if err != nil {
-		return err
-	}
-	return printEvents(pos[0], stdout, *asJSON, all, "shown")
+	return printEvents(pos[0], stdout, *asJSON, search.Query{}, "shown") // the zero Query selects every event
 }
 
-// printEvents prints the events of the archive in dir that flt selects, one line (or JSON object) each.
+// printEvents prints the events of the archive in dir that q selects, one line (or JSON object) each.
 // Damaged blocks are skipped and reported at the end with exit status 1; verb says what happened to the
 // events before them.
-func printEvents(dir string, stdout io.Writer, asJSON bool, flt *searchFilter, verb string) error {
-	r, err := archive.Open(dir)
-	if err != nil {
-		return err
-	}
-	if !flt.since.IsZero() || !flt.until.IsZero() {
-		r.SkipOutside(flt.since, flt.until)
-	}
+func printEvents(dir string, stdout io.Writer, asJSON bool, q search.Query, verb string) error {
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	defer out.Flush()
 	enc := json.NewEncoder(out)
 	enc.SetEscapeHTML(false)
-	var corrupt []error
-	for {
-		raw, idx, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if archive.IsCorrupt(err) {
-			corrupt = append(corrupt, err)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		ev := flt.selects(raw)
-		if ev == nil {
-			continue
-		}
-		ev.Index = idx
+	err := search.Run(context.Background(), dir, q, func(ev *audit.Event) error {
 		if asJSON {
-			if err := enc.Encode(ev); err != nil {
-				return err
-			}
-			continue
+			return enc.Encode(ev)
 		}
 		fmt.Fprintln(out, summary(ev))
-	}
-	if len(corrupt) > 0 {
+		return nil
+	})
+	if archive.IsCorrupt(err) {
 		out.Flush()
-		return &exitError{code: 1, err: &hinted{errors.Join(corrupt...),
+		return &exitError{code: 1, err: &hinted{err,
 			"events before each damaged block were " + verb + "; a torn last block means the writer stopped mid-write"}}
 	}
-	return nil
+	return err
 }
 
 // summary renders one event on one line, in auditd's key=value spirit.

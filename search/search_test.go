@@ -1,4 +1,4 @@
-package main
+package search
 
 import (
 	"net/netip"
@@ -80,14 +80,14 @@ func TestInWindow(t *testing.T) {
 		if tc.until != "" {
 			set["until"] = tc.until
 		}
-		f, err := newSearchFilter(set, time.Now())
+		q, err := Parse(set, time.Now())
 		if err != nil {
 			t.Fatalf("%v: %v", set, err)
 		}
-		if got := f.inWindow(ev); got != tc.want {
+		if got := q.inWindow(ev); got != tc.want {
 			t.Errorf("since %q until %q: inWindow = %v, want %v", tc.since, tc.until, got, tc.want)
 		}
-		if f.fields {
+		if q.fields {
 			t.Errorf("%v: a time window counted as a field filter", set)
 		}
 	}
@@ -189,8 +189,8 @@ func TestMayHold(t *testing.T) {
 	}
 }
 
-// TestSearchFilterMatch checks match on the decoded fields directly.
-func TestSearchFilterMatch(t *testing.T) {
+// TestQueryMatch checks match on the decoded fields directly.
+func TestQueryMatch(t *testing.T) {
 	u := func(n uint32) *uint32 { return &n }
 	port := uint16(22)
 	ev := &audit.Event{
@@ -231,14 +231,14 @@ func TestSearchFilterMatch(t *testing.T) {
 		{map[string]string{"pid": "100", "key": "net", "exe": "curl"}, true},
 		{map[string]string{"pid": "100", "key": "net", "exe": "wget"}, false},
 	} {
-		f, err := newSearchFilter(tc.set, time.Now())
+		q, err := Parse(tc.set, time.Now())
 		if err != nil {
 			t.Fatalf("%v: %v", tc.set, err)
 		}
-		if got := f.match(ev); got != tc.want {
+		if got := q.match(ev); got != tc.want {
 			t.Errorf("%v: match = %v, want %v", tc.set, got, tc.want)
 		}
-		if got := f.match(&audit.Event{}); got != (len(tc.set) == 0) {
+		if got := q.match(&audit.Event{}); got != (len(tc.set) == 0) {
 			t.Errorf("%v: match of an empty event = %v", tc.set, got)
 		}
 	}
@@ -293,12 +293,12 @@ func checkPrefilter(t *testing.T, raw *audit.RawEvent) int {
 	ev := audit.Decode(raw)
 	n := 0
 	for _, set := range selfFilters(ev) {
-		f, err := newSearchFilter(set, time.Now())
-		if err != nil || !f.match(ev) {
+		q, err := Parse(set, time.Now())
+		if err != nil || !q.match(ev) {
 			continue // a value search cannot take (an unknown syscall name, say), or exe holding a '/'
 		}
 		n++
-		if !f.mayMatch(raw) {
+		if !q.mayMatch(raw) {
 			t.Errorf("%v matches event %d but mayMatch rejects its records %q", set, raw.Serial, texts(raw.Records))
 		}
 	}
@@ -364,7 +364,7 @@ func texts(recs []audit.Record) []string {
 
 func workloadEvents(tb testing.TB) []*audit.RawEvent {
 	tb.Helper()
-	data, err := os.Open(filepath.Join("..", "..", "testdata", "workload.cap"))
+	data, err := os.Open(filepath.Join("..", "testdata", "workload.cap"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -376,11 +376,11 @@ func workloadEvents(tb testing.TB) []*audit.RawEvent {
 	return capfile.Replay(c, 1_700_000_000e9)
 }
 
-// BenchmarkSearchFilter compares selecting one event of the workload with the raw pre-check against
+// BenchmarkPrefilter compares selecting one event of the workload with the raw pre-check against
 // decoding every event first.
-func BenchmarkSearchFilter(b *testing.B) {
+func BenchmarkPrefilter(b *testing.B) {
 	evs := workloadEvents(b)
-	f, err := newSearchFilter(map[string]string{"pid": "8945", "syscall": "kill"}, time.Now())
+	q, err := Parse(map[string]string{"pid": "8945", "syscall": "kill"}, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -392,10 +392,10 @@ func BenchmarkSearchFilter(b *testing.B) {
 			for b.Loop() {
 				n := 0
 				for _, raw := range evs {
-					if bc.prefilter && !f.mayMatch(raw) {
+					if bc.prefilter && !q.mayMatch(raw) {
 						continue
 					}
-					if f.match(audit.Decode(raw)) {
+					if q.match(audit.Decode(raw)) {
 						n++
 					}
 				}
