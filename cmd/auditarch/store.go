@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -149,7 +148,8 @@ func enrollFiles(dir string, files []string, enrolled func(origin string)) error
 }
 
 // storeVerifyCmd: auditarch store verify [--json] DIR — every host area verified like a host archive,
-// its receipts checked against the store key, and its sealed segments checked for the immutable flag.
+// its receipts checked against the store key, and its sealed segments checked for the immutable flag
+// (store.VerifyDir).
 func storeVerifyCmd(args []string, stdout io.Writer) error {
 	fs := newFlags("store verify")
 	asJSON := fs.Bool("json", false, "")
@@ -160,106 +160,33 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// With a bucket, every sealed segment must be there under COMPLIANCE retention that has not run out:
-	// the retention is read back, not assumed.
-	var locked *s3lock.Store
+	// With a bucket, every sealed segment must be there under COMPLIANCE retention that has not run out.
+	var opts store.VerifyDirOptions
 	if *s3Bucket != "" {
-		locked, err = s3lock.Open(context.Background(), s3lock.Config{Endpoint: *s3Endpoint, Region: *s3Region, Bucket: *s3Bucket,
+		locked, err := s3lock.Open(context.Background(), s3lock.Config{Endpoint: *s3Endpoint, Region: *s3Region, Bucket: *s3Bucket,
 			AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), Retention: time.Hour, Prefix: "auditarch/"}, zerolog.Nop())
 		if err != nil {
 			return fmt.Errorf("store verify: %w", err)
 		}
+		opts.ObjectLock = locked
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: store verify needs the store directory", errUsage)
 	}
-	dir := pos[0]
-	sk, err := archive.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
+	rep, err := store.VerifyDir(context.Background(), pos[0], opts)
 	if err != nil {
 		return fmt.Errorf("store verify: %w", err)
-	}
-	ents, err := os.ReadDir(filepath.Join(dir, store.HostsDir))
-	if err != nil {
-		return fmt.Errorf("store verify: %w", err)
-	}
-	worst := 0
-	type hostReport struct {
-		Host      string          `json:"host"`
-		Report    *archive.Report `json:"report"`
-		Receipts  int             `json:"receipts"`
-		Bad       int             `json:"bad_receipts"`
-		Mutable   []string        `json:"mutable_sealed,omitempty"`
-		Evidence  int             `json:"evidence"`
-		Immutable string          `json:"immutable"`            // yes, unsupported (filesystem), partial
-		Unlocked  []string        `json:"not_locked,omitempty"` // sealed segments not in the bucket under COMPLIANCE retention
-	}
-	var out []hostReport
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		hdir := filepath.Join(dir, store.HostsDir, e.Name())
-		origin, err := url.PathUnescape(e.Name())
-		if err != nil {
-			origin = e.Name()
-		}
-		hk, _, err := archive.LoadVerifierKey(filepath.Join(hdir, store.HostKeyFile))
-		if err != nil {
-			return fmt.Errorf("store verify: %w", err)
-		}
-		hr := hostReport{Host: origin}
-		if segs, _ := filepath.Glob(filepath.Join(hdir, "seg-*.aseg")); len(segs) == 0 {
-			hr.Report = &archive.Report{Status: archive.Pass, Dir: hdir}
-		} else {
-			rs, bad, err := archive.ReadReceipts(filepath.Join(hdir, store.ReceiptsFile), sk)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("store verify: %w", err)
-			}
-			hr.Receipts, hr.Bad = len(rs), bad
-			r, err := archive.Verify(hdir, archive.VerifyOptions{Key: hk, Receipts: rs})
-			if err != nil {
-				return fmt.Errorf("store verify: %w", err)
-			}
-			hr.Report = r
-			hr.Immutable = "yes"
-			for _, s := range r.Segments {
-				if !s.Sealed {
-					continue
-				}
-				imm, err := store.IsImmutable(filepath.Join(hdir, s.File))
-				switch {
-				case err != nil:
-					hr.Immutable = "unsupported"
-				case !imm:
-					hr.Mutable = append(hr.Mutable, s.File)
-					hr.Immutable = "partial"
-				}
-				if locked != nil {
-					mode, until, err := locked.Retention(context.Background(), e.Name(), s.File)
-					if err != nil || mode != "COMPLIANCE" || !until.After(time.Now()) {
-						hr.Unlocked = append(hr.Unlocked, fmt.Sprintf("%s (%s until %s, %v)", s.File, mode, until.Format(time.RFC3339), err))
-					}
-				}
-			}
-		}
-		ev, _ := filepath.Glob(filepath.Join(hdir, store.EvidenceDir, "*.json"))
-		hr.Evidence = len(ev)
-		worst = max(worst, exitFor(hr.Report.Status))
-		if hr.Bad > 0 || len(hr.Unlocked) > 0 {
-			worst = max(worst, 4)
-		}
-		out = append(out, hr)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(out)
+		enc.Encode(rep.Hosts)
 	} else {
-		for _, hr := range out {
+		for _, hr := range rep.Hosts {
 			r := hr.Report
 			fmt.Fprintf(stdout, "%s: %s, %d leaves (%d verified), %d segments, %d receipts", hr.Host, r.Status, r.Leaves, r.Verified, len(r.Segments), hr.Receipts)
-			if hr.Bad > 0 {
-				fmt.Fprintf(stdout, ", %d receipts NOT signed by the store key", hr.Bad)
+			if hr.BadReceipts > 0 {
+				fmt.Fprintf(stdout, ", %d receipts NOT signed by the store key", hr.BadReceipts)
 			}
 			if hr.Evidence > 0 {
 				fmt.Fprintf(stdout, ", %d refused submissions kept as evidence", hr.Evidence)
@@ -268,16 +195,16 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 			for _, p := range r.Problems {
 				fmt.Fprintf(stdout, "  %s [%s] %s\n", strings.ToLower(p.Class), p.Code, p.Message)
 			}
-			for _, u := range hr.Unlocked {
+			for _, u := range hr.NotLocked {
 				fmt.Fprintf(stdout, "  sealed segment not under object lock: %s\n", u)
 			}
-			if len(hr.Mutable) > 0 {
-				fmt.Fprintf(stdout, "  sealed segments without the immutable flag: %s\n", strings.Join(hr.Mutable, " "))
+			if len(hr.MutableSealed) > 0 {
+				fmt.Fprintf(stdout, "  sealed segments without the immutable flag: %s\n", strings.Join(hr.MutableSealed, " "))
 			}
 		}
 	}
-	if worst != 0 {
-		return &exitError{code: worst, err: errors.New("store verify: not every host passed")}
+	if code := exitFor(rep.Status()); code != 0 {
+		return &exitError{code: code, err: errors.New("store verify: not every host passed")}
 	}
 	return nil
 }
