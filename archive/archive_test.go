@@ -176,7 +176,7 @@ func TestRoundTripAndVerify(t *testing.T) {
 // fastOptions cut segments, epochs, checkpoints and heartbeats in fractions of a second.
 func fastOptions(id *archive.Identity) archive.Options {
 	return archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
-		CheckpointInterval: 50 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}
+		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}
 }
 
 // writeSlowly appends evs over about d, in a writer with fast options, and closes it.

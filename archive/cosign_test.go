@@ -486,7 +486,7 @@ func TestVerifyReceipt(t *testing.T) {
 				t.Fatal(err)
 			}
 			return d
-		}, []Receipt{rTwo}, Incomplete, []string{"missing-segment"}, ReceiptUnchecked},
+		}, []Receipt{rTwo}, Tampered, []string{"missing-segment", "truncated"}, "truncated"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

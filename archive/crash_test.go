@@ -35,7 +35,7 @@ const (
 
 // crashOptions flush, checkpoint, re-key and rotate many times a second, so that kills land in each.
 func crashOptions(id *archive.Identity) archive.Options {
-	return archive.Options{Identity: id, FlushInterval: 15 * time.Millisecond, CheckpointInterval: 50 * time.Millisecond,
+	return archive.Options{Identity: id, FlushInterval: 15 * time.Millisecond,
 		EpochDuration: 200 * time.Millisecond, SegmentDuration: 300 * time.Millisecond, HeartbeatInterval: 250 * time.Millisecond}
 }
 

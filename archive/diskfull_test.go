@@ -112,8 +112,8 @@ func TestBackpressureLostLeaf(t *testing.T) {
 	id, key := tIdentity(t, "backpressure.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	entry := entryHead + len(appendEventLeaf(nil, dfEvent(100, 300)))
-	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: 1 << 30, MaxPending: 3 * entry,
-		SegmentDuration: never, EpochDuration: never, HeartbeatInterval: never})
+	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: MaxFlushBytes, MaxPending: 3 * entry,
+		SegmentDuration: never, EpochDuration: MaxEpoch, HeartbeatInterval: MaxHeartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestBackpressureLostLeaf(t *testing.T) {
 	if appended, dropped, durable := w.Stats(); appended != 3 || dropped != 7 || durable != 4 {
 		t.Fatalf("after the flush: Stats = %d appended, %d dropped, %d durable; want 3, 7, 4 (START and 3 events)", appended, dropped, durable)
 	}
-	w.Append(dfEvent(200, 300))
+	w.Append(dfEvent(110, 300))
 	if appended, dropped, _ := w.Stats(); appended != 5 || dropped != 0 {
 		t.Fatalf("after room was freed: Stats = %d appended, %d dropped; want 5 (a LOST leaf and the event), 0", appended, dropped)
 	}
@@ -135,7 +135,7 @@ func TestBackpressureLostLeaf(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := dfRead(t, dir)
-	if got, want := dfSequence(evs), "100 101 102 lost:local_drop:7 200 "; got != want {
+	if got, want := dfSequence(evs), "100 101 102 lost:local_drop:7 110 "; got != want {
 		t.Fatalf("read back %q, want %q", got, want)
 	}
 	r := dfVerify(t, dir, key)
@@ -187,8 +187,8 @@ func dfSegment(t *testing.T, dir string) (string, int64) {
 func TestPartialWriteResumes(t *testing.T) {
 	id, key := tIdentity(t, "partial.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: 1 << 30,
-		SegmentDuration: never, EpochDuration: never, HeartbeatInterval: never})
+	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: MaxFlushBytes,
+		SegmentDuration: never, EpochDuration: MaxEpoch, HeartbeatInterval: MaxHeartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,8 +273,8 @@ func fillDisk(t *testing.T, dir string, n int) string {
 
 // diskFullOptions flush every 10 ms and keep a 64 kB backlog in memory.
 func diskFullOptions(id *Identity, segment time.Duration) Options {
-	return Options{Identity: id, FlushInterval: 10 * time.Millisecond, CheckpointInterval: 50 * time.Millisecond,
-		MaxPending: 64 << 10, SegmentDuration: segment, EpochDuration: 250 * time.Millisecond, HeartbeatInterval: never}
+	return Options{Identity: id, FlushInterval: 10 * time.Millisecond,
+		MaxPending: 64 << 10, SegmentDuration: segment, EpochDuration: 250 * time.Millisecond, HeartbeatInterval: MaxHeartbeat}
 }
 
 // appendTracked appends ev and records in want what the archive must hold for it: its serial, after a
@@ -457,7 +457,7 @@ func TestPartialWriteCloseFails(t *testing.T) {
 	id, key := tIdentity(t, "partial.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	w, err := Create(dir, Options{Identity: id, FlushInterval: 2 * time.Millisecond,
-		SegmentDuration: never, EpochDuration: never, HeartbeatInterval: never})
+		SegmentDuration: never, EpochDuration: MaxEpoch, HeartbeatInterval: MaxHeartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}

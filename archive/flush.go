@@ -11,36 +11,66 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
-// cycle turns the events appended since the last cycle into a block for the open segment, adding the
-// control leaves and checkpoints that are due, and queues it for writing. Only the flusher calls it.
+// cycle turns the events appended since the last cycle into blocks for the open segment, adding the
+// control leaves that are due, and queues them for writing. Only the flusher calls it.
+//
+// Every block that holds leaves ends with a checkpoint that covers them, signed by the epoch key in
+// charge: no leaf is ever durable unsigned, so nobody without that key (erased once the next one is
+// introduced) can append leaves that verify, even after killing the daemon. A block holds about
+// FlushBytes of leaves; a larger batch (the disk stalled) is cut into several, each signed.
 func (w *Writer) cycle(now time.Time, final bool) {
 	w.mu.Lock()
 	batch := w.buf
 	w.buf = w.spare[:0]
 	w.mu.Unlock()
-	// The batch already holds leaf entries: hash them in place, and build the block on it.
-	n := len(batch)
-	for p := batch; len(p) > 0; {
-		l := int(binary.LittleEndian.Uint32(p[1:]))
-		w.leafAdded(p[entryHead:entryHead+l], now)
-		p = p[entryHead+l:]
+	var ent []byte
+	// An epoch that should have ended long ago (the writer was frozen, the disk stalled, or the clock was
+	// stepped forward) is not used for what comes now: the next key is introduced under the identity
+	// key's signature, so that an epoch key never signs a leaf later than its epoch allows (MaxEpoch).
+	if now.Sub(w.epochStart) > w.opts.EpochDuration+EpochSlack/2 {
+		var err error
+		if ent, err = w.rekey(ent, now, w.opts.Identity.Signer); err != nil {
+			w.opts.Log.Error().Err(err).Msg("sign checkpoint")
+		}
 	}
-	ent := batch
-	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says).
+	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says). The
+	// CLOCK leaf comes before the events of the batch, so that a verifier corrects the gap before them.
 	mono := time.Now()
 	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - mono.Sub(w.lastMono); drift > clockStep || drift < -clockStep {
 		w.opts.Log.Warn().Dur("step", drift).Msg("wall clock stepped")
 		ent = w.addControl(ent, LeafClock, now, Clock{StepNanos: int64(drift)})
 	}
 	w.lastWall, w.lastMono = now, mono
+	// The batch already holds leaf entries: hash them in place, and build the (last) block on it.
+	n, start := len(batch), 0
+	for off := 0; off < len(batch); {
+		l := entryHead + int(binary.LittleEndian.Uint32(batch[off+1:]))
+		w.leafAdded(batch[off+entryHead:off+l], now)
+		off += l
+		if off-start >= w.opts.FlushBytes && off < len(batch) {
+			blk, err := w.checkpoint(append(ent, batch[start:off]...), w.key, now)
+			if err != nil {
+				w.opts.Log.Error().Err(err).Msg("sign checkpoint")
+			}
+			w.queue(w.seg.f, blk, off-start, false)
+			ent, start = nil, off
+		}
+	}
+	if ent == nil {
+		ent = batch[start:]
+	} else {
+		ent = append(ent, batch[start:]...)
+	}
+	held := n - start
 	if now.Sub(w.lastLeafAt) >= w.opts.HeartbeatInterval {
 		ent = w.addControl(ent, LeafHeartbeat, now, Heartbeat{Events: w.runLeaves})
 	}
+	rotating := !final && !now.Before(w.seg.end)
 	var err error
 	switch {
 	case now.Sub(w.epochStart) >= w.opts.EpochDuration && !final:
-		ent, err = w.rekey(ent, now)
-	case w.tree.Size > w.ckSize && now.Sub(w.ckAt) >= w.opts.CheckpointInterval && !final:
+		ent, err = w.rekey(ent, now, w.key)
+	case w.tree.Size > w.ckSize && !final && !rotating:
 		ent, err = w.checkpoint(ent, w.key, now)
 	}
 	if err != nil {
@@ -50,13 +80,15 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	case final:
 		ent = w.addControl(ent, LeafStop, now, Stop{Reason: "stopped", Events: w.runLeaves})
 		ent = w.seal(ent, now, false)
-		w.queue(w.seg.f, ent, n, true)
-	case !now.Before(w.seg.end):
-		w.rotate(ent, n, now)
+		w.queue(w.seg.f, ent, held, true)
+	case rotating:
+		w.rotate(ent, held, now)
 	default:
-		w.queue(w.seg.f, ent, n, false)
+		w.queue(w.seg.f, ent, held, false)
 	}
-	w.spare = ent[:0] // queue compressed a copy
+	if start == 0 {
+		w.spare = ent[:0] // queue compressed a copy
+	}
 }
 
 // leafAdded hashes a leaf into the tree and updates the segment's summary.
@@ -98,19 +130,20 @@ func (w *Writer) checkpoint(ent []byte, s note.Signer, now time.Time) ([]byte, e
 		return ent, err
 	}
 	w.lastCk, w.ckSize, w.ckAt = msg, c.Size, now
-	w.seg.checkpoints = append(w.seg.checkpoints, c.Size)
+	w.seg.checkpoints++
 	return appendEntry(ent, entryCheckpoint, msg), nil
 }
 
-// rekey introduces the next epoch key with a KEY leaf, signs a checkpoint covering it with the current
-// key, and erases the current key: from then on nothing before this point can be signed again.
-func (w *Writer) rekey(ent []byte, now time.Time) ([]byte, error) {
+// rekey introduces the next epoch key with a KEY leaf, signs a checkpoint covering it with s (the current
+// key, or the identity key when the current epoch is long over), and erases the current key: from then
+// on nothing before this point can be signed again.
+func (w *Writer) rekey(ent []byte, now time.Time, s note.Signer) ([]byte, error) {
 	next, err := newEpochKey(w.origin, w.key.epoch+1)
 	if err != nil {
 		return ent, err
 	}
 	ent = w.addControl(ent, LeafKey, now, Key{EpochKey: next.vkey, Epoch: next.epoch})
-	ent, err = w.checkpoint(ent, w.key, now)
+	ent, err = w.checkpoint(ent, s, now)
 	if err != nil {
 		return ent, err
 	}

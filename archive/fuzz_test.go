@@ -88,7 +88,7 @@ func writeFuzzArchive(tb testing.TB, root string) {
 		evs = append(evs, ev)
 	}
 	fast := Options{Identity: ident, SegmentDuration: 150 * time.Millisecond, EpochDuration: 100 * time.Millisecond,
-		CheckpointInterval: 20 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
+		HeartbeatInterval: 100 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
 	// The first run is one whole segment: alone, it verifies.
 	for run, opts := range []Options{{Identity: ident}, fast} {
 		w, err := Create(filepath.Join(root, "arch"), opts)
@@ -407,7 +407,7 @@ func FuzzDecodeLeaf(f *testing.F) {
 	f.Add(appendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindEvent, Late: true, Serial: 1<<32 - 1, Sec: -1, Msec: -1,
 		Records: []audit.Record{{Type: 1300, Text: []byte("audit(1.002:3): \x00\xff")}, {Type: 0xffff}}}))
 	f.Add(appendControlLeaf(nil, LeafStart, 1_700_000_000e9, Start{Origin: fuzzOrigin, Recovered: &Recovery{Segment: "s"}}))
-	f.Add(appendControlLeaf(nil, LeafSeal, -1, Seal{Checkpoints: []uint64{1, 2}}))
+	f.Add(appendControlLeaf(nil, LeafSeal, -1, Seal{Checkpoints: 2}))
 	f.Add(appendControlLeaf(nil, LeafPolicy, 0, nil))
 	// A record count of 0 in two bytes (an overlong uvarint): the same event as the canonical leaf.
 	f.Add(append(appendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindEvent})[:26], 0x80, 0))

@@ -44,7 +44,7 @@ func tIdentity(t testing.TB, origin string) (*Identity, note.Verifier) {
 // in archive_test.go).
 func tFastOptions(id *Identity) Options {
 	return Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
-		CheckpointInterval: 50 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}
+		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}
 }
 
 // tEvent returns a small, distinct kernel event received now.

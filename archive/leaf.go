@@ -67,8 +67,9 @@ type Start struct {
 // Recovery is what a starting writer found at the end of an archive whose last run did not stop cleanly.
 type Recovery struct {
 	Segment string `json:"segment"` // file name of the segment it ended in
-	// Unsigned is the number of leaves after that segment's last checkpoint: durable, but signed only
-	// now, by the identity key under this START.
+	// Unsigned is the number of leaves after that segment's last checkpoint. A writer signs every block
+	// it makes durable, so it is 0 unless someone appended leaves; the verifier reports them as unsigned
+	// and never counts them as verified (this START's checkpoint does not vouch for them).
 	Unsigned uint64 `json:"unsigned"`
 	// TornOffset and TornBytes locate a block that was being written when the writer stopped (0: none).
 	TornOffset int64 `json:"torn_offset,omitempty"`
@@ -101,12 +102,12 @@ type Clock struct {
 // Seal is the body of a SEAL leaf, the last leaf of a sealed segment. Because it is a leaf, the final
 // checkpoint signs it: the segment's summary cannot be altered without breaking that signature.
 type Seal struct {
-	Segment     uint64   `json:"segment"`
-	FirstIndex  uint64   `json:"first_index"`
-	Leaves      uint64   `json:"leaves"` // leaves in the segment, this one included
-	FirstTime   int64    `json:"first_time"`
-	LastTime    int64    `json:"last_time"`
-	Checkpoints []uint64 `json:"checkpoints"` // the tree sizes of the segment's checkpoints before this leaf
+	Segment     uint64 `json:"segment"`
+	FirstIndex  uint64 `json:"first_index"`
+	Leaves      uint64 `json:"leaves"` // leaves in the segment, this one included
+	FirstTime   int64  `json:"first_time"`
+	LastTime    int64  `json:"last_time"`
+	Checkpoints uint64 `json:"checkpoints"` // how many checkpoints the segment holds before this leaf
 	// Next is true when a following segment was started (rotation); false at a clean stop.
 	Next bool `json:"next"`
 }
@@ -172,6 +173,9 @@ func DecodeLeaf(p []byte, l *Leaf) error {
 	if len(p) == 0 {
 		return errors.New("empty leaf")
 	}
+	if len(p) > MaxLeaf {
+		return fmt.Errorf("leaf of %d bytes is beyond the format's limit of %d", len(p), MaxLeaf)
+	}
 	l.Kind = LeafKind(p[0])
 	l.Body = nil
 	if l.Kind.control() {
@@ -226,8 +230,10 @@ func decodeEventLeaf(p []byte, ev *raw.Event) error {
 		ev.Lost = raw.Lost{Reason: raw.LostReason(p[0]), Count: le.Uint64(p[1:]), First: le.Uint32(p[9:]), Last: le.Uint32(p[13:])}
 		p = p[17:]
 	}
+	// Each record takes at least 3 bytes: the count is bounded by the bytes left, and by MaxRecords,
+	// before anything is allocated for it.
 	n, k := uvarint(p)
-	if k <= 0 || n > uint64(len(p)) {
+	if k <= 0 || n > uint64(len(p))/3 || n > MaxRecords {
 		return errors.New("bad record count")
 	}
 	p = p[k:]

@@ -21,9 +21,8 @@ import (
 const (
 	segMagic    = "AUDITARCH-SEG-1\n"
 	segPattern  = "seg-*.aseg"
-	blockHeader = 8       // u32 compressed length, u32 CRC-32C of the compressed bytes
-	maxBlock    = 1 << 30 // no block is this large; a length beyond it is damage
-	entryHead   = 5       // u8 entry type, u32 payload length
+	blockHeader = 8 // u32 compressed length, u32 CRC-32C of the compressed bytes
+	entryHead   = 5 // u8 entry type, u32 payload length
 	lockFile    = "LOCK"
 	formatV1    = 1
 )
@@ -81,6 +80,9 @@ func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 // IsCorrupt reports whether err is about a damaged or torn segment.
 func IsCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
 
+// SegmentPattern matches the file names of an archive's segments (docs/format.md, "Directory").
+const SegmentPattern = segPattern
+
 // listSegments returns the segment files of dir sorted by name (their first leaf index).
 func listSegments(dir string) ([]string, error) {
 	files, err := filepath.Glob(filepath.Join(dir, segPattern))
@@ -104,7 +106,7 @@ var zstdDict []byte
 // zstdDictID names zstdDict in every block's zstd frame header.
 const zstdDictID = 0x41410001
 
-var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlock),
+var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxBlock),
 	zstd.IgnoreChecksum(true), zstd.WithDecoderDictRaw(zstdDictID, zstdDict))
 
 // segReader reads a segment block by block and yields its entries.
@@ -151,40 +153,99 @@ func (s *segReader) corrupt(off int64, torn bool, format string, args ...any) er
 	return &CorruptError{Path: s.path, Offset: off, Reason: fmt.Sprintf(format, args...), Torn: torn}
 }
 
+// The one block decoder. Every reader of segment bytes — Stream (and so Verify and the store), Reader
+// (show, search), the writer's recovery and WholeBlocks (the shipper) — frames blocks with blockLength,
+// opens them with openBlock and splits their entries with nextEntry.
+
+// blockLength returns the total length (header included) of the block whose 8-byte header is h, or an
+// error when the header declares more than the format allows (checked before anything is read or
+// allocated for it).
+func blockLength(h []byte) (int, error) {
+	l := binary.LittleEndian.Uint32(h)
+	if l > MaxBlock {
+		return 0, fmt.Errorf("block length %d is beyond the format's limit of %d", l, MaxBlock)
+	}
+	return blockHeader + int(l), nil
+}
+
+// openBlock checks the CRC of a whole block (header and frame) and decompresses its frame into dst's
+// storage; the result is at most MaxBlock bytes.
+func openBlock(block, dst []byte) ([]byte, error) {
+	if crc32.Checksum(block[blockHeader:], castagnoli) != binary.LittleEndian.Uint32(block[4:]) {
+		return dst[:0], errors.New("block checksum mismatch")
+	}
+	out, err := zdec.DecodeAll(block[blockHeader:], dst[:0])
+	if err != nil {
+		return out[:0], fmt.Errorf("block does not decompress: %v", err)
+	}
+	return out, nil
+}
+
+// nextEntry splits the first entry off the decompressed entries p.
+func nextEntry(p []byte) (typ byte, payload, rest []byte, err error) {
+	if len(p) < entryHead {
+		return 0, nil, nil, errors.New("truncated entry in block")
+	}
+	typ = p[0]
+	l := binary.LittleEndian.Uint32(p[1:])
+	if int64(l) > int64(len(p)-entryHead) {
+		return 0, nil, nil, errors.New("entry runs past the end of its block")
+	}
+	switch typ {
+	case entryHeader, entryLeaf, entryCheckpoint:
+	default:
+		return 0, nil, nil, fmt.Errorf("unknown entry type %d", typ)
+	}
+	return typ, p[entryHead : entryHead+int(l)], p[entryHead+int(l):], nil
+}
+
+// decodeHeader parses a header entry's payload.
+func decodeHeader(p []byte) (SegmentHeader, error) {
+	var h SegmentHeader
+	if len(p) > maxHeader {
+		return h, fmt.Errorf("segment header of %d bytes is beyond the format's limit of %d", len(p), maxHeader)
+	}
+	if err := json.Unmarshal(p, &h); err != nil {
+		return h, fmt.Errorf("segment header: %v", err)
+	}
+	if h.Format != formatV1 {
+		return h, fmt.Errorf("segment format %d is not supported", h.Format)
+	}
+	return h, nil
+}
+
 // nextBlock reads and decompresses the next block. io.EOF at a clean end of file.
 func (s *segReader) nextBlock() error {
-	var h [blockHeader]byte
-	n, err := io.ReadFull(s.br, h[:])
+	if cap(s.raw) < blockHeader {
+		s.raw = make([]byte, blockHeader, 64<<10)
+	}
+	h := s.raw[:blockHeader]
+	n, err := io.ReadFull(s.br, h)
 	if err == io.EOF {
 		return io.EOF
 	}
 	if err != nil {
 		return s.corrupt(s.off, true, "torn block header at end of file (%d of %d bytes)", n, blockHeader)
 	}
-	l := binary.LittleEndian.Uint32(h[:])
-	sum := binary.LittleEndian.Uint32(h[4:])
-	if l > maxBlock {
-		return s.corrupt(s.off, false, "block length %d is impossible", l)
+	l, err := blockLength(h)
+	if err != nil {
+		return s.corrupt(s.off, false, "%v", err)
 	}
-	if rest := s.size - s.off - blockHeader; int64(l) > rest {
-		return s.corrupt(s.off, true, "block of %d bytes runs past the end of the file by %d bytes (torn write)", l, int64(l)-rest)
+	if rest := s.size - s.off; int64(l) > rest {
+		return s.corrupt(s.off, true, "block of %d bytes runs past the end of the file by %d bytes (torn write)", l-blockHeader, int64(l)-rest)
 	}
-	if cap(s.raw) < int(l) {
-		s.raw = make([]byte, l)
+	if cap(s.raw) < l {
+		s.raw = append(s.raw[:blockHeader], make([]byte, l-blockHeader)...)
 	}
 	s.raw = s.raw[:l]
-	if _, err := io.ReadFull(s.br, s.raw); err != nil {
+	if _, err := io.ReadFull(s.br, s.raw[blockHeader:]); err != nil {
 		return s.corrupt(s.off, true, "block cut short: %v", err)
 	}
-	if crc32.Checksum(s.raw, castagnoli) != sum {
-		return s.corrupt(s.off, false, "block checksum mismatch")
-	}
-	s.buf, err = zdec.DecodeAll(s.raw, s.buf[:0])
-	if err != nil {
-		return s.corrupt(s.off, false, "block does not decompress: %v", err)
+	if s.buf, err = openBlock(s.raw, s.buf); err != nil {
+		return s.corrupt(s.off, false, "%v", err)
 	}
 	s.blockOff = s.off
-	s.off += blockHeader + int64(l)
+	s.off += int64(l)
 	s.p = s.buf
 	s.blocks++
 	return nil
@@ -199,42 +260,30 @@ func (s *segReader) next() (byte, []byte, error) {
 			return 0, nil, err
 		}
 	}
-	if len(s.p) < entryHead {
-		return 0, nil, s.corrupt(s.blockOff, false, "truncated entry in block")
+	typ, payload, rest, err := nextEntry(s.p)
+	if err != nil {
+		s.p = nil
+		return 0, nil, s.corrupt(s.blockOff, false, "%v", err)
 	}
-	typ := s.p[0]
-	l := binary.LittleEndian.Uint32(s.p[1:])
-	if int64(l) > int64(len(s.p)-entryHead) {
-		return 0, nil, s.corrupt(s.blockOff, false, "entry runs past the end of its block")
-	}
-	payload := s.p[entryHead : entryHead+int(l)]
-	s.p = s.p[entryHead+int(l):]
-	switch typ {
-	case entryHeader, entryLeaf, entryCheckpoint:
-	default:
-		return 0, nil, s.corrupt(s.blockOff, false, "unknown entry type %d", typ)
-	}
+	s.p = rest
 	return typ, payload, nil
 }
 
 // readHeader reads the segment's first entry, which must be its header.
 func (s *segReader) readHeader() (SegmentHeader, error) {
-	var h SegmentHeader
 	typ, p, err := s.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return h, s.corrupt(s.off, true, "segment has no header block")
+			return SegmentHeader{}, s.corrupt(s.off, true, "segment has no header block")
 		}
-		return h, err
+		return SegmentHeader{}, err
 	}
 	if typ != entryHeader {
-		return h, s.corrupt(s.blockOff, false, "segment does not start with a header")
+		return SegmentHeader{}, s.corrupt(s.blockOff, false, "segment does not start with a header")
 	}
-	if err := json.Unmarshal(p, &h); err != nil {
-		return h, s.corrupt(s.blockOff, false, "segment header: %v", err)
-	}
-	if h.Format != formatV1 {
-		return h, s.corrupt(s.blockOff, false, "segment format %d is not supported", h.Format)
+	h, err := decodeHeader(p)
+	if err != nil {
+		return h, s.corrupt(s.blockOff, false, "%v", err)
 	}
 	return h, nil
 }
@@ -286,11 +335,11 @@ func WholeBlocks(b []byte, off int64) int {
 	}
 	start := p
 	for len(b)-p >= blockHeader {
-		l := int64(binary.LittleEndian.Uint32(b[p:]))
-		if l > maxBlock || int64(len(b)-p-blockHeader) < l {
+		l, err := blockLength(b[p:])
+		if err != nil || len(b)-p < l {
 			break
 		}
-		p += blockHeader + int(l)
+		p += l
 	}
 	if off == 0 && p == start {
 		return 0

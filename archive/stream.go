@@ -1,11 +1,11 @@
 package archive
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -48,19 +48,60 @@ type StreamUpdate struct {
 }
 
 // NewStream returns a Stream that has seen nothing. opts.Key should be the host's pinned identity key.
+// The archive it reads is taken as live (its writer still appends): a torn end is not reported until a
+// newer segment shows it torn.
 func NewStream(opts VerifyOptions) *Stream {
-	if opts.Grace <= 0 {
-		opts.Grace = 5 * time.Second
+	v, err := newVerifier(opts)
+	if err != nil {
+		opts.Witness = nil
+		v, _ = newVerifier(opts)
 	}
-	r := &Report{Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}, Live: true}
-	v := &verifier{opts: opts, r: r, interval: 10 * time.Second}
-	if opts.Key != nil {
-		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
-	}
-	if c, err := peekCheckpoint(opts.Witness); opts.Witness != nil && err == nil {
-		v.witness = &c
-	}
+	v.r.Live = true
 	return &Stream{v: v}
+}
+
+// feedFile writes a whole segment file into the stream, reading it through buf. Only an error reading
+// the file is returned.
+func (s *Stream) feedFile(path string, buf []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	name := filepath.Base(path)
+	var off int64
+	for {
+		n, err := f.Read(buf)
+		if n > 0 || off == 0 {
+			if _, werr := s.Write(name, off, buf[:n]); werr != nil {
+				return werr
+			}
+			off += int64(n)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+}
+
+// Finish ends the stream: the current segment is the archive's newest (its torn end, unless the archive
+// is live, is reported), and what can only be judged at the end is. It returns the final report.
+func (s *Stream) Finish() *Report {
+	v := s.v
+	switch s.state {
+	case streamMagic:
+		v.beginSegment(s.name, SegmentHeader{}, &CorruptError{Path: s.name, Offset: s.bufOff, Reason: "segment has no complete header block", Torn: true}, true)
+		v.closeSegment()
+	case streamEntries:
+		v.endSegment(s.name, int64(len(s.buf)), true)
+		v.closeSegment()
+	}
+	s.state = streamNone
+	v.finish()
+	return v.r
 }
 
 // ErrStreamOrder is wrapped when bytes do not continue the stream: an offset other than the current
@@ -136,53 +177,36 @@ func (s *Stream) decode() {
 		if len(rest) < blockHeader {
 			return
 		}
-		l := binary.LittleEndian.Uint32(rest)
-		sum := binary.LittleEndian.Uint32(rest[4:])
 		off := s.bufOff + int64(p)
-		if l > maxBlock {
-			s.damaged(off, fmt.Sprintf("block length %d is impossible", l))
-			p = len(s.buf)
-			return
-		}
-		if len(rest) < blockHeader+int(l) {
-			return
-		}
-		raw := rest[blockHeader : blockHeader+int(l)]
-		p += blockHeader + int(l)
-		if crc32.Checksum(raw, castagnoli) != sum {
-			s.damaged(off, "block checksum mismatch")
-			p = len(s.buf)
-			return
-		}
-		var err error
-		s.dec, err = zdec.DecodeAll(raw, s.dec[:0])
+		l, err := blockLength(rest)
 		if err != nil {
-			s.damaged(off, fmt.Sprintf("block does not decompress: %v", err))
+			s.damaged(off, err.Error())
 			p = len(s.buf)
 			return
 		}
-		for e := s.dec; len(e) > 0; {
-			if len(e) < entryHead {
-				s.damaged(off, "truncated entry in block")
+		if len(rest) < l {
+			return
+		}
+		p += l
+		if s.dec, err = openBlock(rest[:l], s.dec); err != nil {
+			s.damaged(off, err.Error())
+			p = len(s.buf)
+			return
+		}
+		for e := s.dec; len(e) > 0 && s.state != streamSkip; {
+			typ, payload, next, err := nextEntry(e)
+			if err != nil {
+				s.damaged(off, err.Error())
 				break
 			}
-			typ := e[0]
-			n := binary.LittleEndian.Uint32(e[1:])
-			if int64(n) > int64(len(e)-entryHead) {
-				s.damaged(off, "entry runs past the end of its block")
-				break
-			}
-			payload := e[entryHead : entryHead+int(n)]
-			e = e[entryHead+int(n):]
+			e = next
 			s.entry(off, typ, payload)
-			if s.state == streamSkip {
-				break
-			}
 		}
 		if s.state == streamSkip {
 			p = len(s.buf)
 			return
 		}
+		v.endBlock(off)
 	}
 }
 
@@ -192,15 +216,10 @@ func (s *Stream) entry(off int64, typ byte, p []byte) {
 	if s.state == streamMagic {
 		var h SegmentHeader
 		var herr error
-		switch {
-		case typ != entryHeader:
+		if typ != entryHeader {
 			herr = &CorruptError{Path: s.name, Offset: off, Reason: "segment does not start with a header"}
-		default:
-			if err := json.Unmarshal(p, &h); err != nil {
-				herr = &CorruptError{Path: s.name, Offset: off, Reason: fmt.Sprintf("segment header: %v", err)}
-			} else if h.Format != formatV1 {
-				herr = &CorruptError{Path: s.name, Offset: off, Reason: fmt.Sprintf("segment format %d is not supported", h.Format)}
-			}
+		} else if h, herr = decodeHeader(p); herr != nil {
+			herr = &CorruptError{Path: s.name, Offset: off, Reason: herr.Error()}
 		}
 		if !v.beginSegment(s.name, h, herr, false) {
 			v.closeSegment()
@@ -210,18 +229,13 @@ func (s *Stream) entry(off int64, typ byte, p []byte) {
 		s.state = streamEntries
 		return
 	}
-	switch typ {
-	case entryHeader, entryLeaf, entryCheckpoint:
-		i := v.tree.Size
-		v.entry(typ, p, &s.first)
-		if typ == entryLeaf && s.OnLeaf != nil {
-			var l Leaf
-			if DecodeLeaf(p, &l) == nil {
-				s.OnLeaf(i, &l)
-			}
+	i := v.tree.Size
+	v.entry(typ, p, &s.first)
+	if typ == entryLeaf && s.OnLeaf != nil {
+		var l Leaf
+		if DecodeLeaf(p, &l) == nil {
+			s.OnLeaf(i, &l)
 		}
-	default:
-		s.damaged(off, fmt.Sprintf("unknown entry type %d", typ))
 	}
 }
 

@@ -4,10 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -21,12 +19,55 @@ const (
 	Tampered   = "TAMPERED"   // something was altered, reordered, re-signed, spliced or replayed
 )
 
+// Problem codes (docs/format.md, "auditarch verify"): stable identifiers in Problem.Code. Each is
+// always reported with the same class.
+const (
+	// Tampered.
+	CodeRoot              = "root"
+	CodeSignature         = "signature"
+	CodeCheckpoint        = "checkpoint"
+	CodeKeyChain          = "key-chain"
+	CodeUnsignedKey       = "unsigned-key"
+	CodeIdentity          = "identity"
+	CodeLeaf              = "leaf"
+	CodeDamaged           = "damaged"
+	CodeSeal              = "seal"
+	CodeMissingCheckpoint = "missing-checkpoint"
+	CodeSegmentHeader     = "segment-header"
+	CodeSegmentLink       = "segment-link"
+	CodeReplay            = "replay"
+	CodeOrigin            = "origin"
+	CodePairing           = "pairing"
+	CodeMissingRecovery   = "missing-recovery"
+	CodeFork              = "fork"
+	CodeRollback          = "rollback"
+	CodeTruncated         = "truncated"
+	CodeUnsigned          = "unsigned" // leaves of a block that no checkpoint of the block signs
+	CodeEpoch             = "epoch"    // an epoch key signed past its epoch
+	CodeLimits            = "limits"   // the archive declares intervals beyond the format's limits
+	// Incomplete.
+	CodeMissingStart   = "missing-start"
+	CodeMissingSegment = "missing-segment"
+	CodeUnverified     = "unverified" // leaves after a gap that no key derived from the identity key signs
+	CodeNoStop         = "no-stop"
+	CodeTornTail       = "torn-tail"
+	CodeTornSegment    = "torn-segment"
+	CodeSilence        = "silence"
+	CodeSerialGap      = "serial-gap"
+)
+
+// Segment statuses (SegmentReport.Status).
+const (
+	SegmentPass = "PASS"
+	SegmentFail = "FAIL"
+)
+
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
 	// Key is the pinned host identity key. When nil, Verify trusts the identity key named by the archive's
 	// first START leaf and says so (Report.Pinned false).
 	Key note.Verifier
-	// Grace is how much longer than the heartbeat interval a silence may last; default 5 s.
+	// Grace is how much longer than the heartbeat interval a silence may last; default DefaultGrace.
 	Grace time.Duration
 	// Witness is a signed checkpoint seen earlier (from a previous verify). The archive must still contain
 	// it: a smaller archive is a rollback, a different root at that size a fork.
@@ -129,13 +170,15 @@ const (
 	ReceiptUnchecked  = "unchecked"
 )
 
-type segEntry struct {
-	path string
-	h    SegmentHeader
-	err  error
-}
-
-// verifier holds the state of one pass over an archive.
+// verifier holds the state of one pass over an archive. Stream drives it block by block; Verify feeds
+// an archive directory's files into a Stream, so the CLI and the store run the same checks.
+//
+// Trust is derived, never declared: the only key the verifier starts from is the identity key (pinned,
+// or named by the first START when nothing is pinned). An epoch key is trusted only once a START or KEY
+// leaf that names it is covered by a checkpoint that verified under a trusted key. After a gap (missing
+// segments, unreadable blocks, a missing start) nothing is trusted until the next START: the keys and
+// checkpoints that segment headers name are not evidence, and the leaves in between are reported as
+// unverified, never counted as verified.
 type verifier struct {
 	opts VerifyOptions
 	r    *Report
@@ -144,7 +187,7 @@ type verifier struct {
 	identity note.Verifier
 
 	tree    Frontier
-	started bool // tree holds a trusted state
+	started bool // tree holds a state to continue from
 	broken  bool // the chain was interrupted: the next segment's header is adopted
 	// diverged: a checkpoint showed the recomputed tree differs from the signed one (reported), so the
 	// next segment is checked from its header's frontier, which its own checkpoints vouch for.
@@ -163,18 +206,32 @@ type verifier struct {
 	lastCk []byte
 	ckSize uint64
 
-	key      note.Verifier // the epoch key that signs now
-	keyVKey  string
-	epoch    uint64
-	intro    *intro // a START or KEY leaf waiting for the checkpoint that must follow it
-	interval time.Duration
+	// key is the epoch key in charge, derived through the chain from the identity key; nil while
+	// nothing after a gap has been chained again.
+	key        note.Verifier
+	keyVKey    string
+	epoch      uint64
+	epochStart int64         // time of the leaf that introduced key
+	epochLen   time.Duration // the epoch length the run declared, at most MaxEpoch
+	intro      *intro        // a START or KEY leaf waiting for the checkpoint that must follow it
+	interval   time.Duration // the heartbeat interval the run declared, at most MaxHeartbeat
+	ctlMax     int64         // the latest control-leaf time since the last checkpoint
+	blockLeafs int           // leaves in the block being read
+	unverified int           // index in Report.Problems of the open unverified stretch (-1: none)
+	unvFirst   uint64
+	sigProblem int    // index in Report.Problems of the first signature failure under the current key (-1: none)
+	sigRepeats int    // later failures under the same key
+	sigFirst   string // that problem's own message
 
+	lastTime   int64 // time of the latest leaf, in the wall clock's current frame (silences)
 	maxTime    int64
 	runOpen    bool
+	runStart   uint64
 	lastSeal   *Seal
 	lastSealed string
 	pendingRec *Recovery // what the next START must record about the previous segment's end
-	recovered  string    // the segment whose unsigned tail the pending START's checkpoint signs
+	serials    serialTracker
+	missing    [][2]uint64 // leaf ranges [from, to) known to be missing
 
 	witness     *Checkpoint
 	witnessSeen bool
@@ -183,30 +240,52 @@ type verifier struct {
 
 	seg     *SegmentReport
 	segLast int64 // time of the segment's last leaf, formatted into seg.LastTime once the segment is read
-	segCks  []uint64
+	segCks  uint64
 	sealIdx int64
 	leaf    Leaf
 }
 
 type intro struct {
 	index  uint64
+	time   int64
 	signer note.Verifier
 	vkey   string
 	epoch  uint64
 	kind   LeafKind
 }
 
-// Verify checks the archive in dir: every leaf and root recomputed, every checkpoint's signature by the
-// epoch key that must sign it, the epoch key chain back to the identity key, index contiguity and
-// segment linkage, seals, START/STOP pairing, silences and origin. It returns an error only when dir
-// cannot be read at all; everything about the archive's content is in the Report.
-func Verify(dir string, opts VerifyOptions) (*Report, error) {
+func newVerifier(opts VerifyOptions) (*verifier, error) {
 	if opts.Grace <= 0 {
-		opts.Grace = 5 * time.Second
+		opts.Grace = DefaultGrace
 	}
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
+	r := &Report{Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}}
+	v := &verifier{opts: opts, r: r, interval: DefaultHeartbeat, epochLen: MaxEpoch, unverified: -1, sigProblem: -1}
+	if opts.Key != nil {
+		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
+	}
+	if opts.Witness != nil {
+		c, err := peekCheckpoint(opts.Witness)
+		if err != nil {
+			return nil, fmt.Errorf("witness checkpoint: %w", err)
+		}
+		v.witness = &c
+	}
+	if rc, ok := NewestReceipt(opts.Receipts); ok {
+		v.receipt = &rc
+		r.Receipt = &ReceiptReport{Size: rc.Checkpoint.Size, Time: rc.Time.UTC().Format(time.RFC3339), Status: ReceiptConsistent}
+	}
+	return v, nil
+}
+
+// Verify checks the archive in dir: every leaf and root recomputed, every checkpoint's signature by the
+// epoch key that must sign it, the epoch key chain back to the identity key, index contiguity and
+// segment linkage, seals, START/STOP pairing, silences, kernel serial gaps and origin. It feeds the
+// segment files, in name order, into a Stream: the store runs exactly these checks. It returns an
+// error only when dir cannot be read; everything about the archive's content is in the Report.
+func Verify(dir string, opts VerifyOptions) (*Report, error) {
 	files, err := listSegments(dir)
 	if err != nil {
 		return nil, err
@@ -217,39 +296,20 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 		}
 		return nil, fmt.Errorf("verify: no segments in %s", dir)
 	}
-	r := &Report{Dir: dir, Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}}
-	v := &verifier{opts: opts, r: r, interval: 10 * time.Second}
-	r.Live = isLive(dir)
-	if opts.Key != nil {
-		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
+	v, err := newVerifier(opts)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
 	}
-	if opts.Witness != nil {
-		c, err := peekCheckpoint(opts.Witness)
-		if err != nil {
-			return nil, fmt.Errorf("verify: witness checkpoint: %w", err)
+	v.r.Dir, v.r.Live = dir, isLive(dir)
+	s := &Stream{v: v}
+	buf := make([]byte, 1<<20)
+	for _, path := range files {
+		if err := s.feedFile(path, buf); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
 		}
-		v.witness = &c
 	}
-	if rc, ok := NewestReceipt(opts.Receipts); ok {
-		v.receipt = &rc
-		r.Receipt = &ReceiptReport{Size: rc.Checkpoint.Size, Time: rc.Time.UTC().Format(time.RFC3339), Status: ReceiptConsistent}
-	}
-	segs := make([]segEntry, len(files))
-	for i, f := range files {
-		segs[i] = segEntry{path: f}
-		segs[i].h, segs[i].err = readSegmentHeader(f)
-	}
-	sort.SliceStable(segs, func(i, j int) bool {
-		if (segs[i].err == nil) != (segs[j].err == nil) {
-			return segs[i].err == nil
-		}
-		return segs[i].h.FirstIndex < segs[j].h.FirstIndex
-	})
-	for i := range segs {
-		v.segment(&segs[i], i == len(segs)-1 || segs[i+1].err != nil)
-	}
-	v.finish()
-	return r, nil
+	s.Finish()
+	return v.r, nil
 }
 
 // isLive reports whether a writer holds dir's lock.
@@ -272,7 +332,7 @@ func (v *verifier) problem(class, code string, index *uint64, format string, arg
 		p.Segment = v.seg.File
 		v.seg.Problems++
 		if class == Tampered {
-			v.seg.Status = "FAIL"
+			v.seg.Status = SegmentFail
 		}
 	}
 	v.r.Problems = append(v.r.Problems, p)
@@ -287,66 +347,45 @@ func fmtTime(ns int64) string {
 	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
 }
 
-// segment verifies one segment file. last is true for the newest readable segment.
-func (v *verifier) segment(se *segEntry, last bool) {
-	name := filepath.Base(se.path)
-	defer v.closeSegment()
-	if !v.beginSegment(name, se.h, se.err, last) {
-		return
+// parseSegmentName returns the first leaf index a segment's file name gives.
+func parseSegmentName(name string) (uint64, bool) {
+	var first uint64
+	var stamp string
+	if len(name) != len("seg-00000000000000000000-20060102T150405Z.aseg") {
+		return 0, false
 	}
-	first := true
-	s, err := openSegment(se.path)
-	if err != nil {
-		v.problem(Tampered, "segment-header", nil, "%v", err)
-		return
+	if n, err := fmt.Sscanf(name, "seg-%020d-%s", &first, &stamp); n != 2 || err != nil {
+		return 0, false
 	}
-	defer s.Close()
-	if _, err := s.readHeader(); err != nil {
-		v.problem(Tampered, "segment-header", nil, "%v", err)
-		return
+	if _, err := time.Parse("20060102T150405Z.aseg", stamp); err != nil {
+		return 0, false
 	}
-	var torn int64
-	for {
-		typ, p, err := s.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			var ce *CorruptError
-			if errors.As(err, &ce) && ce.Torn {
-				torn = s.size - ce.Offset
-				if last && v.r.Live {
-					break // the writer is mid-write
-				}
-				if last {
-					v.problem(Incomplete, "torn-tail", nil, "%s (%d bytes); the leaves before it are intact", ce.Reason, torn)
-				} else {
-					v.pendingRec = &Recovery{Segment: name, TornOffset: ce.Offset, TornBytes: torn}
-				}
-				break
-			}
-			v.problem(Tampered, "damaged", nil, "%v: the leaves after index %d in this segment cannot be read", err, v.tree.Size)
-			v.broken, v.gap = true, true
-			break
-		}
-		v.entry(typ, p, &first)
-	}
-	v.endSegment(name, torn, last)
+	return first, true
+}
+
+func nameMatches(name string, first uint64) bool {
+	n, ok := parseSegmentName(name)
+	return ok && n == first
+}
+
+// breakChain forgets every key: what follows a gap is trusted again only from the next START.
+func (v *verifier) breakChain() {
+	v.key, v.keyVKey, v.intro, v.sigProblem = nil, "", nil, -1
 }
 
 // beginSegment checks a segment's header against what came before and starts its report. It returns
 // false when the segment's entries cannot be checked (the reason is reported); closeSegment ends it.
 func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last bool) bool {
-	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: "PASS"})
+	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: SegmentPass})
 	v.seg, v.segLast = &v.r.Segments[len(v.r.Segments)-1], 0
 	if herr != nil {
 		var ce *CorruptError
 		if errors.As(herr, &ce) && ce.Torn && last {
-			v.seg.Status = "FAIL"
-			v.problem(Incomplete, "torn-segment", nil, "segment is cut short inside its header (the writer publishes a segment only with a durable first block, so the file was truncated): %v", herr)
+			v.seg.Status = SegmentFail
+			v.problem(Incomplete, CodeTornSegment, nil, "segment is cut short inside its header (the writer publishes a segment only with a durable first block, so the file was truncated): %v", herr)
 			return false
 		}
-		v.problem(Tampered, "segment-header", nil, "segment header unreadable: %v", herr)
+		v.problem(Tampered, CodeSegmentHeader, nil, "segment header unreadable: %v", herr)
 		return false
 	}
 	v.seg.Segment, v.seg.FirstIndex = h.Segment, h.FirstIndex
@@ -354,24 +393,31 @@ func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last b
 		v.origin = h.Origin
 	}
 	if h.Origin != v.origin {
-		v.problem(Tampered, "origin", nil, "segment belongs to origin %q, not %q: another host's data was spliced in", h.Origin, v.origin)
+		v.problem(Tampered, CodeOrigin, nil, "segment belongs to origin %q, not %q: another host's data was spliced in", h.Origin, v.origin)
 		return false
 	}
 	// Segment numbers count up by one (a run continues its predecessor's numbering), so a gap in them
 	// tells a deleted segment from a header that lies about where its leaves start.
 	switch {
 	case v.started && h.FirstIndex < v.tree.Size && (!v.diverged || h.Segment <= v.segNo):
-		v.problem(Tampered, "replay", nil, "segment %d repeats leaves %d..%d already seen: an older segment was replayed",
+		v.problem(Tampered, CodeReplay, nil, "segment %d repeats leaves %d..%d already seen: an older segment was replayed",
 			h.Segment, h.FirstIndex, v.tree.Size-1)
+		return false
+	case !nameMatches(name, h.FirstIndex):
+		v.problem(Tampered, CodeSegmentHeader, nil, "the file name does not name the segment's first leaf %d (seg-<first leaf, 20 digits>-<UTC start>.aseg): the file was renamed", h.FirstIndex)
 		return false
 	case !v.started || v.broken:
 		if !v.started && h.FirstIndex > 0 {
-			v.problem(Incomplete, "missing-start", nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
+			v.problem(Incomplete, CodeMissingStart, nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
 			v.gap = true
+			v.missing = append(v.missing, [2]uint64{0, h.FirstIndex})
 		}
 		// After damage, the gap up to the next segment is the unreadable rest (reported).
-		if v.started && h.FirstIndex > v.tree.Size && h.Segment > v.segNo+1 {
-			v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
+		if v.started && h.FirstIndex > v.tree.Size {
+			if h.Segment > v.segNo+1 {
+				v.problem(Incomplete, CodeMissingSegment, nil, "leaves %d..%d are missing before this segment: a segment was deleted", v.tree.Size, h.FirstIndex-1)
+			}
+			v.missing = append(v.missing, [2]uint64{v.tree.Size, h.FirstIndex})
 		}
 		if !v.adoptHeader(h) {
 			return false
@@ -381,40 +427,41 @@ func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last b
 		if h.Segment == v.segNo+1 {
 			how = "the end of the segment before, with its seal, was cut"
 		}
-		v.problem(Incomplete, "missing-segment", nil, "leaves %d..%d are missing before this segment: %s", v.tree.Size, h.FirstIndex-1, how)
+		v.problem(Incomplete, CodeMissingSegment, nil, "leaves %d..%d are missing before this segment: %s", v.tree.Size, h.FirstIndex-1, how)
+		v.missing = append(v.missing, [2]uint64{v.tree.Size, h.FirstIndex})
 		if !v.adoptHeader(h) {
 			return false
 		}
 		v.gap = true
 	default:
 		if h.Segment != v.segNo+1 {
-			v.problem(Tampered, "segment-header", nil, "segment header numbers it %d, after segment %d", h.Segment, v.segNo)
+			v.problem(Tampered, CodeSegmentHeader, nil, "segment header numbers it %d, after segment %d", h.Segment, v.segNo)
 			h.Segment = v.segNo + 1
 		}
 		switch f, err := DecodeFrontier(h.FirstIndex, h.Frontier); {
 		case v.diverged && err == nil:
 			v.tree, v.diverged, v.ckGood = f, false, h.FirstIndex
 		case h.FirstIndex != v.tree.Size:
-			v.problem(Tampered, "segment-header", nil, "segment header puts its first leaf at %d, but the segment before ends before leaf %d and no segment is missing in between",
+			v.problem(Tampered, CodeSegmentHeader, nil, "segment header puts its first leaf at %d, but the segment before ends before leaf %d and no segment is missing in between",
 				h.FirstIndex, v.tree.Size)
 			v.seg.FirstIndex = v.tree.Size
 		case fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()):
-			v.problem(Tampered, "segment-header", nil, "segment header's tree frontier does not match the leaves before it")
+			v.problem(Tampered, CodeSegmentHeader, nil, "segment header's tree frontier does not match the leaves before it")
 		case fmt.Sprint(h.PrevKernelTimes) != fmt.Sprint(v.kernel.header()):
-			v.problem(Tampered, "segment-header", nil, "segment header gives the kernel time span of the segment before as %v, its events span %v: search would skip the wrong segments",
+			v.problem(Tampered, CodeSegmentHeader, nil, "segment header gives the kernel time span of the segment before as %v, its events span %v: search would skip the wrong segments",
 				h.PrevKernelTimes, v.kernel.header())
 		}
 		if h.PrevCheckpoint != string(v.lastCk) {
-			v.problem(Tampered, "segment-link", nil, "segment header's previous checkpoint is not the last checkpoint before it")
+			v.problem(Tampered, CodeSegmentLink, nil, "segment header's previous checkpoint is not the last checkpoint before it")
 		}
-		if h.EpochKey != "" && h.EpochKey != v.keyVKey {
-			v.problem(Tampered, "segment-header", nil, "segment header names an epoch key that the key chain does not")
+		if h.EpochKey != "" && v.key != nil && h.EpochKey != v.keyVKey {
+			v.problem(Tampered, CodeSegmentHeader, nil, "segment header names an epoch key that the key chain does not")
 		}
 	}
 	v.segNo, v.kernel, v.misplaced = h.Segment, kernelRange{}, false
 	v.rootProblem, v.rootRepeats = -1, 0
 	v.lastSeal = nil
-	v.segCks = v.segCks[:0]
+	v.segCks = 0
 	v.sealIdx = -1
 	return true
 }
@@ -432,15 +479,29 @@ func (v *verifier) entry(typ byte, p []byte, first *bool) {
 	case entryLeaf:
 		v.leafEntry(p, *first)
 		*first = false
+		v.blockLeafs++
 	case entryCheckpoint:
 		v.checkpointEntry(p)
 	default:
-		v.problem(Tampered, "damaged", nil, "a second header inside the segment")
+		v.problem(Tampered, CodeDamaged, nil, "a second header inside the segment")
 	}
 }
 
+// endBlock is called after the entries of each block of a segment. A writer ends every block that holds
+// leaves with a checkpoint covering them (docs/format.md, "Segments"), so no durable leaf is ever
+// unsigned: leaves that no checkpoint of their block covers were written by someone else.
+func (v *verifier) endBlock(off int64) {
+	if v.blockLeafs > 0 && v.tree.Size > v.ckSize && v.seg != nil {
+		v.problem(Tampered, CodeUnsigned, idx(v.ckSize), "leaves %d..%d in the block at offset %d are not covered by a checkpoint of their block (a writer signs every block it makes durable): they were appended without the epoch key, or their checkpoint was removed",
+			v.ckSize, v.tree.Size-1, off)
+		v.unverifiedFrom(v.ckSize, v.tree.Size)
+	}
+	v.blockLeafs = 0
+}
+
 // endSegment judges a segment once its entries are read: the seal, and what the next START must record
-// about an unsealed end. torn is the length of the incomplete block at its end.
+// about an unsealed end. torn is the length of the incomplete block at its end; last is true for the
+// archive's newest segment.
 func (v *verifier) endSegment(name string, torn int64, last bool) {
 	if v.rootRepeats > 0 {
 		v.r.Problems[v.rootProblem].Message += fmt.Sprintf("; the segment's %d later checkpoints disagree too, as they must once a leaf before them differs", v.rootRepeats)
@@ -448,7 +509,10 @@ func (v *verifier) endSegment(name string, torn int64, last bool) {
 	v.seg.Leaves = v.tree.Size - v.seg.FirstIndex
 	v.seg.Sealed = v.sealIdx >= 0 && v.ckSize == v.tree.Size && uint64(v.sealIdx) == v.tree.Size-1
 	if v.sealIdx >= 0 && !v.seg.Sealed && !v.broken {
-		v.problem(Tampered, "seal", idx(uint64(v.sealIdx)), "leaves follow the seal, or the seal is not signed by a checkpoint")
+		v.problem(Tampered, CodeSeal, idx(uint64(v.sealIdx)), "leaves follow the seal, or the seal is not signed by a checkpoint")
+	}
+	if last && torn > 0 && !v.r.Live {
+		v.problem(Incomplete, CodeTornTail, nil, "the segment ends inside a block (%d bytes): the writer stopped mid-write, or the tail was cut; the leaves before it are intact", torn)
 	}
 	if !v.seg.Sealed {
 		if v.broken {
@@ -459,10 +523,8 @@ func (v *verifier) endSegment(name string, torn int64, last bool) {
 			}
 			v.pendingRec.Unsigned = v.tree.Size - v.ckSize
 		}
-		if last {
-			if v.tree.Size > v.ckSize || torn > 0 {
-				v.r.Unsigned = &Tail{Segment: name, First: v.ckSize, Leaves: v.tree.Size - v.ckSize, Torn: torn}
-			}
+		if last && (v.tree.Size > v.ckSize || torn > 0) {
+			v.r.Unsigned = &Tail{Segment: name, First: v.ckSize, Leaves: v.tree.Size - v.ckSize, Torn: torn}
 		}
 	} else {
 		v.pendingRec = nil
@@ -470,30 +532,39 @@ func (v *verifier) endSegment(name string, torn int64, last bool) {
 	}
 }
 
-// adoptHeader takes the tree, the last checkpoint and the signing key from h: the segments before it are
-// missing or unreadable, so its header is all there is to continue from.
+// adoptHeader takes the tree and the last checkpoint from h: the segments before it are missing or
+// unreadable, so its header is all there is to continue from. Its epoch key is not: a header is not
+// signed, so until a START re-establishes the chain nothing signed after the gap is trusted.
 func (v *verifier) adoptHeader(h SegmentHeader) bool {
 	f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
 	if err != nil {
-		v.problem(Tampered, "segment-header", nil, "segment header: %v", err)
+		v.problem(Tampered, CodeSegmentHeader, nil, "segment header: %v", err)
 		return false
 	}
 	v.tree, v.started, v.broken, v.diverged = f, true, false, false
-	v.lastCk, v.ckSize = []byte(h.PrevCheckpoint), 0
-	if c, err := peekCheckpoint(v.lastCk); err == nil {
-		v.ckSize = c.Size
-	}
+	v.lastCk, v.ckSize = []byte(h.PrevCheckpoint), h.FirstIndex
 	v.ckGood = h.FirstIndex
-	if h.EpochKey != "" && h.FirstIndex > 0 {
-		// Without the segments before, this key is the header's word only (and their absence is reported).
-		// A segment at leaf 0 begins the tree: its START names the key, whatever its header says.
-		if kv, err := note.NewVerifier(h.EpochKey); err == nil {
-			v.key, v.keyVKey, v.epoch = kv, h.EpochKey, h.Epoch
-		}
-	}
-	v.intro, v.lastSeal, v.pendingRec = nil, nil, nil
-	v.maxTime = 0 // the time up to this segment is in the missing leaves, not a silence
+	v.breakChain()
+	v.lastSeal, v.pendingRec = nil, nil
+	v.lastTime, v.maxTime = 0, 0 // the time up to this segment is in the missing leaves, not a silence
+	v.serials = serialTracker{}
 	return true
+}
+
+// unverifiedFrom records that leaves [from, to) are not covered by any checkpoint the chain vouches for.
+// Consecutive stretches make one problem.
+func (v *verifier) unverifiedFrom(from, to uint64) {
+	if to <= from {
+		return
+	}
+	if v.unverified >= 0 && v.unverified < len(v.r.Problems) {
+		p := &v.r.Problems[v.unverified]
+		p.Message = fmt.Sprintf("leaves %d..%d are not covered by any checkpoint signed by a key derived from the identity key (they follow a gap, or their signatures failed): they cannot be told from forgeries and are not counted as verified", v.unvFirst, to-1)
+		return
+	}
+	v.unvFirst = from
+	v.unverified = len(v.r.Problems)
+	v.problem(Incomplete, CodeUnverified, idx(from), "leaves %d..%d are not covered by any checkpoint signed by a key derived from the identity key (they follow a gap, or their signatures failed): they cannot be told from forgeries and are not counted as verified", from, to-1)
 }
 
 // leafEntry verifies one leaf.
@@ -502,15 +573,16 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	v.tree.Append(p)
 	v.rootCheck()
 	if v.intro != nil && v.intro.index+1 < v.tree.Size {
-		v.problem(Tampered, "unsigned-key", idx(v.intro.index), "the %s leaf is not followed by the checkpoint that must sign it: checkpoints were removed", v.intro.kind)
-		v.adoptIntro()
+		v.problem(Tampered, CodeUnsignedKey, idx(v.intro.index), "the %s leaf is not followed by the checkpoint that must sign it: checkpoints were removed", v.intro.kind)
+		v.intro = nil
+		v.breakChain()
 	}
 	if v.sealIdx >= 0 {
-		v.problem(Tampered, "seal", idx(i), "leaf after the segment's seal")
+		v.problem(Tampered, CodeSeal, idx(i), "leaf after the segment's seal")
 	}
 	l := &v.leaf
 	if err := DecodeLeaf(p, l); err != nil {
-		v.problem(Tampered, "leaf", idx(i), "leaf does not decode: %v", err)
+		v.problem(Tampered, CodeLeaf, idx(i), "leaf does not decode: %v", err)
 		return
 	}
 	if v.seg.FirstTime == "" {
@@ -521,32 +593,32 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	}
 	v.segLast = l.Time
 	if firstInSegment && v.pendingRec != nil && l.Kind != LeafStart {
-		v.problem(Tampered, "missing-recovery", idx(i), "the previous segment %s ends without a seal, and this segment does not begin with the START that records it", v.pendingRec.Segment)
+		v.problem(Tampered, CodeMissingRecovery, idx(i), "the previous segment %s ends without a seal, and this segment does not begin with the START that records it", v.pendingRec.Segment)
 		v.pendingRec = nil
 	}
-	if v.runOpen && v.maxTime != 0 && l.Kind != LeafStart {
-		if gap := time.Duration(l.Time - v.maxTime); gap > v.interval+v.opts.Grace {
-			v.problem(Incomplete, "silence", idx(i), "nothing was recorded for %s before this leaf (%s..%s): the daemon was stopped, frozen or its records removed",
-				gap.Round(time.Millisecond), fmtTime(v.maxTime), fmtTime(l.Time))
-		}
-	}
-	if l.Time > v.maxTime {
-		v.maxTime = l.Time
+	v.silence(i, l)
+	if l.Kind.control() && l.Time > v.ctlMax {
+		v.ctlMax = l.Time
 	}
 	if !l.Kind.control() {
 		v.kernel.add(eventKernelTime(p))
 	}
 	switch l.Kind {
 	case LeafEvent:
+		if v.runOpen && !v.gap {
+			v.serials.event(l.Event.Serial, l.Time)
+		}
 	case LeafLost:
 		ev := &l.Event
 		v.r.Lost = append(v.r.Lost, LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, First: ev.Lost.First, Last: ev.Lost.Last})
+		v.serials.lost(ev.Lost.First, ev.Lost.Last, ev.Lost.Count)
 	case LeafStart:
 		v.start(i, l)
 	case LeafStop:
 		if !v.runOpen && !v.gap {
-			v.problem(Tampered, "pairing", idx(i), "STOP without a START")
+			v.problem(Tampered, CodePairing, idx(i), "STOP without a START")
 		}
+		v.endRun(false)
 		v.runOpen = false
 		if n := len(v.r.Runs); n > 0 {
 			v.r.Runs[n-1].Stop, v.r.Runs[n-1].StopTime, v.r.Runs[n-1].Ended = idx(i), fmtTime(l.Time), "stopped"
@@ -554,63 +626,122 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	case LeafKey:
 		var k Key
 		if err := json.Unmarshal(l.Body, &k); err != nil {
-			v.problem(Tampered, "leaf", idx(i), "KEY leaf: %v", err)
+			v.problem(Tampered, CodeLeaf, idx(i), "KEY leaf: %v", err)
 			return
 		}
 		kv, err := note.NewVerifier(k.EpochKey)
 		if err != nil || kv.Name() != v.origin {
-			v.problem(Tampered, "key-chain", idx(i), "KEY leaf names an unusable key %q", k.EpochKey)
+			v.problem(Tampered, CodeKeyChain, idx(i), "KEY leaf names an unusable key %q", k.EpochKey)
 			return
 		}
-		if k.Epoch != v.epoch+1 {
-			v.problem(Tampered, "key-chain", idx(i), "KEY leaf introduces epoch %d after epoch %d", k.Epoch, v.epoch)
+		if v.key != nil && k.Epoch != v.epoch+1 {
+			v.problem(Tampered, CodeKeyChain, idx(i), "KEY leaf introduces epoch %d after epoch %d", k.Epoch, v.epoch)
 		}
-		v.intro = &intro{index: i, signer: v.key, vkey: k.EpochKey, epoch: k.Epoch, kind: LeafKey}
+		v.intro = &intro{index: i, time: l.Time, signer: v.key, vkey: k.EpochKey, epoch: k.Epoch, kind: LeafKey}
 	case LeafSeal:
 		var sl Seal
 		if err := json.Unmarshal(l.Body, &sl); err != nil {
-			v.problem(Tampered, "leaf", idx(i), "SEAL leaf: %v", err)
+			v.problem(Tampered, CodeLeaf, idx(i), "SEAL leaf: %v", err)
 			return
 		}
 		v.sealIdx = int64(i)
 		if sl.FirstIndex != v.seg.FirstIndex || sl.Leaves != i+1-v.seg.FirstIndex || sl.Segment != v.seg.Segment {
-			v.problem(Tampered, "seal", idx(i), "the seal describes segment %d with leaves %d..%d, the file holds segment %d with leaves %d..%d",
+			v.problem(Tampered, CodeSeal, idx(i), "the seal describes segment %d with leaves %d..%d, the file holds segment %d with leaves %d..%d",
 				sl.Segment, sl.FirstIndex, sl.FirstIndex+sl.Leaves-1, v.seg.Segment, v.seg.FirstIndex, i)
 		}
-		if fmt.Sprint(sl.Checkpoints) != fmt.Sprint(v.segCks) && !v.misplaced {
-			v.problem(Tampered, "missing-checkpoint", idx(i), "the seal lists checkpoints at sizes %v, the segment holds %v: checkpoints were removed or added",
+		if sl.Checkpoints != v.segCks && !v.misplaced {
+			v.problem(Tampered, CodeMissingCheckpoint, idx(i), "the seal counts %d checkpoints before it, the segment holds %d: checkpoints were removed or added",
 				sl.Checkpoints, v.segCks)
 		}
 		v.lastSeal = &sl
 	case LeafHeartbeat, LeafClock, LeafPolicy:
 	default:
-		v.problem(Tampered, "leaf", idx(i), "unknown leaf kind %d", l.Kind)
+		v.problem(Tampered, CodeLeaf, idx(i), "unknown leaf kind %d", l.Kind)
 	}
+}
+
+// silence reports a coverage gap before leaf i: while a run is open, a writer records a leaf at least
+// every heartbeat interval, so a longer gap means it was stopped, frozen or its leaves removed. A CLOCK
+// leaf gives the step of the wall clock against the monotonic one, which the gap is corrected by: a
+// freeze hidden by stepping the clock back shows. A START after a run that did not stop is the crash's
+// downtime.
+func (v *verifier) silence(i uint64, l *Leaf) {
+	t := l.Time
+	if v.runOpen && v.lastTime != 0 && !v.gap {
+		gap := time.Duration(t - v.lastTime)
+		how := "the daemon was stopped, frozen or its records removed"
+		if l.Kind == LeafClock {
+			var c Clock
+			if json.Unmarshal(l.Body, &c) == nil {
+				gap -= time.Duration(c.StepNanos)
+				how = fmt.Sprintf("the wall clock was stepped by %s meanwhile, so the leaves' times hide the gap", time.Duration(c.StepNanos).Round(time.Millisecond))
+			}
+		}
+		if l.Kind == LeafStart {
+			how = "the previous run ended without STOP (crashed or killed) and this run started only then"
+		}
+		if gap > v.interval+v.opts.Grace {
+			v.problem(Incomplete, CodeSilence, idx(i), "nothing was recorded for %s before this leaf (%s..%s): %s",
+				gap.Round(time.Millisecond), fmtTime(v.lastTime), fmtTime(t), how)
+		}
+	}
+	if l.Kind == LeafClock || t > v.lastTime {
+		v.lastTime = t
+	}
+	if t > v.maxTime {
+		v.maxTime = t
+	}
+}
+
+// endRun reports the kernel serials that the run's events skipped with no LOST leaf to account for them.
+// live: the run is still being written, and the newest gaps may still be reported by the writer.
+func (v *verifier) endRun(live bool) {
+	if !v.runOpen || v.gap {
+		v.serials = serialTracker{}
+		return
+	}
+	cut := int64(0)
+	if live {
+		cut = v.maxTime - int64(DefaultHeartbeat)
+	}
+	if n, ranges, text := v.serials.report(cut); n > 0 {
+		v.problem(Incomplete, CodeSerialGap, idx(v.runStart), "the run started at leaf %d skipped %d kernel serials in %d ranges with no LOST leaf to account for them: %s",
+			v.runStart, n, ranges, text)
+	}
+	v.serials = serialTracker{}
 }
 
 // start handles a START leaf: a new run, signed by the identity key, naming its first epoch key.
 func (v *verifier) start(i uint64, l *Leaf) {
 	var st Start
 	if err := json.Unmarshal(l.Body, &st); err != nil {
-		v.problem(Tampered, "leaf", idx(i), "START leaf: %v", err)
+		v.problem(Tampered, CodeLeaf, idx(i), "START leaf: %v", err)
 		return
 	}
 	if st.Origin != v.origin {
-		v.problem(Tampered, "origin", idx(i), "START names origin %q, not %q", st.Origin, v.origin)
+		v.problem(Tampered, CodeOrigin, idx(i), "START names origin %q, not %q", st.Origin, v.origin)
 	}
 	id, err := note.NewVerifier(st.Identity)
 	switch {
 	case err != nil:
-		v.problem(Tampered, "identity", idx(i), "START names an unusable identity key: %v", err)
+		v.problem(Tampered, CodeIdentity, idx(i), "START names an unusable identity key: %v", err)
 		return
 	case v.identity == nil:
 		v.identity = id
 		v.r.Identity = st.Identity
 	case id.Name() != v.identity.Name() || id.KeyHash() != v.identity.KeyHash():
-		v.problem(Tampered, "identity", idx(i), "START names identity key %q, which is not the pinned key %s+%08x", st.Identity, v.identity.Name(), v.identity.KeyHash())
+		v.problem(Tampered, CodeIdentity, idx(i), "START names identity key %q, which is not the pinned key %s+%08x", st.Identity, v.identity.Name(), v.identity.KeyHash())
 	}
-	if st.HeartbeatMillis > 0 {
-		v.interval = time.Duration(st.HeartbeatMillis) * time.Millisecond
+	v.interval, v.epochLen = DefaultHeartbeat, MaxEpoch
+	if hb := time.Duration(st.HeartbeatMillis) * time.Millisecond; hb > 0 {
+		v.interval = min(hb, MaxHeartbeat)
+	}
+	if ep := time.Duration(st.EpochMillis) * time.Millisecond; ep > 0 {
+		v.epochLen = min(ep, MaxEpoch)
+	}
+	if time.Duration(st.HeartbeatMillis)*time.Millisecond > MaxHeartbeat || time.Duration(st.EpochMillis)*time.Millisecond > MaxEpoch {
+		v.problem(Tampered, CodeLimits, idx(i), "START declares a heartbeat of %d ms and epochs of %d ms; the format allows at most %s and %s (a writer refuses more): silences and key lifetimes are judged by those limits",
+			st.HeartbeatMillis, st.EpochMillis, MaxHeartbeat, MaxEpoch)
 	}
 	switch {
 	case v.runOpen && v.gap:
@@ -619,80 +750,142 @@ func (v *verifier) start(i uint64, l *Leaf) {
 		n := len(v.r.Runs)
 		v.r.Runs[n-1].Ended = "crashed"
 		if st.Recovered == nil {
-			v.problem(Tampered, "pairing", idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
+			v.problem(Tampered, CodePairing, idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
 		}
 	}
-	v.gap, v.recovered = false, ""
+	v.endRun(false)
+	v.gap = false
 	if pr := v.pendingRec; pr != nil {
 		rec := st.Recovered
 		switch {
 		case rec == nil:
-			v.problem(Tampered, "missing-recovery", idx(i), "segment %s ends without a seal but this START records no recovery", pr.Segment)
+			v.problem(Tampered, CodeMissingRecovery, idx(i), "segment %s ends without a seal but this START records no recovery", pr.Segment)
 		case rec.Segment != pr.Segment || rec.Unsigned != pr.Unsigned || rec.TornOffset != pr.TornOffset || rec.TornBytes != pr.TornBytes:
-			v.problem(Tampered, "missing-recovery", idx(i), "START records the end of %s as %d unsigned leaves and %d torn bytes at offset %d; the file shows %s with %d unsigned leaves and %d torn bytes at offset %d",
+			v.problem(Tampered, CodeMissingRecovery, idx(i), "START records the end of %s as %d unsigned leaves and %d torn bytes at offset %d; the file shows %s with %d unsigned leaves and %d torn bytes at offset %d",
 				rec.Segment, rec.Unsigned, rec.TornBytes, rec.TornOffset, pr.Segment, pr.Unsigned, pr.TornBytes, pr.TornOffset)
-		default:
-			v.recovered = pr.Segment
 		}
 		v.pendingRec = nil
 	}
-	v.runOpen = true
+	v.runOpen, v.runStart = true, i
 	v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
-	v.intro = &intro{index: i, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
+	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
 }
 
-// adoptIntro switches to the epoch key a START or KEY leaf introduced.
-func (v *verifier) adoptIntro() {
-	kv, err := note.NewVerifier(v.intro.vkey)
-	if err != nil || kv.Name() != v.origin {
-		v.problem(Tampered, "key-chain", idx(v.intro.index), "%s leaf names an unusable epoch key %q", v.intro.kind, v.intro.vkey)
-		kv = nil
-	}
-	v.key, v.keyVKey, v.epoch = kv, v.intro.vkey, v.intro.epoch
+// adoptIntro switches to the epoch key a START or KEY leaf introduced; trusted says whether the
+// checkpoint that covers the leaf verified under a trusted key. An untrusted introduction leaves no key.
+func (v *verifier) adoptIntro(trusted bool) {
+	in := v.intro
 	v.intro = nil
+	if !trusted {
+		v.breakChain()
+		return
+	}
+	kv, err := note.NewVerifier(in.vkey)
+	if err != nil || kv.Name() != v.origin {
+		v.problem(Tampered, CodeKeyChain, idx(in.index), "%s leaf names an unusable epoch key %q", in.kind, in.vkey)
+		v.breakChain()
+		return
+	}
+	v.key, v.keyVKey, v.epoch, v.epochStart = kv, in.vkey, in.epoch, in.time
+	v.unverified, v.sigProblem = -1, -1
 }
 
-// checkpointEntry verifies a signed checkpoint against the tree recomputed so far.
+// checkpointEntry verifies a signed checkpoint against the tree recomputed so far. It verifies the leaves
+// since the checkpoint before it when it is signed by the key the chain says must sign it: the identity
+// key for the checkpoint of a START (or of a KEY introduced late, after its epoch), the epoch key before
+// a KEY for the KEY's checkpoint, and otherwise the epoch key in charge.
 func (v *verifier) checkpointEntry(msg []byte) {
+	from := v.ckSize
+	ctlMax := v.ctlMax
+	v.ctlMax = 0
+	if len(msg) > maxNote {
+		v.problem(Tampered, CodeCheckpoint, nil, "checkpoint of %d bytes is beyond the format's limit of %d", len(msg), maxNote)
+		return
+	}
 	c, err := peekCheckpoint(msg)
 	if err != nil {
-		v.problem(Tampered, "checkpoint", nil, "checkpoint does not parse: %v", err)
+		v.problem(Tampered, CodeCheckpoint, nil, "checkpoint does not parse: %v", err)
 		return
 	}
 	if c.Origin != v.origin {
-		v.problem(Tampered, "origin", idx(c.Size), "checkpoint names origin %q, not %q", c.Origin, v.origin)
+		v.problem(Tampered, CodeOrigin, idx(c.Size), "checkpoint names origin %q, not %q", c.Origin, v.origin)
 		return
 	}
+	introducing := v.intro != nil && v.intro.index+1 == v.tree.Size
 	if c.Size != v.tree.Size {
-		v.problem(Tampered, "checkpoint", idx(c.Size), "checkpoint for %d leaves stands after leaf %d: leaves were removed, added or moved", c.Size, v.tree.Size)
+		v.problem(Tampered, CodeCheckpoint, idx(c.Size), "checkpoint for %d leaves stands after leaf %d: leaves were removed, added or moved", c.Size, v.tree.Size)
 		// It stands where a checkpoint stood: the structure (a seal after it, the next header's link, a
 		// START or KEY before it) still counts it, so that only the moved leaves are reported.
 		v.lastCk, v.ckSize = append([]byte(nil), msg...), v.tree.Size
 		v.diverged, v.misplaced = true, true
-		if v.intro != nil && v.intro.index+1 == v.tree.Size {
-			v.adoptIntro()
+		if introducing {
+			v.adoptIntro(false)
 		}
+		v.unverifiedFrom(from, v.tree.Size)
 		return
 	}
 	if c.Size <= v.ckSize {
-		v.problem(Tampered, "rollback", idx(c.Size), "checkpoint for %d leaves follows one for %d", c.Size, v.ckSize)
+		v.problem(Tampered, CodeRollback, idx(c.Size), "checkpoint for %d leaves follows one for %d", c.Size, v.ckSize)
 	}
 	v.lastCk, v.ckSize = append([]byte(nil), msg...), c.Size
-	v.segCks = append(v.segCks, c.Size)
-	signer := v.key
-	introducing := v.intro != nil && v.intro.index+1 == c.Size
+	v.segCks++
+	signer, byIdentity := v.key, false
 	if introducing {
-		signer = v.intro.signer
+		signer, byIdentity = v.intro.signer, v.intro.kind == LeafStart
 	}
-	if signer == nil {
-		v.problem(Tampered, "key-chain", idx(c.Size), "no epoch key is established for the checkpoint of %d leaves", c.Size)
+	if signer == nil && !(introducing && v.intro.kind == LeafKey && v.identity != nil) {
+		// After a gap: no key derived from the identity key is in charge until the next START.
+		if introducing {
+			v.adoptIntro(false)
+		}
+		v.unverifiedFrom(from, c.Size)
 		return
 	}
-	if _, err := OpenCheckpoint(msg, signer); err != nil {
-		v.problem(Tampered, "signature", idx(c.Size-1), "checkpoint for %d leaves: %v (epoch %d): it was re-signed with another key, or the key chain was altered", c.Size, err, v.epoch)
-		if introducing {
-			v.adoptIntro()
+	serr := errors.New("no key derived from the identity key is in charge")
+	if signer != nil {
+		_, serr = OpenCheckpoint(msg, signer)
+	}
+	if serr != nil && introducing && v.intro.kind == LeafKey && v.identity != nil {
+		// A KEY introduced after its epoch's end is signed by the identity key (the writer was frozen,
+		// its disk stalled or its clock stepped forward): the expired key signs nothing late.
+		if _, err := OpenCheckpoint(msg, v.identity); err == nil {
+			byIdentity, serr = true, nil
 		}
+	}
+	if serr != nil && signer == nil {
+		// After a gap, a KEY that the identity key did not sign chains nothing.
+		v.adoptIntro(false)
+		v.unverifiedFrom(from, c.Size)
+		return
+	}
+	if serr != nil {
+		if v.sigProblem >= 0 {
+			// The same key fails again: a consequence of the first failure, reported with it.
+			v.sigRepeats++
+			v.r.Problems[v.sigProblem].Message = fmt.Sprintf("%s; %d later checkpoints signed for this key fail too", v.sigFirst, v.sigRepeats)
+			if introducing {
+				v.adoptIntro(false)
+			}
+			v.unverifiedFrom(from, c.Size)
+			return
+		}
+		v.sigProblem, v.sigRepeats = len(v.r.Problems), 0
+		v.problem(Tampered, CodeSignature, idx(c.Size-1), "checkpoint for %d leaves: %v (epoch %d): it was re-signed with another key, or the key chain was altered", c.Size, serr, v.epoch)
+		v.sigFirst = v.r.Problems[v.sigProblem].Message
+		if introducing {
+			v.adoptIntro(false)
+		}
+		v.unverifiedFrom(from, c.Size)
+		return
+	}
+	if !byIdentity && ctlMax > v.epochStart+int64(v.epochLen+EpochSlack) {
+		v.problem(Tampered, CodeEpoch, idx(c.Size-1), "checkpoint for %d leaves is signed by the key of epoch %d, introduced at %s, but covers a leaf written at %s, after that epoch ended (%s later at most): the key was used after it should have been erased (stolen)",
+			c.Size, v.epoch, fmtTime(v.epochStart), fmtTime(ctlMax), v.epochLen+EpochSlack)
+		if introducing {
+			v.adoptIntro(false)
+		}
+		v.breakChain()
+		v.unverifiedFrom(from, c.Size)
 		return
 	}
 	if c.Root != v.tree.Root() {
@@ -700,30 +893,26 @@ func (v *verifier) checkpointEntry(msg []byte) {
 			v.rootRepeats++ // a consequence of the first mismatch: reported with it
 		} else {
 			v.rootProblem = len(v.r.Problems)
-			v.problem(Tampered, "root", idx(c.Size-1), "checkpoint for %d leaves is validly signed but its root does not match the leaves: one of leaves %d..%d (after the last matching checkpoint) was altered, removed, inserted or reordered",
+			v.problem(Tampered, CodeRoot, idx(c.Size-1), "checkpoint for %d leaves is validly signed but its root does not match the leaves: one of leaves %d..%d (after the last matching checkpoint) was altered, removed, inserted or reordered",
 				c.Size, v.ckGood, c.Size-1)
 		}
 		v.diverged = true
 		if introducing {
-			v.adoptIntro()
+			v.adoptIntro(false)
 		}
 		return
 	}
-	if introducing && v.intro.kind == LeafStart && v.recovered != "" {
-		// The START's checkpoint signs the tail a crash left unsigned in the segment its recovery names.
-		for k := range v.r.Segments {
-			if s := &v.r.Segments[k]; s.File == v.recovered {
-				s.Verified = s.Leaves
-			}
-		}
-		v.recovered = ""
-	}
 	if introducing {
-		v.adoptIntro()
+		v.adoptIntro(true)
 	}
 	v.diverged, v.ckGood = false, c.Size
 	v.seg.Checkpoints++
-	v.seg.Verified = c.Size - v.seg.FirstIndex
+	if from < v.seg.FirstIndex {
+		from = v.seg.FirstIndex
+	}
+	if c.Size > from {
+		v.seg.Verified += c.Size - from
+	}
 	v.r.Latest = string(v.lastCk)
 	v.r.LastTime = fmtTime(v.maxTime)
 }
@@ -734,15 +923,15 @@ func (v *verifier) rootCheck() {
 	if v.witness != nil && v.tree.Size == v.witness.Size {
 		v.witnessSeen = true
 		if v.tree.Root() != v.witness.Root {
-			v.problem(Tampered, "fork", idx(v.tree.Size-1), "the archive's first %d leaves differ from the witnessed checkpoint: history was rewritten (a fork)", v.witness.Size)
+			v.problem(Tampered, CodeFork, idx(v.tree.Size-1), "the archive's first %d leaves differ from the witnessed checkpoint: history was rewritten (a fork)", v.witness.Size)
 		}
 	}
 	if rc := v.receipt; rc != nil && v.tree.Size == rc.Checkpoint.Size && rc.Checkpoint.Origin == v.origin {
 		v.receiptSeen = true
 		if v.tree.Root() != rc.Checkpoint.Root {
-			v.problem(Tampered, "fork", idx(v.tree.Size-1), "the archive's first %d leaves differ from those the store acknowledged at %s (receipt): the host's history was rewritten (a fork)",
+			v.problem(Tampered, CodeFork, idx(v.tree.Size-1), "the archive's first %d leaves differ from those the store acknowledged at %s (receipt): the host's history was rewritten (a fork)",
 				rc.Checkpoint.Size, v.r.Receipt.Time)
-			v.r.Receipt.Status = "fork"
+			v.r.Receipt.Status = CodeFork
 		}
 	}
 }
@@ -762,51 +951,40 @@ func (v *verifier) finish() {
 		r.Verified += s.Verified
 	}
 	if v.intro != nil {
-		v.problem(Incomplete, "unsigned-key", idx(v.intro.index), "the last %s leaf is not yet signed", v.intro.kind)
+		v.problem(Incomplete, CodeUnsignedKey, idx(v.intro.index), "the last %s leaf is not yet signed", v.intro.kind)
 	}
 	// A live writer's successor appears with its first block, up to a heartbeat after the seal: only
 	// once it is missing for longer does the silence check below report it.
 	if v.lastSeal != nil && v.lastSeal.Next && !r.Live {
-		v.problem(Incomplete, "missing-segment", nil, "segment %s was sealed with a successor, which is missing: the newest segment was deleted (or the writer crashed right after sealing)", v.lastSealed)
+		v.problem(Incomplete, CodeMissingSegment, nil, "segment %s was sealed with a successor, which is missing: the newest segment was deleted (or the writer crashed right after sealing)", v.lastSealed)
 	}
 	if v.runOpen {
 		n := len(r.Runs)
 		if r.Live {
 			r.Runs[n-1].Ended = "running"
-			if gap := v.opts.Now.Sub(time.Unix(0, v.maxTime)); v.maxTime != 0 && gap > v.interval+v.opts.Grace {
-				v.problem(Incomplete, "silence", nil, "the writer holds the archive but has recorded nothing for %s (since %s): it is stopped or frozen",
-					gap.Round(time.Second), fmtTime(v.maxTime))
+			if gap := v.opts.Now.Sub(time.Unix(0, v.lastTime)); v.lastTime != 0 && gap > v.interval+v.opts.Grace {
+				v.problem(Incomplete, CodeSilence, nil, "the writer holds the archive but has recorded nothing for %s (since %s): it is stopped or frozen",
+					gap.Round(time.Second), fmtTime(v.lastTime))
 			}
 		} else if v.broken {
 			r.Runs[n-1].Ended = "unknown" // its end is in the unreadable leaves (reported as damaged)
 		} else {
 			r.Runs[n-1].Ended = "crashed"
-			v.problem(Incomplete, "no-stop", nil, "the archive ends without STOP after leaf %d (%s), the last checkpoint covers %d leaves: the writer crashed or was killed, or its tail was removed",
+			v.problem(Incomplete, CodeNoStop, nil, "the archive ends without STOP after leaf %d (%s), the last checkpoint covers %d leaves: the writer crashed or was killed, or its tail was removed",
 				v.tree.Size-1, fmtTime(v.maxTime), v.ckSize)
 		}
+		v.endRun(r.Live)
 	} else if t := r.Unsigned; t != nil && t.Leaves > 0 {
 		// A run ends with STOP, SEAL and their checkpoint in one block: unsigned leaves outside a run are
 		// not the tail of a writer that crashed or still writes.
-		v.problem(Incomplete, "no-stop", idx(t.First), "leaves %d..%d after the last checkpoint are not signed and no open run explains them: the archive's end was cut or rewritten",
+		v.problem(Incomplete, CodeNoStop, idx(t.First), "leaves %d..%d after the last checkpoint are not signed and no open run explains them: the archive's end was cut or rewritten",
 			t.First, t.First+t.Leaves-1)
 	}
 	if v.witness != nil && !v.witnessSeen {
-		v.problem(Tampered, "rollback", nil, "the archive holds %d leaves, but a checkpoint for %d leaves was witnessed before: it was rolled back or truncated", v.tree.Size, v.witness.Size)
+		v.problem(Tampered, CodeRollback, nil, "the archive holds %d leaves, but a checkpoint for %d leaves was witnessed before: it was rolled back or truncated", v.tree.Size, v.witness.Size)
 	}
 	if rc := v.receipt; rc != nil && !v.receiptSeen {
-		switch c := rc.Checkpoint; {
-		case c.Origin != v.origin:
-			v.problem(Tampered, "origin", nil, "the store receipt is for origin %q, not %q: it acknowledges another host's archive", c.Origin, v.origin)
-			r.Receipt.Status = "origin"
-		case v.tree.Size < c.Size:
-			v.problem(Tampered, "truncated", nil, "the archive holds %d leaves, but the store acknowledged %d leaves at %s (receipt): the host's archive was truncated",
-				v.tree.Size, c.Size, r.Receipt.Time)
-			r.Receipt.Status = "truncated"
-		default:
-			// The tree passed the receipt's size without reaching it leaf by leaf: the leaves there are
-			// missing or unreadable, which is reported as such.
-			r.Receipt.Status = ReceiptUnchecked
-		}
+		v.receiptUnseen(rc.Checkpoint)
 	}
 	r.Status = Pass
 	for _, p := range r.Problems {
@@ -816,4 +994,31 @@ func (v *verifier) finish() {
 		}
 		r.Status = Incomplete
 	}
+}
+
+// receiptUnseen judges a store receipt whose size the tree never reached leaf by leaf.
+func (v *verifier) receiptUnseen(c Checkpoint) {
+	r := v.r
+	switch {
+	case c.Origin != v.origin:
+		v.problem(Tampered, CodeOrigin, nil, "the store receipt is for origin %q, not %q: it acknowledges another host's archive", c.Origin, v.origin)
+		r.Receipt.Status = CodeOrigin
+		return
+	case v.tree.Size < c.Size:
+		v.problem(Tampered, CodeTruncated, nil, "the archive holds %d leaves, but the store acknowledged %d leaves at %s (receipt): the host's archive was truncated",
+			v.tree.Size, c.Size, r.Receipt.Time)
+		r.Receipt.Status = CodeTruncated
+		return
+	}
+	for _, m := range v.missing {
+		if c.Size > m[0] && c.Size <= m[1] {
+			v.problem(Tampered, CodeTruncated, nil, "the store acknowledged %d leaves at %s (receipt), and leaves %d..%d among them are missing from the archive: evidence the store holds was deleted from the host",
+				c.Size, r.Receipt.Time, m[0], m[1]-1)
+			r.Receipt.Status = CodeTruncated
+			return
+		}
+	}
+	// The tree passed the receipt's size without reaching it leaf by leaf after a checkpoint that did
+	// not match (reported as such).
+	r.Receipt.Status = ReceiptUnchecked
 }

@@ -43,16 +43,15 @@ const (
 
 // Options configure a Writer. Zero values take the defaults.
 type Options struct {
-	Identity           *Identity     // required: signs the checkpoint of each START leaf
-	SegmentDuration    time.Duration // segments are cut at multiples of this (UTC); default 1 h
-	EpochDuration      time.Duration // lifetime of an epoch key; default 60 s
-	CheckpointInterval time.Duration // at most this long between a leaf and a checkpoint covering it; default 1 s
-	HeartbeatInterval  time.Duration // a HEARTBEAT leaf after this long without leaves; default 10 s
-	FlushInterval      time.Duration // how often a batch is written; default 100 ms
-	FlushBytes         int           // write early when this much is buffered; default 1 MiB
-	MaxPending         int           // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
-	Sync               SyncPolicy
-	DiskFull           DiskFullAction
+	Identity          *Identity     // required: signs the checkpoint of each START leaf
+	SegmentDuration   time.Duration // segments are cut at multiples of this (UTC); default 1 h
+	EpochDuration     time.Duration // lifetime of an epoch key; default 60 s, at most MaxEpoch
+	HeartbeatInterval time.Duration // a HEARTBEAT leaf after this long without leaves; default DefaultHeartbeat, at most MaxHeartbeat
+	FlushInterval     time.Duration // how often a batch is written and signed; default 100 ms
+	FlushBytes        int           // write early when this much is buffered (and cut blocks at it); default 1 MiB, at most MaxFlushBytes
+	MaxPending        int           // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
+	Sync              SyncPolicy
+	DiskFull          DiskFullAction
 	// Start fills the START leaf: Version, ConfigDigest, Kernel, Hostname, BootID. The writer sets the
 	// key, epoch, interval and recovery fields.
 	Start Start
@@ -72,14 +71,19 @@ func (o *Options) defaults() error {
 	}
 	def(&o.SegmentDuration, time.Hour)
 	def(&o.EpochDuration, time.Minute)
-	def(&o.CheckpointInterval, time.Second)
-	def(&o.HeartbeatInterval, 10*time.Second)
+	def(&o.HeartbeatInterval, DefaultHeartbeat)
 	def(&o.FlushInterval, 100*time.Millisecond)
+	if o.HeartbeatInterval > MaxHeartbeat || o.EpochDuration > MaxEpoch {
+		return fmt.Errorf("archive: heartbeat %s and epoch %s: the format allows at most %s and %s", o.HeartbeatInterval, o.EpochDuration, MaxHeartbeat, MaxEpoch)
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	if o.FlushBytes <= 0 {
 		o.FlushBytes = 1 << 20
+	}
+	if o.FlushBytes > MaxFlushBytes {
+		return fmt.Errorf("archive: flush bytes %d: the format allows at most %d", o.FlushBytes, MaxFlushBytes)
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 256 << 20
@@ -158,7 +162,7 @@ type segment struct {
 	number      uint64
 	first       uint64
 	end         time.Time
-	checkpoints []uint64
+	checkpoints uint64
 	firstTime   int64
 	lastTime    int64
 	leaves      uint64
@@ -360,7 +364,7 @@ func (w *Writer) start() error {
 	}
 	st := w.opts.Start
 	st.Origin, st.Identity, st.EpochKey, st.Epoch, st.PID = w.origin, w.opts.Identity.VKey, w.key.vkey, w.key.epoch, os.Getpid()
-	st.CheckpointMillis = w.opts.CheckpointInterval.Milliseconds()
+	st.CheckpointMillis = w.opts.FlushInterval.Milliseconds()
 	st.HeartbeatMillis = w.opts.HeartbeatInterval.Milliseconds()
 	st.EpochMillis = w.opts.EpochDuration.Milliseconds()
 	st.SegmentMillis = w.opts.SegmentDuration.Milliseconds()
@@ -459,6 +463,13 @@ func (w *Writer) appendEvent(ev *raw.Event) {
 	n0 := len(w.buf)
 	w.buf = append(w.buf, entryLeaf, 0, 0, 0, 0)
 	w.buf = appendEventLeaf(w.buf, ev)
+	if l := len(w.buf) - n0 - entryHead; l > MaxLeaf || len(ev.Records) > MaxRecords {
+		w.buf = w.buf[:n0]
+		w.dropped++
+		w.opts.Log.Error().Int("bytes", l).Int("records", len(ev.Records)).Uint32("serial", ev.Serial).
+			Msg("event beyond the format's leaf limits: not kept, counted in a LOST leaf")
+		return
+	}
 	binary.LittleEndian.PutUint32(w.buf[n0+1:], uint32(len(w.buf)-n0-entryHead))
 	w.held += len(w.buf) - n0
 	w.appended++

@@ -26,12 +26,11 @@ type Config struct {
 	LostPoll      time.Duration `yaml:"lost_poll"`      // how often the kernel's lost counter is read
 	FlushInterval time.Duration `yaml:"flush_interval"` // how often the archive is written and fsynced
 
-	SegmentDuration    time.Duration          `yaml:"segment_duration"`    // segments are cut at multiples of this
-	EpochDuration      time.Duration          `yaml:"epoch_duration"`      // lifetime of an epoch signing key
-	CheckpointInterval time.Duration          `yaml:"checkpoint_interval"` // signed checkpoint at least this often while events flow
-	HeartbeatInterval  time.Duration          `yaml:"heartbeat_interval"`  // HEARTBEAT leaf after this long without events
-	Sync               archive.SyncPolicy     `yaml:"sync"`                // batch (fsync every batch) or none
-	DiskFull           archive.DiskFullAction `yaml:"disk_full"`           // keep (hold, then drop with a LOST leaf) or exit
+	SegmentDuration   time.Duration          `yaml:"segment_duration"`   // segments are cut at multiples of this
+	EpochDuration     time.Duration          `yaml:"epoch_duration"`     // lifetime of an epoch signing key
+	HeartbeatInterval time.Duration          `yaml:"heartbeat_interval"` // HEARTBEAT leaf after this long without events
+	Sync              archive.SyncPolicy     `yaml:"sync"`               // batch (fsync every batch) or none
+	DiskFull          archive.DiskFullAction `yaml:"disk_full"`          // keep (hold, then drop with a LOST leaf) or exit
 
 	Store StoreConfig `yaml:"store"`
 }
@@ -57,13 +56,13 @@ func defaultConfig() Config {
 		FlushInterval: 20 * time.Millisecond,
 		Key:           "/etc/auditarch/host.key",
 
-		SegmentDuration:    time.Hour,
-		EpochDuration:      time.Minute,
-		CheckpointInterval: time.Second,
-		HeartbeatInterval:  10 * time.Second,
-		Sync:               archive.SyncBatch,
-		DiskFull:           archive.DiskFullKeep,
-		Store:              StoreConfig{MaxBacklog: 1 << 30},
+		SegmentDuration: time.Hour,
+		EpochDuration:   time.Minute,
+
+		HeartbeatInterval: 10 * time.Second,
+		Sync:              archive.SyncBatch,
+		DiskFull:          archive.DiskFullKeep,
+		Store:             StoreConfig{MaxBacklog: 1 << 30},
 	}
 }
 

@@ -258,15 +258,15 @@ func (c Config) archiveOptions(id *archive.Identity, set *rules.Set, st *libaudi
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return archive.Options{
-		Identity:           id,
-		SegmentDuration:    c.SegmentDuration,
-		EpochDuration:      c.EpochDuration,
-		CheckpointInterval: c.CheckpointInterval,
-		HeartbeatInterval:  c.HeartbeatInterval,
-		FlushInterval:      c.FlushInterval,
-		Sync:               c.Sync,
-		DiskFull:           c.DiskFull,
-		Log:                log,
+		Identity:        id,
+		SegmentDuration: c.SegmentDuration,
+		EpochDuration:   c.EpochDuration,
+
+		HeartbeatInterval: c.HeartbeatInterval,
+		FlushInterval:     c.FlushInterval,
+		Sync:              c.Sync,
+		DiskFull:          c.DiskFull,
+		Log:               log,
 		Start: archive.Start{
 			Version:      version,
 			Hostname:     host,

@@ -22,7 +22,7 @@ func vtArchive(t *testing.T, id *archive.Identity, n int, d time.Duration) strin
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "arch")
 	vtRun(t, dir, archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
-		CheckpointInterval: 50 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}, n, d)
+		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}, n, d)
 	return dir
 }
 

@@ -1,0 +1,109 @@
+package archive
+
+import (
+	"fmt"
+	"strings"
+)
+
+// maxSerialRanges bounds the missing serial ranges a verifier tracks per run; more are counted.
+const maxSerialRanges = 1024
+
+// serialTracker finds the kernel serials a run's events skipped. The kernel gives every event it logs
+// the next serial, so within a run (one registered daemon) a serial that never appears was lost: the
+// writer then records a LOST leaf (serial_gap, with the range). Events may arrive late (out of order),
+// filling a gap.
+type serialTracker struct {
+	have    bool
+	hi      uint32
+	missing []serialRange
+	extra   uint64 // serials in ranges beyond maxSerialRanges
+	extraN  int
+	counted uint64 // events LOST leaves count without naming their serials (local drops, kernel lost)
+}
+
+type serialRange struct {
+	lo, hi uint32
+	at     int64 // time of the event after the gap
+}
+
+// event records an event's serial, received at time at.
+func (t *serialTracker) event(s uint32, at int64) {
+	if s == 0 {
+		return
+	}
+	if !t.have {
+		t.have, t.hi = true, s
+		return
+	}
+	switch d := s - t.hi; {
+	case d == 0:
+	case d < 1<<31: // forward (wrapping past 2^32-1 to 1: the kernel skips 0)
+		lo, hi := t.hi+1, s-1
+		if d > 1 && t.hi < s { // a gap across the wrap is not tracked (once in 2^32 events)
+			if len(t.missing) < maxSerialRanges {
+				t.missing = append(t.missing, serialRange{lo: lo, hi: hi, at: at})
+			} else {
+				t.extra += uint64(d - 1)
+				t.extraN++
+			}
+		}
+		t.hi = s
+	default: // late: fills part of a gap
+		t.remove(s, s)
+	}
+}
+
+// lost takes a LOST leaf into account: the range it names, or else its count.
+func (t *serialTracker) lost(first, last uint32, count uint64) {
+	if first == 0 || last < first {
+		t.counted += count
+		return
+	}
+	t.remove(first, last)
+}
+
+func (t *serialTracker) remove(lo, hi uint32) {
+	out := t.missing[:0]
+	for _, m := range t.missing {
+		if hi < m.lo || lo > m.hi {
+			out = append(out, m)
+			continue
+		}
+		if m.lo < lo {
+			out = append(out, serialRange{lo: m.lo, hi: lo - 1, at: m.at})
+		}
+		if m.hi > hi {
+			out = append(out, serialRange{lo: hi + 1, hi: m.hi, at: m.at})
+		}
+	}
+	t.missing = out
+}
+
+// report returns the serials still missing from gaps found before cut (0: all) beyond what LOST leaves
+// counted without naming serials, the number of ranges, and the first ranges as text.
+func (t *serialTracker) report(cut int64) (n uint64, ranges int, text string) {
+	var b strings.Builder
+	for _, m := range t.missing {
+		if cut != 0 && m.at > cut {
+			continue
+		}
+		n += uint64(m.hi-m.lo) + 1
+		if ranges < 10 {
+			if ranges > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%d..%d", m.lo, m.hi)
+		}
+		ranges++
+	}
+	n += t.extra
+	ranges += t.extraN
+	if t.counted >= n {
+		return 0, 0, ""
+	}
+	n -= t.counted
+	if ranges > 10 {
+		fmt.Fprintf(&b, " and %d more ranges", ranges-10)
+	}
+	return n, ranges, b.String()
+}
