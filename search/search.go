@@ -9,8 +9,7 @@
 // reject an event that the decoded fields match (TestPrefilterWorkload, FuzzPrefilter). A LOST event
 // carries no fields: the time window alone selects it, and only in a query without field filters.
 //
-// The query language — option names and the forms of their values — is the one `auditarch search`
-// documents in its usage text; Parse reads it.
+// The query language is `auditarch search`'s (its usage text shows it to users); Parse documents it.
 package search
 
 import (
@@ -66,10 +65,21 @@ type Query struct {
 }
 
 // Parse returns the query for the options in opts: option name (one of OptionNames) → value, for the
-// options given; an option that is absent does not filter. now anchors the times given as durations back
-// from now (2h). Every error is about the options: an unknown name, an empty value, a value Parse cannot
-// read (it names the option as the command line does: --since "yesterday": …), or a window whose until
-// is not after its since. Options are checked in the order of OptionNames and the first error returned.
+// options given; an option that is absent does not filter. The values:
+//
+//	since, until  the window since ≤ t < until on the kernel's timestamp: an RFC 3339 time, a date
+//	              (midnight UTC), or a duration back from now (30m, 2h, 7d; d is 24h)
+//	syscall       a name (execve, on any architecture) or a number (59)
+//	pid, uid      a decimal id; auid too, with -1 for 4294967295 (no login uid)
+//	exe           the executable's path; without '/', its file name or comm
+//	path          a substring of a PATH record's name or of the cwd
+//	addr          the socket address: IP, IP:PORT or [IPv6]:PORT, compared by value (IPv4-mapped
+//	              addresses as IPv4; without a zone, any zone)
+//	key           the audit rule key, or one of a rule's keys
+//
+// Every error is about the options: an unknown name, an empty value, a value Parse cannot read (named as
+// on the command line: --since "yesterday": …), or an until that is not after since. Options are
+// checked in the order of OptionNames and the first error is returned.
 func Parse(opts map[string]string, now time.Time) (Query, error) {
 	var unknown []string
 	for name := range opts {
