@@ -20,7 +20,7 @@ const usage = `Usage:
     auditarch store enroll --dir DIR PUBFILE...
     auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
     auditarch keygen --out DIR [--origin NAME]
-    auditarch verify [--key PUBFILE] [--json] [--witness FILE] [--store-key PUBFILE [--receipts FILE]]
+    auditarch verify [--key PUBFILE] [--json] [--witness FILE] [--store-key PUBFILE --receipts FILE]
                      [--grace D] DIR...
     auditarch show [--json] DIR
     auditarch search DIR [--since T] [--until T] [--syscall S] [--pid N] [--auid N] [--uid N]
@@ -67,10 +67,11 @@ Options:
     --enroll FILE          store: admit the host whose identity key is FILE (host.pub); repeatable.
     --witness FILE         verify: a checkpoint seen before must still be in the archive (no rollback, no
                            fork); FILE is updated to the newest checkpoint when the archive passes.
-    --store-key FILE       verify: the store's public key (store.pub). Every store receipt (DIR/receipts
-                           if it exists) must carry its cosignature, and the archive must still hold the
-                           newest: fewer leaves is a truncation, another root a fork.
-    --receipts FILE        verify: the store receipts to check instead of DIR/receipts.
+    --store-key FILE       verify: the store's public key (store.pub). Every store receipt in --receipts
+                           must carry its cosignature, and the archive must still hold the newest:
+                           fewer leaves, or leaves missing below it, is a truncation, another root a fork.
+    --receipts FILE        verify: the store's receipts for this host (hosts/<origin>/receipts on the
+                           store). The host's own DIR/receipts is no evidence: root on the host can cut it.
     --grace D              verify: how much longer than the heartbeat a silence may last (default 5s).
     --json                 One JSON object per event and line (show, search); the report (verify).
 
@@ -78,7 +79,7 @@ Examples:
     auditarch keygen --out /etc/auditarch
     auditarch run --archive /var/lib/auditarch --key /etc/auditarch/host.key
     auditarch verify --key host.pub /var/lib/auditarch
-    auditarch verify --key host.pub --store-key store.pub /var/lib/auditarch
+    auditarch verify --key host.pub --store-key store.pub --receipts receipts-from-store /var/lib/auditarch
     auditarch store --listen :7361 --dir /var/lib/auditarch-store --enroll web1.pub
     auditarch store verify /var/lib/auditarch-store
     auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
@@ -44,6 +43,12 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	if *receiptsFile != "" && len(pos) > 1 {
 		return fmt.Errorf("%w: --receipts applies to one archive directory", errUsage)
 	}
+	if *storeKeyFile != "" && *receiptsFile == "" {
+		// The host's own DIR/receipts is not evidence: root on the host can delete it or cut it back to
+		// an old receipt. Only the store's copy is.
+		return &hinted{fmt.Errorf("%w: --store-key needs --receipts FILE, the store's receipts for this host", errUsage),
+			"copy hosts/<origin>/receipts from the store (the host's own DIR/receipts can be cut back by root on the host), or run auditarch store verify on the store"}
+	}
 	opts := archive.VerifyOptions{Grace: *grace}
 	var storeKey *archive.CosignVerifier
 	if *storeKeyFile != "" {
@@ -72,8 +77,11 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	for _, dir := range pos {
 		o := opts
 		if storeKey != nil {
-			if o.Receipts, err = loadReceipts(dir, *receiptsFile, storeKey); err != nil {
+			if o.Receipts, err = loadReceipts(*receiptsFile, storeKey); err != nil {
 				return err
+			}
+			if len(o.Receipts) == 0 {
+				return fmt.Errorf("verify: %s holds no receipt", *receiptsFile)
 			}
 		}
 		r, err := archive.Verify(dir, o)
@@ -96,7 +104,7 @@ func verifyCmd(args []string, stdout io.Writer) error {
 		}
 	} else {
 		for _, r := range reports {
-			printReport(stdout, r, storeKey != nil)
+			printReport(stdout, r)
 		}
 	}
 	// The witness moves forward only over an archive that passed, so that a later rollback is caught.
@@ -114,15 +122,9 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// loadReceipts reads the store receipts for the archive in dir: file, or else DIR/receipts when it exists.
-// Every receipt must open under store: one that does not is an error, not something to skip.
-func loadReceipts(dir, file string, store *archive.CosignVerifier) ([]archive.Receipt, error) {
-	if file == "" {
-		file = filepath.Join(dir, archive.ReceiptsFile)
-		if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-	}
+// loadReceipts reads the store receipts in file. Every receipt must open under store: one that does not
+// is an error, not something to skip; so is a file without any.
+func loadReceipts(file string, store *archive.CosignVerifier) ([]archive.Receipt, error) {
 	rs, bad, err := archive.ReadReceipts(file, store)
 	var ce *archive.CorruptError
 	switch {
@@ -153,9 +155,8 @@ func worse(a, b string) string {
 	return a
 }
 
-// printReport prints r for people. storePinned says a store key was given, so that an archive without
-// receipts says so.
-func printReport(w io.Writer, r *archive.Report, storePinned bool) {
+// printReport prints r for people.
+func printReport(w io.Writer, r *archive.Report) {
 	pin := "pinned"
 	if !r.Pinned {
 		pin = "NOT pinned: trusting the key named in the archive; pass --key host.pub"
@@ -206,7 +207,10 @@ func printReport(w io.Writer, r *archive.Report, storePinned bool) {
 			fmt.Fprintf(w, " at leaf %d (%s)", *run.Stop, run.StopTime)
 		}
 		if rec := run.Recovered; rec != nil {
-			fmt.Fprintf(w, "; recovered after a crash: %d unsigned leaves in %s", rec.Unsigned, rec.Segment)
+			fmt.Fprintf(w, "; recovered after a crash: the previous run ended in %s", rec.Segment)
+			if rec.Unsigned > 0 {
+				fmt.Fprintf(w, " with %d leaves after its last checkpoint (appended by someone else: see above)", rec.Unsigned)
+			}
 			if rec.TornBytes > 0 {
 				fmt.Fprintf(w, ", %d torn bytes at offset %d", rec.TornBytes, rec.TornOffset)
 			}
@@ -230,8 +234,6 @@ func printReport(w io.Writer, r *archive.Report, storePinned bool) {
 			what += " (see above)"
 		}
 		fmt.Fprintf(w, "  store receipt: %d leaves at %s: %s\n", rc.Size, rc.Time, what)
-	} else if storePinned {
-		fmt.Fprintln(w, "  store receipt: none (no receipts for this archive)")
 	}
 	fmt.Fprintf(w, "%s: %s: %d leaves from %d, %d verified, time %s..%s\n", r.Status, r.Dir, r.Leaves, r.FirstIndex, r.Verified, r.FirstTime, r.LastTime)
 }

@@ -236,7 +236,8 @@ func TestVerifyReceiptNewestSegmentRemoved(t *testing.T) {
 	}
 	storePub := filepath.Join(storeDir, archive.StorePubFile)
 
-	code, stdout, stderr := vtMain(t, "verify", "--key", pub, "--store-key", storePub, dir)
+	receipts := filepath.Join(dir, archive.ReceiptsFile)
+	code, stdout, stderr := vtMain(t, "verify", "--key", pub, "--store-key", storePub, "--receipts", receipts, dir)
 	if code != 0 || !strings.Contains(stdout, "  store receipt: 26 leaves at 2025-06-01T08:00:00Z: consistent\n") {
 		t.Fatalf("verify with the receipt: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -248,7 +249,7 @@ func TestVerifyReceiptNewestSegmentRemoved(t *testing.T) {
 	if err := os.Remove(segs[1]); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr = vtMain(t, "verify", "--key", pub, "--store-key", storePub, "--json", dir)
+	code, stdout, stderr = vtMain(t, "verify", "--key", pub, "--store-key", storePub, "--receipts", receipts, "--json", dir)
 	var rep archive.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("verify --json: %v\n%s%s", err, stdout, stderr)
