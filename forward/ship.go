@@ -21,7 +21,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +89,7 @@ type Shipper struct {
 	lastErr error         // why the last connection ended (st.LastError), for errors.Is
 	changed chan struct{} // closed and replaced whenever st changes
 	rf      *os.File
+	follow  *archive.Follower // the durable extent of each segment (the shipper's position is the store's STATE)
 	// receiptSize is the tree size the receipt in st.Receipt covers.
 	receiptSize uint64
 }
@@ -119,7 +119,8 @@ func New(cfg Config) (*Shipper, error) {
 		return nil, err
 	}
 	want := cfg.StoreKey.PublicKey()
-	s := &Shipper{cfg: cfg, changed: make(chan struct{})}
+	// The archive is the queue: what may be sent, and when, is what a follower of it may read.
+	s := &Shipper{cfg: cfg, changed: make(chan struct{}), follow: archive.NewFollower(cfg.Dir, cfg.Writer, archive.Cursor{})}
 	s.tls = &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{cert},
@@ -360,7 +361,7 @@ func (s *Shipper) connect(ctx context.Context, progressed *atomic.Bool) error {
 		}
 	}()
 	for {
-		limit, complete, next, err := s.limit(name)
+		limit, complete, next, err := s.follow.Extent(name)
 		if err != nil {
 			return err
 		}
@@ -455,19 +456,9 @@ func remoteError(typ byte, p []byte) error {
 	return &wire.RemoteError{ErrorMsg: m}
 }
 
-// segments lists the archive's segment files in name order.
-func (s *Shipper) segments() ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(s.cfg.Dir, "seg-*.aseg"))
-	for i := range files {
-		files[i] = filepath.Base(files[i])
-	}
-	sort.Strings(files)
-	return files, err
-}
-
 // resume finds where to continue from the store's STATE.
 func (s *Shipper) resume(st wire.StateMsg) (string, int64, error) {
-	files, err := s.segments()
+	files, err := s.follow.Segments()
 	if err != nil {
 		return "", 0, err
 	}
@@ -496,46 +487,6 @@ func (s *Shipper) resume(st wire.StateMsg) (string, int64, error) {
 		}
 	}
 	return "", 0, fmt.Errorf("%w: it holds segment %s, which sorts after every local segment", errAhead, st.Segment)
-}
-
-// limit returns how much of segment name may be sent (durable bytes), whether the segment is complete,
-// and the next segment's name if there is one.
-func (s *Shipper) limit(name string) (limit int64, complete bool, next string, err error) {
-	files, err := s.segments()
-	if err != nil {
-		return 0, false, "", err
-	}
-	if name == "" {
-		if len(files) == 0 {
-			return 0, false, "", nil
-		}
-		return 0, true, files[0], nil
-	}
-	for _, f := range files {
-		if f > name {
-			next = f
-			break
-		}
-	}
-	limit, complete, err = s.shippable(name, s.cfg.Writer.Durable())
-	return limit, complete, next, err
-}
-
-// shippable returns how many bytes of segment file name may be sent, given the writer's durable
-// position: all of a segment before the durable one (it is complete, a crash's torn end included), the
-// durable bytes of that one, nothing of a later one. complete says whether the segment has all its bytes.
-func (s *Shipper) shippable(name string, dur archive.Position) (size int64, complete bool, err error) {
-	switch {
-	case dur.Segment == "" || name < dur.Segment:
-		fi, err := os.Stat(filepath.Join(s.cfg.Dir, name))
-		if err != nil {
-			return 0, false, err
-		}
-		return fi.Size(), true, nil
-	case name == dur.Segment:
-		return dur.Offset, false, nil
-	}
-	return 0, false, nil
 }
 
 // keepReceipt checks a receipt's cosignature by the pinned store key and, when it covers more than the
@@ -579,7 +530,7 @@ func (s *Shipper) watchBacklog(ctx context.Context) {
 			// The store has not been reached since Run started: count from where the archive was then.
 			seg, off = base.Segment, base.Offset
 		}
-		files, err := s.segments()
+		files, err := s.follow.Segments()
 		if err != nil {
 			continue
 		}
@@ -589,7 +540,7 @@ func (s *Shipper) watchBacklog(ctx context.Context) {
 			if f < seg {
 				continue
 			}
-			size, _, _ := s.shippable(f, dur)
+			size, _, _ := s.follow.Available(f, dur)
 			if f == seg {
 				size -= off
 			}
