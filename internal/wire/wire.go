@@ -71,12 +71,23 @@ type AckMsg struct {
 	Receipt string `json:"receipt,omitempty"`
 }
 
-// ErrorMsg says why a connection ends. Codes: "protocol", "unknown-host", "replay", "fork", "tampered",
-// "gap", "storage", "busy".
+// ErrorMsg says why a connection ends. Code is one of the Code constants.
 type ErrorMsg struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// ERROR codes (docs/format.md, "Shipping protocol v1").
+const (
+	CodeProtocol    = "protocol"     // a frame out of order, malformed, or of another version
+	CodeUnknownHost = "unknown-host" // HELLO names another host than the certificate's
+	CodeReplay      = "replay"       // bytes identical to those the store holds
+	CodeFork        = "fork"         // bytes that differ from those the store holds (kept as evidence)
+	CodeTampered    = "tampered"     // bytes that do not verify (kept as evidence)
+	CodeGap         = "gap"          // bytes beyond the end of the store's copy
+	CodeStorage     = "storage"      // the store cannot read or write the host's area
+	CodeQuota       = "quota"        // the host's area is at its limit of segment files
+)
 
 // RemoteError is an ERROR frame received from the peer.
 type RemoteError struct{ ErrorMsg }
@@ -105,24 +116,54 @@ func WriteJSON(w *bufio.Writer, typ byte, v any) error {
 }
 
 // ReadFrame reads one frame into buf (grown as needed) and returns its type and payload.
+//
+// The length is checked against MaxFrame before anything is allocated, and a payload larger than buf is
+// read in pieces into a buffer that grows (doubling, from readChunk) only as its bytes arrive: a header
+// that claims 8 MiB followed by 3 bytes costs readChunk, not 8 MiB. Whatever the input, ReadFrame
+// allocates at most readChunk plus 4 times the payload bytes it read (each new buffer is allocated only
+// once the one before is full, and is at most twice its size).
 func ReadFrame(r *bufio.Reader, buf []byte) (byte, []byte, error) {
 	var h [5]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return 0, nil, err
 	}
-	n := binary.LittleEndian.Uint32(h[1:])
+	n := int(binary.LittleEndian.Uint32(h[1:]))
 	if n > MaxFrame {
 		return 0, nil, fmt.Errorf("frame of %d bytes exceeds the %d-byte limit", n, MaxFrame)
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
+	if cap(buf) >= n {
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, nil, cutShort(err)
+		}
+		return h[0], buf, nil
 	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return 0, nil, fmt.Errorf("frame cut short: %w", err)
+	buf = buf[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(max(2*cap(buf), readChunk), n))
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return 0, nil, cutShort(err)
+		}
 	}
 	return h[0], buf, nil
 }
+
+// cutShort is the error of a payload that ends early: io.ErrUnexpectedEOF even when none of it came.
+func cutShort(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("frame cut short: %w", err)
+}
+
+// readChunk is the first piece ReadFrame allocates for a payload larger than the buffer it is given.
+const readChunk = 64 << 10
 
 // AppendData appends a DATA payload: u64 seq, u16 name length, name, u64 offset, the bytes.
 func AppendData(b []byte, seq uint64, name string, off int64, data []byte) []byte {
