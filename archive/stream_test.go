@@ -5,9 +5,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // streamVerify feeds dir's segment files to a Stream in random pieces, in name order, as a store receives
@@ -32,20 +35,7 @@ func streamVerify(t testing.TB, dir string, opts VerifyOptions, rng *rand.Rand) 
 	}
 	// The last segment is the newest: Verify reads a torn end of it as its torn tail, not a crash's.
 	s.v.r.Live = false
-	if len(s.buf) > 0 && s.state == streamEntries {
-		s.v.problem(Incomplete, "torn-tail", nil, "torn tail (%d bytes)", len(s.buf))
-		s.v.r.Unsigned = &Tail{Segment: s.name, First: s.v.ckSize, Leaves: s.v.tree.Size - s.v.ckSize, Torn: int64(len(s.buf))}
-		s.buf = s.buf[:0]
-	}
-	if s.state == streamEntries {
-		s.v.endSegment(s.name, 0, true)
-		s.v.closeSegment()
-		s.state = streamNone
-	} else {
-		s.endSegment()
-	}
-	s.v.finish()
-	return s.v.r
+	return s.Finish()
 }
 
 func problemCodes(r *Report) []string {
@@ -106,4 +96,86 @@ func TestStreamOrder(t *testing.T) {
 	if err != nil || len(u.Problems) != 0 || u.Size == 0 || len(u.Latest) == 0 {
 		t.Fatalf("rest of the segment: %v, %+v", err, u)
 	}
+}
+
+// A stream resumed from the snapshot at a sealed segment gives what the whole stream gives: the same
+// size, latest checkpoint, status and problems for what follows, tampering after it included.
+func TestSnapshotResume(t *testing.T) {
+	id, pub := tIdentity(t, "snap.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	tWrite(t, dir, tFastOptions(id), 120, 1500*time.Millisecond)
+	tWrite(t, dir, tFastOptions(id), 60, 800*time.Millisecond) // a second run: START after STOP
+	files := tSegFiles(t, dir)
+	if len(files) < 4 {
+		t.Fatalf("%d segments", len(files))
+	}
+	opts := VerifyOptions{Key: pub}
+	feed := func(s *Stream, fs []string) {
+		for _, f := range fs {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Write(filepath.Base(f), 0, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	full := NewStream(opts)
+	feed(full, files)
+	for k := 1; k < len(files); k++ {
+		s := NewStream(opts)
+		feed(s, files[:k])
+		snap, err := s.Snapshot()
+		if err != nil {
+			t.Fatalf("snapshot after %d segments: %v", k, err)
+		}
+		r, err := ResumeStream(opts, snap)
+		if err != nil {
+			t.Fatalf("resume after %d segments: %v", k, err)
+		}
+		if name, off := r.Position(); name != filepath.Base(files[k-1]) || off == 0 {
+			t.Fatalf("resumed at %s %d", name, off)
+		}
+		feed(r, files[k:])
+		if r.Size() != full.Size() || r.Report().Latest != full.Report().Latest || len(r.Report().Problems) != 0 {
+			t.Fatalf("resumed after %d segments: size %d latest %q problems %v; whole: %d %q", k, r.Size(), r.Report().Latest, r.Report().Problems, full.Size(), full.Report().Latest)
+		}
+	}
+	// Tampering after the snapshot is caught: the last segment re-signed by another key.
+	s := NewStream(opts)
+	feed(s, files[:2])
+	snap, _ := s.Snapshot()
+	other, _ := tIdentity(t, "snap.example")
+	if _, err := ResumeStream(VerifyOptions{Key: otherVerifier(t, other)}, snap); err == nil {
+		t.Error("a snapshot resumed under another identity key")
+	}
+	r, _ := ResumeStream(opts, snap)
+	d := tCopyDir(t, dir)
+	a := loadArchive(t, d)
+	a.rechain(t, 0, func(Checkpoint) note.Signer { return other.Signer })
+	a.save(t)
+	feed(r, tSegFiles(t, d)[2:])
+	if codes := problemCodes(r.Finish()); !slices.Contains(codes, Tampered+"/"+CodeSignature) {
+		t.Errorf("re-signed segments after the snapshot: problems %v", codes)
+	}
+	// Bytes after the seal of the resumed segment are refused like any others.
+	r, _ = ResumeStream(opts, snap)
+	name, off := r.Position()
+	extra := appendBlock(nil, appendEntry(nil, entryLeaf, appendControlLeaf(nil, LeafHeartbeat, 1, Heartbeat{})))
+	u, err := r.Write(name, off, extra)
+	if err != nil || len(u.Problems) == 0 || u.Problems[0].Code != CodeSeal {
+		t.Errorf("a leaf after the resumed seal: %v, %+v", err, u.Problems)
+	}
+	if _, err := ResumeStream(opts, []byte(`{"version":1}`)); err == nil {
+		t.Error("an empty state resumed")
+	}
+}
+
+func otherVerifier(t *testing.T, id *Identity) note.Verifier {
+	v, err := note.NewVerifier(id.VKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

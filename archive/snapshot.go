@@ -1,0 +1,153 @@
+package archive
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// streamState is a Stream's verifier state at the end of a sealed segment: all a replica needs to
+// continue checking what follows without reading the segments before again (docs/format.md, "Store
+// directory", state.json). Reports are not carried: a resumed stream reports what it reads after.
+type streamState struct {
+	Version    int      `json:"version"`
+	Origin     string   `json:"origin"`
+	Identity   string   `json:"identity"` // the identity key's name+hash the state was verified under
+	Segment    string   `json:"segment"`  // the sealed segment the state ends with
+	Offset     int64    `json:"offset"`   // its length
+	SegNo      uint64   `json:"seg_no"`
+	SegFirst   uint64   `json:"seg_first"`
+	SegCks     uint64   `json:"seg_cks"`
+	Size       uint64   `json:"size"`
+	Frontier   []string `json:"frontier"`
+	Diverged   bool     `json:"diverged,omitempty"`
+	CkGood     uint64   `json:"ck_good"`
+	Gap        bool     `json:"gap,omitempty"`
+	Kernel     [2]int64 `json:"kernel"`
+	LastCk     string   `json:"last_ck"`
+	CkSize     uint64   `json:"ck_size"`
+	Key        string   `json:"key,omitempty"` // the epoch key in charge (verifier key); "" when unchained
+	Epoch      uint64   `json:"epoch"`
+	EpochStart int64    `json:"epoch_start"`
+	EpochLen   int64    `json:"epoch_len"`
+	Interval   int64    `json:"interval"`
+	LastTime   int64    `json:"last_time"`
+	MaxTime    int64    `json:"max_time"`
+	RunOpen    bool     `json:"run_open"`
+	RunStart   uint64   `json:"run_start"`
+	LastSeal   Seal     `json:"last_seal"`
+	Serials    struct {
+		Have    bool       `json:"have"`
+		Hi      uint32     `json:"hi"`
+		Missing [][3]int64 `json:"missing,omitempty"` // lo, hi, at
+		Extra   uint64     `json:"extra,omitempty"`
+		ExtraN  int        `json:"extra_n,omitempty"`
+		Counted uint64     `json:"counted,omitempty"`
+	} `json:"serials"`
+	Missing [][2]uint64 `json:"missing,omitempty"`
+	Latest  string      `json:"latest,omitempty"`
+}
+
+const stateVersion = 1
+
+// ErrNotSealed is returned by Snapshot when the stream does not end with a sealed segment.
+var ErrNotSealed = errors.New("the stream does not end with a sealed segment")
+
+// Snapshot returns the stream's state, to be resumed with ResumeStream instead of reading everything
+// again. It is defined only at the end of a sealed segment (CurrentSealed).
+func (s *Stream) Snapshot() ([]byte, error) {
+	v := s.v
+	if !s.CurrentSealed() || v.intro != nil || v.seg == nil {
+		return nil, ErrNotSealed
+	}
+	st := streamState{Version: stateVersion, Origin: v.origin, Segment: s.name, Offset: s.off,
+		SegNo: v.segNo, SegFirst: v.seg.FirstIndex, SegCks: v.segCks, Size: v.tree.Size, Frontier: v.tree.Encode(),
+		Diverged: v.diverged, CkGood: v.ckGood, Gap: v.gap, Kernel: [2]int64{v.kernel.min, v.kernel.max},
+		LastCk: base64.StdEncoding.EncodeToString(v.lastCk), CkSize: v.ckSize, Key: v.keyVKey, Epoch: v.epoch,
+		EpochStart: v.epochStart, EpochLen: int64(v.epochLen), Interval: int64(v.interval), LastTime: v.lastTime,
+		MaxTime: v.maxTime, RunOpen: v.runOpen, RunStart: v.runStart, Missing: v.missing, Latest: v.r.Latest}
+	if v.identity != nil {
+		st.Identity = fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash())
+	}
+	if v.lastSeal != nil {
+		st.LastSeal = *v.lastSeal
+	}
+	t := &v.serials
+	st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted = t.have, t.hi, t.extra, t.extraN, t.counted
+	for _, m := range t.missing {
+		st.Serials.Missing = append(st.Serials.Missing, [3]int64{int64(m.lo), int64(m.hi), m.at})
+	}
+	return json.Marshal(st)
+}
+
+// ResumeStream returns a Stream that continues from a Snapshot, as if it had read every segment up to
+// and including the snapshot's sealed one. opts.Key must be the key the snapshot was verified under.
+func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
+	var st streamState
+	if err := json.Unmarshal(snapshot, &st); err != nil {
+		return nil, fmt.Errorf("stream state: %w", err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("stream state version %d is not supported", st.Version)
+	}
+	s := NewStream(opts)
+	v := s.v
+	if v.identity == nil || st.Identity != fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash()) || st.Origin != v.origin {
+		return nil, errors.New("stream state was verified under another identity key")
+	}
+	if !nameMatches(st.Segment, st.SegFirst) || st.Size <= st.SegFirst {
+		return nil, fmt.Errorf("stream state names segment %q starting at leaf %d", st.Segment, st.SegFirst)
+	}
+	f, err := DecodeFrontier(st.Size, st.Frontier)
+	if err != nil {
+		return nil, fmt.Errorf("stream state: %w", err)
+	}
+	lastCk, err := base64.StdEncoding.DecodeString(st.LastCk)
+	if err != nil {
+		return nil, fmt.Errorf("stream state: %w", err)
+	}
+	if st.Key != "" {
+		kv, err := note.NewVerifier(st.Key)
+		if err != nil || kv.Name() != v.origin {
+			return nil, fmt.Errorf("stream state: epoch key %q", st.Key)
+		}
+		v.key, v.keyVKey = kv, st.Key
+	}
+	v.tree, v.started, v.diverged, v.ckGood, v.gap, v.segNo = f, true, st.Diverged, st.CkGood, st.Gap, st.SegNo
+	v.kernel = kernelRange{min: st.Kernel[0], max: st.Kernel[1]}
+	v.lastCk, v.ckSize, v.segCks = lastCk, st.CkSize, st.SegCks
+	v.epoch, v.epochStart, v.epochLen, v.interval = st.Epoch, st.EpochStart, durationOr(st.EpochLen, MaxEpoch), durationOr(st.Interval, DefaultHeartbeat)
+	v.lastTime, v.maxTime, v.runOpen, v.runStart = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart
+	seal := st.LastSeal
+	v.lastSeal, v.sealIdx, v.rootProblem = &seal, int64(st.Size-1), -1
+	v.missing, v.r.Latest = st.Missing, st.Latest
+	t := &v.serials
+	t.have, t.hi, t.extra, t.extraN, t.counted = st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted
+	if len(st.Serials.Missing) > maxSerialRanges {
+		return nil, errors.New("stream state: too many serial ranges")
+	}
+	for _, m := range st.Serials.Missing {
+		t.missing = append(t.missing, serialRange{lo: uint32(m[0]), hi: uint32(m[1]), at: m[2]})
+	}
+	// The sealed segment is the current one, read to its end.
+	v.r.Segments = append(v.r.Segments, SegmentReport{File: st.Segment, Segment: st.SegNo, Status: SegmentPass, FirstIndex: st.SegFirst,
+		Leaves: st.Size - st.SegFirst, Sealed: true})
+	v.seg = &v.r.Segments[0]
+	s.name, s.off, s.bufOff, s.state = st.Segment, st.Offset, st.Offset, streamEntries
+	if !s.CurrentSealed() {
+		return nil, errors.New("stream state does not end with a seal")
+	}
+	return s, nil
+}
+
+func durationOr(ns int64, d time.Duration) time.Duration {
+	if ns <= 0 {
+		return d
+	}
+	return time.Duration(ns)
+}
