@@ -86,9 +86,11 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	default:
 		w.queue(w.seg.f, ent, held, false)
 	}
-	if start == 0 {
-		w.spare = ent[:0] // queue compressed a copy
+	// queue compressed copies: the batch's storage takes the next events (ent may have outgrown it).
+	if start == 0 && cap(ent) > cap(batch) {
+		batch = ent
 	}
+	w.spare = batch[:0]
 }
 
 // leafAdded hashes a leaf into the tree and updates the segment's summary.
