@@ -109,7 +109,7 @@ func New(cfg Config) (*Shipper, error) {
 		cfg.AckTimeout = 10 * time.Second
 	}
 	if cfg.ReceiptsFile == "" {
-		cfg.ReceiptsFile = filepath.Join(cfg.Dir, "receipts")
+		cfg.ReceiptsFile = filepath.Join(cfg.Dir, archive.ReceiptsFile)
 	}
 	if cfg.StoreKey == nil || cfg.Identity == nil || cfg.Identity.Key == nil || cfg.Writer == nil {
 		return nil, errors.New("forward: a store key, the host identity and the archive's writer are required")

@@ -59,7 +59,7 @@ func defaultConfig() Config {
 		SegmentDuration: time.Hour,
 		EpochDuration:   time.Minute,
 
-		HeartbeatInterval: 10 * time.Second,
+		HeartbeatInterval: archive.DefaultHeartbeat,
 		Sync:              archive.SyncBatch,
 		DiskFull:          archive.DiskFullKeep,
 		Store:             StoreConfig{MaxBacklog: 1 << 30},

@@ -134,7 +134,7 @@ func SameFiles(tb testing.TB, hostDir, storeDir string) {
 
 func segFiles(tb testing.TB, dir string) []string {
 	tb.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "seg-*.aseg"))
+	m, err := filepath.Glob(filepath.Join(dir, archive.SegmentPattern))
 	if err != nil {
 		tb.Fatal(err)
 	}
