@@ -34,7 +34,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("store")
 	listen := fs.String("listen", "", "")
 	dir := fs.String("dir", "", "")
-	grace := fs.Duration("grace", 5*time.Second, "")
+	grace := fs.Duration("grace", archive.DefaultGrace, "")
 	var enroll multiFlag
 	fs.Var(&enroll, "enroll", "")
 	s3Endpoint := fs.String("s3-endpoint", "", "")
