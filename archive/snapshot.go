@@ -11,9 +11,9 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
-// streamState is a Stream's verifier state at the end of a sealed segment: all a replica needs to
-// continue checking what follows without reading the segments before again (docs/format.md, "Store
-// directory", state.json). Reports are not carried: a resumed stream reports what it reads after.
+// streamState is a Stream's verifier state at a block boundary: all a replica needs to continue checking
+// what follows without reading what came before again (docs/format.md, "Store directory", state.json).
+// Reports are not carried, but for the current segment's: a resumed stream reports what it reads after.
 type streamState struct {
 	Version    int      `json:"version"`
 	Origin     string   `json:"origin"`
@@ -49,21 +49,32 @@ type streamState struct {
 		ExtraN  int        `json:"extra_n,omitempty"`
 		Counted uint64     `json:"counted,omitempty"`
 	} `json:"serials"`
-	Missing [][2]uint64 `json:"missing,omitempty"`
-	Latest  string      `json:"latest,omitempty"`
+	Missing    [][2]uint64   `json:"missing,omitempty"`
+	Latest     string        `json:"latest,omitempty"`
+	Current    SegmentReport `json:"current"` // the report of the segment the state is in
+	SealIdx    int64         `json:"seal_idx"`
+	First      bool          `json:"first,omitempty"` // no leaf of the current segment read yet
+	PendingRec *Recovery     `json:"pending_rec,omitempty"`
+	SegLast    int64         `json:"seg_last,omitempty"`
+	CtlMax     int64         `json:"ctl_max,omitempty"`
+	Misplaced  bool          `json:"misplaced,omitempty"`
+	LastSealed string        `json:"last_sealed,omitempty"`
+	HaveSeal   bool          `json:"have_seal,omitempty"`
 }
 
 const stateVersion = 1
 
-// ErrNotSealed is returned by Snapshot when the stream does not end with a sealed segment.
-var ErrNotSealed = errors.New("the stream does not end with a sealed segment")
+// ErrNoSnapshot is returned by Snapshot when the stream is not at a point it can be resumed from.
+var ErrNoSnapshot = errors.New("the stream is not between two blocks of a segment whose header it accepted")
 
 // Snapshot returns the stream's state, to be resumed with ResumeStream instead of reading everything
-// again. It is defined only at the end of a sealed segment (CurrentSealed).
+// again: a replica saves it at each seal (so that it starts in constant time), and keeps one in memory
+// at the last block it accepted (so that refused bytes cost no re-reading). It is defined between two
+// blocks of a segment whose header was accepted, outside a START or KEY's block.
 func (s *Stream) Snapshot() ([]byte, error) {
 	v := s.v
-	if !s.CurrentSealed() || v.intro != nil || v.seg == nil {
-		return nil, ErrNotSealed
+	if s.state != streamEntries || len(s.buf) != 0 || v.intro != nil || v.seg == nil || !v.started {
+		return nil, ErrNoSnapshot
 	}
 	st := streamState{Version: stateVersion, Origin: v.origin, Segment: s.name, Offset: s.off,
 		SegNo: v.segNo, SegFirst: v.seg.FirstIndex, SegCks: v.segCks, Size: v.tree.Size, Frontier: v.tree.Encode(),
@@ -75,8 +86,10 @@ func (s *Stream) Snapshot() ([]byte, error) {
 		st.Identity = fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash())
 	}
 	if v.lastSeal != nil {
-		st.LastSeal = *v.lastSeal
+		st.LastSeal, st.HaveSeal = *v.lastSeal, true
 	}
+	st.Current, st.SealIdx, st.First, st.PendingRec, st.SegLast = *v.seg, v.sealIdx, s.first, v.pendingRec, v.segLast
+	st.CtlMax, st.Misplaced, st.LastSealed = v.ctlMax, v.misplaced, v.lastSealed
 	t := &v.serials
 	st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted = t.have, t.hi, t.extra, t.extraN, t.counted
 	for _, m := range t.missing {
@@ -85,8 +98,8 @@ func (s *Stream) Snapshot() ([]byte, error) {
 	return json.Marshal(st)
 }
 
-// ResumeStream returns a Stream that continues from a Snapshot, as if it had read every segment up to
-// and including the snapshot's sealed one. opts.Key must be the key the snapshot was verified under.
+// ResumeStream returns a Stream that continues from a Snapshot, as if it had read everything up to that
+// point. opts.Key must be the key the snapshot was verified under.
 func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 	var st streamState
 	if err := json.Unmarshal(snapshot, &st); err != nil {
@@ -100,7 +113,7 @@ func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 	if v.identity == nil || st.Identity != fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash()) || st.Origin != v.origin {
 		return nil, errors.New("stream state was verified under another identity key")
 	}
-	if !nameMatches(st.Segment, st.SegFirst) || st.Size <= st.SegFirst {
+	if !nameMatches(st.Segment, st.SegFirst) || st.Size < st.SegFirst || st.Current.File != st.Segment {
 		return nil, fmt.Errorf("stream state names segment %q starting at leaf %d", st.Segment, st.SegFirst)
 	}
 	f, err := DecodeFrontier(st.Size, st.Frontier)
@@ -123,8 +136,12 @@ func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 	v.lastCk, v.ckSize, v.segCks = lastCk, st.CkSize, st.SegCks
 	v.epoch, v.epochStart, v.epochLen, v.interval = st.Epoch, st.EpochStart, durationOr(st.EpochLen, MaxEpoch), durationOr(st.Interval, DefaultHeartbeat)
 	v.lastTime, v.maxTime, v.runOpen, v.runStart = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart
-	seal := st.LastSeal
-	v.lastSeal, v.sealIdx, v.rootProblem = &seal, int64(st.Size-1), -1
+	if st.HaveSeal {
+		seal := st.LastSeal
+		v.lastSeal = &seal
+	}
+	v.sealIdx, v.rootProblem, v.pendingRec, v.segLast = st.SealIdx, -1, st.PendingRec, st.SegLast
+	v.ctlMax, v.misplaced, v.lastSealed = st.CtlMax, st.Misplaced, st.LastSealed
 	v.missing, v.r.Latest = st.Missing, st.Latest
 	t := &v.serials
 	t.have, t.hi, t.extra, t.extraN, t.counted = st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted
@@ -134,14 +151,11 @@ func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 	for _, m := range st.Serials.Missing {
 		t.missing = append(t.missing, serialRange{lo: uint32(m[0]), hi: uint32(m[1]), at: m[2]})
 	}
-	// The sealed segment is the current one, read to its end.
-	v.r.Segments = append(v.r.Segments, SegmentReport{File: st.Segment, Segment: st.SegNo, Status: SegmentPass, FirstIndex: st.SegFirst,
-		Leaves: st.Size - st.SegFirst, Sealed: true})
+	cur := st.Current
+	cur.Problems = 0
+	v.r.Segments = append(v.r.Segments, cur)
 	v.seg = &v.r.Segments[0]
-	s.name, s.off, s.bufOff, s.state = st.Segment, st.Offset, st.Offset, streamEntries
-	if !s.CurrentSealed() {
-		return nil, errors.New("stream state does not end with a seal")
-	}
+	s.name, s.off, s.bufOff, s.state, s.first = st.Segment, st.Offset, st.Offset, streamEntries, st.First
 	return s, nil
 }
 

@@ -142,6 +142,35 @@ func TestSnapshotResume(t *testing.T) {
 			t.Fatalf("resumed after %d segments: size %d latest %q problems %v; whole: %d %q", k, r.Size(), r.Report().Latest, r.Report().Problems, full.Size(), full.Report().Latest)
 		}
 	}
+	// At any block boundary inside a segment too (what a store keeps in memory to undo refused bytes).
+	data, err := os.ReadFile(files[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := append(tBlockOffsets(data), len(data))
+	for k := 2; k < len(offs); k++ {
+		s := NewStream(opts)
+		feed(s, files[:1])
+		if _, err := s.Write(filepath.Base(files[1]), 0, data[:offs[k]]); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := s.Snapshot()
+		if err != nil {
+			t.Fatalf("snapshot at block %d of %s: %v", k, files[1], err)
+		}
+		r, err := ResumeStream(opts, snap)
+		if err != nil {
+			t.Fatalf("resume at block %d: %v", k, err)
+		}
+		if _, err := r.Write(filepath.Base(files[1]), int64(offs[k]), data[offs[k]:]); err != nil {
+			t.Fatal(err)
+		}
+		feed(r, files[2:])
+		fr := r.Finish()
+		if r.Size() != full.Size() || fr.Latest != full.Report().Latest || len(fr.Problems) != 0 {
+			t.Fatalf("resumed at block %d: size %d, problems %v", k, r.Size(), fr.Problems)
+		}
+	}
 	// Tampering after the snapshot is caught: the last segment re-signed by another key.
 	s := NewStream(opts)
 	feed(s, files[:2])
