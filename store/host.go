@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/internal/durable"
+	"github.com/auditarch/auditarch/internal/wire"
 )
 
 // host is one enrolled host's area. mu is held by the connection that serves it.
@@ -44,6 +46,16 @@ type host struct {
 	receiptSize uint64 // leaves the latest receipt covers
 	newReceipt  bool
 	receipts    *os.File
+	// pend holds the bytes of the stream's current segment, from pendOff, that the stream has taken and
+	// the area does not hold (an incomplete block): take writes them once they are decoded. The stream
+	// no longer has them then, and copying its Pending for every frame would cost the whole incomplete
+	// block (up to archive.MaxBlock) per frame. Bounded by archive.MaxBlock and a frame.
+	pend    []byte
+	pendOff int64
+	// Quotas (Config.MaxSegments, MaxEvidence, MaxEvidenceBytes): what the area holds.
+	segs      int   // segment files
+	evidences int   // refusals kept under evidence/
+	evBytes   int64 // their bytes (.bin and .json)
 
 	smu       sync.Mutex // guards the silence state
 	lastData  time.Time
@@ -68,6 +80,9 @@ func (s *Server) loadHost(origin string) (*host, error) {
 	h := &host{origin: origin, dir: dir, pub: pub, id: id, lastData: time.Now(), heartbeat: 10 * time.Second}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if err := h.countEvidence(); err != nil {
+		return nil, fmt.Errorf("store: host %s: %w", origin, err)
+	}
 	if err := h.load(); err != nil {
 		return nil, fmt.Errorf("store: host %s: %w", origin, err)
 	}
@@ -101,25 +116,14 @@ func (h *host) load() error {
 	if err != nil {
 		return err
 	}
-	h.name, h.off = "", 0
+	h.name, h.off, h.segs = "", 0, len(files)
+	buf := make([]byte, 1<<20)
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		n, err := feed(st, f, buf)
 		if err != nil {
 			return err
 		}
-		name := filepath.Base(f)
-		for off := 0; off < len(data); off += 1 << 20 {
-			end := min(off+1<<20, len(data))
-			if _, err := st.Write(name, int64(off), data[off:end]); err != nil {
-				return err
-			}
-		}
-		if len(data) == 0 {
-			if _, err := st.Write(name, 0, nil); err != nil {
-				return err
-			}
-		}
-		h.name, h.off = name, int64(len(data))
+		h.name, h.off = filepath.Base(f), n
 	}
 	// A store killed before its fsync left bytes that are read back here but may not be durable: the
 	// STATE that reports them as held must not come before they are.
@@ -133,6 +137,8 @@ func (h *host) load() error {
 	}
 	h.dirty, h.newFile = false, false
 	h.stream = st
+	// A torn end the area holds is pending in the stream, and held: pend starts after it.
+	h.pend, h.pendOff = h.pend[:0], h.off
 	h.latest = append([]byte(nil), st.Report().Latest...)
 	if h.receipts == nil {
 		rf, err := os.OpenFile(filepath.Join(h.dir, ReceiptsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -144,6 +150,53 @@ func (h *host) load() error {
 	h.smu.Lock()
 	h.heartbeat = st.Heartbeat()
 	h.smu.Unlock()
+	return nil
+}
+
+// feed writes the segment file path into st through buf and returns its length.
+func feed(st *archive.Stream, path string, buf []byte) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	name := filepath.Base(path)
+	var off int64
+	for {
+		n, err := f.Read(buf)
+		if n > 0 || off == 0 {
+			if _, werr := st.Write(name, off, buf[:n]); werr != nil {
+				return 0, werr
+			}
+			off += int64(n)
+		}
+		if err == io.EOF {
+			return off, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+// countEvidence counts the refusals evidence/ holds and their bytes.
+func (h *host) countEvidence() error {
+	ents, err := os.ReadDir(filepath.Join(h.dir, EvidenceDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	h.evidences, h.evBytes = 0, 0
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".bin") {
+			h.evidences++
+		}
+		if fi, err := e.Info(); err == nil {
+			h.evBytes += fi.Size()
+		}
+	}
 	return nil
 }
 
@@ -179,50 +232,82 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 	if !(name == sname && off == soff) && !(name > sname && off == 0) {
 		return h.outOfOrder(s, remote, name, off, data)
 	}
-	// The bytes of the current segment taken before and not yet decoded: with data they may complete a
-	// block now or, when a new segment begins, they are the old one's torn end.
-	pend := append([]byte(nil), h.stream.Pending()...)
+	// Segment files the bytes may add to the area: the new segment's and, before it, the torn end of
+	// the one the stream holds only pending bytes of.
+	files := 0
+	if name != h.name {
+		files++
+	}
+	if name != sname && sname != h.name && len(h.pend) > 0 {
+		files++
+	}
+	if files > 0 && h.segs+files > s.cfg.MaxSegments {
+		s.alarm(AlarmQuota, h.origin, remote, "refused segment %s: the host's area holds %d segment files, its quota (MaxSegments)", name, h.segs)
+		return wire.CodeQuota, fmt.Errorf("segment %s refused: this host's area holds %d segment files, its quota", name, h.segs)
+	}
 	u, err := h.stream.Write(name, off, data)
 	if err != nil {
-		return "protocol", err
+		return wire.CodeProtocol, err
 	}
 	var bad []string
 	for _, p := range u.Problems {
 		if p.Class == archive.Tampered {
 			bad = append(bad, fmt.Sprintf("[%s] %s", p.Code, p.Message))
 		} else {
-			s.alarm("incomplete", h.origin, remote, "the host's archive is incomplete: [%s] %s", p.Code, p.Message)
+			s.alarm(AlarmIncomplete, h.origin, remote, "the host's archive is incomplete: [%s] %s", p.Code, p.Message)
 		}
 	}
 	if len(bad) > 0 {
 		// The stream has taken the bytes: rebuild it from the area for the next connection.
 		h.stream = nil
-		path := h.evidence(s, remote, "tampered", name, off, data, bad)
-		s.alarm("tampered", h.origin, remote, "refused bytes %d..%d of %s that do not verify (kept in %s): %s",
-			off, off+int64(len(data)), name, path, strings.Join(bad, "; "))
-		return "tampered", fmt.Errorf("the data does not verify: %s", strings.Join(bad, "; "))
+		where := h.evidence(s, remote, wire.CodeTampered, name, off, data, bad)
+		s.alarm(AlarmTampered, h.origin, remote, "refused bytes %d..%d of %s that do not verify (%s): %s",
+			off, off+int64(len(data)), name, where, strings.Join(bad, "; "))
+		return wire.CodeTampered, fmt.Errorf("the data does not verify: %s", strings.Join(bad, "; "))
 	}
-	// Only decoded bytes enter the area; what does not yet complete a block waits in the stream. (After
-	// the stream was rebuilt from the area, the area may already hold some of the pending bytes.)
-	pstart := soff - int64(len(pend)) // offset of pend in segment sname
-	if name != sname && len(pend) > 0 {
+	// Only decoded bytes enter the area; what does not yet complete a block waits in the stream and in
+	// h.pend. (After the stream was rebuilt from the area, the area may already hold some of the pending
+	// bytes.)
+	if name != sname {
 		// The segment before ends inside a block: a crash on the host, judged with the segment that
 		// follows (its START records it). The copy keeps it, byte for byte.
-		if held := h.held(sname); held < soff {
-			if err := h.write(s, remote, sname, pend[held-pstart:]); err != nil {
-				return "storage", err
+		if held := h.held(sname); held < soff && len(h.pend) > 0 {
+			if held < h.pendOff {
+				h.stream = nil
+				return wire.CodeStorage, fmt.Errorf("store: bytes %d..%d of %s to keep are not pending", held, h.pendOff, sname)
+			}
+			if err := h.write(s, remote, sname, h.pend[held-h.pendOff:]); err != nil {
+				return writeCode(err), err
 			}
 		}
+		h.pend, h.pendOff = h.pend[:0], 0
 	}
-	chunk, start := data, int64(0)
-	if name == sname {
-		chunk, start = append(pend, data...), pstart
+	// chunk: the bytes of segment name from start that the area may not hold: h.pend and data.
+	chunk, start := data, off
+	if len(h.pend) > 0 {
+		h.pend = append(h.pend, data...)
+		chunk, start = h.pend, h.pendOff
 	}
-	if held, n := h.held(name), h.stream.Decoded(); n > held {
-		if err := h.write(s, remote, name, chunk[held-start:n-start]); err != nil {
-			return "storage", err
+	held, n := h.held(name), h.stream.Decoded()
+	if n > held {
+		if held < start {
+			h.stream = nil
+			return wire.CodeStorage, fmt.Errorf("store: bytes %d..%d of %s to keep are not pending", held, start, name)
 		}
+		if err := h.write(s, remote, name, chunk[held-start:n-start]); err != nil {
+			return writeCode(err), err
+		}
+		held = n
 	}
+	// Keep what may still be written: the stream's pending bytes (all of the segment while its header is
+	// not decoded: the magic is taken before it), and never what the area holds.
+	end := start + int64(len(chunk))
+	from := end - int64(len(h.stream.Pending()))
+	if n == 0 {
+		from = 0
+	}
+	from = max(from, held, start)
+	h.keepPending(chunk[from-start:], from)
 	if len(u.Latest) > 0 && !bytes.Equal(u.Latest, h.latest) {
 		h.latest = append(h.latest[:0], u.Latest...)
 	}
@@ -232,6 +317,28 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 	return "", nil
 }
 
+// keepPending makes h.pend the bytes b (which may alias it) at offset off, in a buffer reused from frame
+// to frame: it grows to the largest incomplete block and is let go of when it is far larger than needed.
+func (h *host) keepPending(b []byte, off int64) {
+	if cap(h.pend) > 8<<20 && len(b) < cap(h.pend)/8 {
+		h.pend = append([]byte(nil), b...)
+	} else {
+		h.pend = append(h.pend[:0], b...) // copy handles the overlap when b is in h.pend
+	}
+	h.pendOff = off
+}
+
+// writeCode is the ERROR code for a write's error.
+func writeCode(err error) string {
+	if errors.Is(err, errQuota) {
+		return wire.CodeQuota
+	}
+	return wire.CodeStorage
+}
+
+// errQuota is wrapped when the area is at one of its quotas.
+var errQuota = errors.New("quota reached")
+
 // write appends checked bytes of segment name to the area (creating its file after the previous
 // segment's, which is then closed). On failure the stream is rebuilt from the area on the next connection.
 func (h *host) write(s *Server, remote, name string, b []byte) error {
@@ -239,29 +346,34 @@ func (h *host) write(s *Server, remote, name string, b []byte) error {
 		prev := h.fileName()
 		if err := h.closeFile(); err != nil {
 			h.stream = nil
-			s.alarm("storage", h.origin, remote, "cannot make the host's segment %s durable: %v", prev, err)
+			s.alarm(AlarmStorage, h.origin, remote, "cannot make the host's segment %s durable: %v", prev, err)
 			return fmt.Errorf("store sync: %w", err)
 		}
 		if prev != "" && h.stream != nil && h.stream.Sealed(prev) {
 			s.sealed(h, prev)
 		}
+		if h.name != name && h.segs >= s.cfg.MaxSegments { // take checks first: this does not happen
+			h.stream = nil
+			return fmt.Errorf("segment %s: %w (%d segment files)", name, errQuota, h.segs)
+		}
 		// Writable by its owner until sealed (Server.sealed): a store that restarts reopens it to append.
 		f, err := os.OpenFile(filepath.Join(h.dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 		if err != nil {
 			h.stream = nil
-			s.alarm("storage", h.origin, remote, "cannot open the host's segment %s: %v", name, err)
+			s.alarm(AlarmStorage, h.origin, remote, "cannot open the host's segment %s: %v", name, err)
 			return err
 		}
 		h.f, h.newFile = f, true
 		if h.name != name {
 			h.name, h.off = name, 0
+			h.segs++
 		}
 	}
 	if err := durable.WriteAll(h.f, b); err != nil {
 		// What was written of them stays in the area as a torn end; the stream is rebuilt from it.
 		h.stream = nil
 		h.closeFile()
-		s.alarm("storage", h.origin, remote, "cannot write the host's segment %s: %v", name, err)
+		s.alarm(AlarmStorage, h.origin, remote, "cannot write the host's segment %s: %v", name, err)
 		return fmt.Errorf("store write: %w", err)
 	}
 	h.off += int64(len(b))
@@ -304,18 +416,18 @@ func (h *host) outOfOrder(s *Server, remote, name string, off int64, data []byte
 	case err == nil && len(held) > 0:
 		n := int64(len(held))
 		if bytes.Equal(held, data[:n]) && n == int64(len(data)) {
-			s.alarm("replay", h.origin, remote, "refused a replay of bytes %d..%d of %s, which the store already holds", off, off+n, name)
-			return "replay", fmt.Errorf("bytes %d..%d of %s are already held: a replay (the store holds %s up to %d)", off, off+n, name, h.name, h.off)
+			s.alarm(AlarmReplay, h.origin, remote, "refused a replay of bytes %d..%d of %s, which the store already holds", off, off+n, name)
+			return wire.CodeReplay, fmt.Errorf("bytes %d..%d of %s are already held: a replay (the store holds %s up to %d)", off, off+n, name, h.name, h.off)
 		}
-		ev := h.evidence(s, remote, "fork", name, off, data, []string{"bytes differ from those held at the same offset"})
-		s.alarm("fork", h.origin, remote, "refused bytes %d..%d of %s that differ from what the store holds: a forked history (kept in %s)", off, off+int64(len(data)), name, ev)
-		return "fork", fmt.Errorf("bytes at %d of %s differ from those the store holds: history was rewritten", off, name)
+		where := h.evidence(s, remote, wire.CodeFork, name, off, data, []string{"bytes differ from those held at the same offset"})
+		s.alarm(AlarmFork, h.origin, remote, "refused bytes %d..%d of %s that differ from what the store holds: a forked history (%s)", off, off+int64(len(data)), name, where)
+		return wire.CodeFork, fmt.Errorf("bytes at %d of %s differ from those the store holds: history was rewritten", off, name)
 	case name < h.name:
-		ev := h.evidence(s, remote, "fork", name, off, data, []string{"a segment before the end of the area that the area does not hold"})
-		s.alarm("fork", h.origin, remote, "refused segment %s, which sorts before %s where the area ends: a forked history (kept in %s)", name, h.name, ev)
-		return "fork", fmt.Errorf("segment %s sorts before %s, where the store's copy ends: history was rewritten", name, h.name)
+		where := h.evidence(s, remote, wire.CodeFork, name, off, data, []string{"a segment before the end of the area that the area does not hold"})
+		s.alarm(AlarmFork, h.origin, remote, "refused segment %s, which sorts before %s where the area ends: a forked history (%s)", name, h.name, where)
+		return wire.CodeFork, fmt.Errorf("segment %s sorts before %s, where the store's copy ends: history was rewritten", name, h.name)
 	default:
-		return "gap", fmt.Errorf("bytes at %d of %s do not continue the store's copy, which ends at %d of %s", off, name, h.off, h.name)
+		return wire.CodeGap, fmt.Errorf("bytes at %d of %s do not continue the store's copy, which ends at %d of %s", off, name, h.off, h.name)
 	}
 }
 
@@ -336,23 +448,36 @@ func readHeld(path string, off int64, n int) ([]byte, error) {
 	return b, err
 }
 
-// evidence keeps refused bytes and why: evidence/<time>-<segment>-<offset>.{bin,json}.
+// evidence keeps refused bytes and why, evidence/<time>-<segment>-<offset>.{bin,json}, and says where
+// ("kept in …"). Past the host's evidence quota the bytes are counted, not kept, and a quota alarm is
+// raised.
 func (h *host) evidence(s *Server, remote, code, name string, off int64, data []byte, why []string) string {
+	meta, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "remote": remote, "code": code, "segment": name,
+		"offset": off, "length": len(data), "why": why, "area_ends": map[string]any{"segment": h.name, "offset": h.off}}, "", "  ")
+	size := int64(len(data) + len(meta))
+	if h.evidences >= s.cfg.MaxEvidence || h.evBytes+size > s.cfg.MaxEvidenceBytes {
+		s.mu.Lock()
+		s.stats.EvidenceDropped++
+		s.mu.Unlock()
+		s.alarm(AlarmQuota, h.origin, remote, "the host's evidence quota is reached (%d refusals, %d bytes kept; at most %d, %d bytes): "+
+			"%d refused bytes at %d of %s are not kept", h.evidences, h.evBytes, s.cfg.MaxEvidence, s.cfg.MaxEvidenceBytes, len(data), off, name)
+		return "not kept: the host's evidence quota is reached"
+	}
 	dir := filepath.Join(h.dir, EvidenceDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
-		return ""
+		return "not kept: " + err.Error()
 	}
 	base := filepath.Join(dir, fmt.Sprintf("%s-%s-%d", time.Now().UTC().Format("20060102T150405.000000000Z"), strings.TrimSuffix(name, ".aseg"), off))
-	meta, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "remote": remote, "code": code, "segment": name,
-		"offset": off, "length": len(data), "why": why, "area_ends": map[string]any{"segment": h.name, "offset": h.off}}, "", "  ")
+	h.evidences++
+	h.evBytes += size
 	if err := durable.Create(base+".bin", data, 0o400); err != nil {
 		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
 	}
 	if err := durable.Create(base+".json", meta, 0o400); err != nil {
 		s.cfg.Log.Error().Err(err).Msg("cannot keep evidence")
 	}
-	return base + ".bin"
+	return "kept in " + base + ".bin"
 }
 
 // sync makes what take wrote durable, then issues a receipt for the latest checkpoint if it is new.
@@ -439,7 +564,7 @@ func (s *Server) sealed(h *host, name string) {
 				s.cfg.Log.Info().Str("host", h.origin).Str("segment", name).Msg("sealed segment uploaded")
 				return
 			}
-			s.alarm("upload", h.origin, "", "cannot upload sealed segment %s: %v", name, err)
+			s.alarm(AlarmUpload, h.origin, "", "cannot upload sealed segment %s: %v", name, err)
 			select {
 			case <-s.upCtx.Done():
 				return

@@ -393,7 +393,8 @@ func newSecFixture(t *testing.T) *secFixture {
 	var pubB string
 	fx.idA, fx.pubA = archivetest.Identity(t, originA)
 	fx.idB, pubB = archivetest.Identity(t, originB)
-	fx.st = shiptest.StartStore(t, "", store.Config{}, fx.pubA, pubB)
+	// Every refusal raises its own alarm here; alarms held back by AlarmRepeat: limits_test.go.
+	fx.st = shiptest.StartStore(t, "", store.Config{AlarmRepeat: time.Nanosecond}, fx.pubA, pubB)
 	w, err := archive.Create(fx.dir, secOptions(fx.idA))
 	if err != nil {
 		t.Fatal(err)
@@ -425,7 +426,7 @@ func newSecFixture(t *testing.T) *secFixture {
 
 // secOptions checkpoint every 30 ms; segments are cut every hour (tests hold to no particular cut).
 func secOptions(id *archive.Identity) archive.Options {
-	return archive.Options{Identity: id, EpochDuration: 300 * time.Millisecond, CheckpointInterval: 30 * time.Millisecond,
+	return archive.Options{Identity: id, EpochDuration: 300 * time.Millisecond,
 		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
 }
 

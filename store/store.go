@@ -54,6 +54,30 @@ const (
 	EvidenceDir  = "evidence"
 )
 
+// Alarm kinds (docs/format.md, "Store directory").
+const (
+	AlarmTampered   = "tampered"   // bytes that do not verify (refused, kept as evidence)
+	AlarmFork       = "fork"       // bytes that contradict what the area holds (refused, kept as evidence)
+	AlarmReplay     = "replay"     // bytes identical to what the area holds, sent again (refused)
+	AlarmRefused    = "refused"    // a certificate, HELLO or frame that does not match
+	AlarmIncomplete = "incomplete" // the host's archive misses something (accepted)
+	AlarmSilence    = "silence"    // nothing from an enrolled host for its heartbeat interval and the grace
+	AlarmStorage    = "storage"    // the store cannot read, write or fsync a host's area
+	AlarmUpload     = "upload"     // a sealed segment cannot be uploaded
+	AlarmWriteOnce  = "write-once" // the object store does not hold objects write-once
+	AlarmQuota      = "quota"      // a host's area is at a limit (Config.MaxSegments, MaxEvidence, MaxEvidenceBytes)
+)
+
+// Defaults of Config's limits.
+const (
+	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultMaxUnauthenticated = 64
+	DefaultAlarmRepeat        = time.Minute
+	DefaultMaxEvidence        = 1000
+	DefaultMaxEvidenceBytes   = 256 << 20
+	DefaultMaxSegments        = 100000
+)
+
 // Uploader copies a sealed segment elsewhere (object storage under a retention lock). Put must be
 // idempotent for the same content and must never replace different content.
 type Uploader interface {
@@ -73,15 +97,48 @@ type Config struct {
 	// Trace, when set, gets a line per acknowledgement: "<unix ns> <origin> <leaves durable> <leaves the
 	// new receipt covers, or 0>" (the latency benchmark reads it).
 	Trace io.Writer
+
+	// Limits on what clients, enrolled or not, can make the store hold. Zero means the default.
+
+	// HandshakeTimeout closes a connection that has not completed the TLS handshake and a valid HELLO
+	// this long after it was accepted; default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxUnauthenticated bounds the connections between accept and a valid HELLO: one accepted beyond it
+	// is closed at once (and counted, Stats.OverLimit); default DefaultMaxUnauthenticated.
+	MaxUnauthenticated int
+	// AlarmRepeat: an alarm of one kind about one host (about one remote address, for a client not
+	// enrolled) is raised at most once per AlarmRepeat. Those held back meanwhile are counted, and the
+	// count is raised when the period ends (Alarm.Held); default DefaultAlarmRepeat.
+	AlarmRepeat time.Duration
+	// MaxEvidence and MaxEvidenceBytes bound what a host's evidence/ holds: refusals kept (each a .bin
+	// and a .json) and their bytes. Past either, refused bytes are counted, not kept, and a quota alarm
+	// is raised; defaults DefaultMaxEvidence and DefaultMaxEvidenceBytes.
+	MaxEvidence      int
+	MaxEvidenceBytes int64
+	// MaxSegments bounds a host's segment files: a new segment past it is refused (ERROR quota) and a
+	// quota alarm raised; default DefaultMaxSegments.
+	MaxSegments int
 }
 
 // Alarm is something an administrator must look at.
 type Alarm struct {
 	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // tampered, fork, replay, silence, incomplete, storage, refused, upload
+	Kind    string    `json:"kind"` // one of the Alarm constants
 	Host    string    `json:"host,omitempty"`
 	Remote  string    `json:"remote,omitempty"`
 	Message string    `json:"message"`
+	// Held counts the alarms of this kind about this host (or remote) held back since the last one raised
+	// (Config.AlarmRepeat); this one tells of them.
+	Held int `json:"held,omitempty"`
+}
+
+// Stats counts what the store turned away or held back without an alarm of its own.
+type Stats struct {
+	Unauthenticated int    // connections now between accept and a valid HELLO
+	OverLimit       uint64 // connections closed at accept: MaxUnauthenticated were already pending
+	AcceptErrors    uint64 // Accept errors the store waited out
+	AlarmsHeld      uint64 // alarms held back by AlarmRepeat (each counted in a later alarm)
+	EvidenceDropped uint64 // refusals whose bytes were not kept: the host's evidence quota was reached
 }
 
 // uploadGrace is how long a stopping store waits for uploads in progress.
@@ -106,9 +163,10 @@ type Server struct {
 	mu      sync.Mutex
 	hosts   map[string]*host // by origin
 	conns   map[net.Conn]struct{}
+	pending int // connections between accept and a valid HELLO
+	stats   Stats
 	alarms  []Alarm
-	alarmAt map[string]time.Time // last raised, by kind and host
-	held    map[string]int       // held back since
+	limited limiter // alarms and log lines a client can cause at will
 	afile   *os.File
 	wg      sync.WaitGroup
 }
@@ -124,6 +182,24 @@ func Open(cfg Config) (*Server, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxUnauthenticated <= 0 {
+		cfg.MaxUnauthenticated = DefaultMaxUnauthenticated
+	}
+	if cfg.AlarmRepeat <= 0 {
+		cfg.AlarmRepeat = DefaultAlarmRepeat
+	}
+	if cfg.MaxEvidence <= 0 {
+		cfg.MaxEvidence = DefaultMaxEvidence
+	}
+	if cfg.MaxEvidenceBytes <= 0 {
+		cfg.MaxEvidenceBytes = DefaultMaxEvidenceBytes
+	}
+	if cfg.MaxSegments <= 0 {
+		cfg.MaxSegments = DefaultMaxSegments
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, HostsDir), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -152,7 +228,7 @@ func Open(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s := &Server{cfg: cfg, key: key, cert: cert, hosts: map[string]*host{}, conns: map[net.Conn]struct{}{}, afile: af,
-		alarmAt: map[string]time.Time{}, held: map[string]int{}}
+		limited: limiter{every: cfg.AlarmRepeat, entries: map[string]*limitEntry{}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upCtx, s.upCancel = context.WithCancel(context.Background())
 	ents, err := os.ReadDir(filepath.Join(cfg.Dir, HostsDir))
@@ -245,26 +321,45 @@ func (s *Server) Alarms() []Alarm {
 	return append([]Alarm(nil), s.alarms...)
 }
 
-// alarm records an alarm in alarms.log and the log.
+// Stats returns the store's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Unauthenticated = s.pending
+	return st
+}
+
+// alarm records an alarm in alarms.log and the log, at most once per AlarmRepeat for one kind and one
+// source: the host, or for a client not known to be one, its address (docs/format.md, "Store
+// directory"). Whatever a client can make the store do again and again (be refused, send a replay, a
+// fork, tampered bytes, fill its quota, reconnect after a full disk) must not fill the disk with alarms:
+// those held back are counted, and the count is raised when the period ends (flushLimited).
 func (s *Server) alarm(kind, host, remote, format string, args ...any) {
 	a := Alarm{Time: time.Now().UTC(), Kind: kind, Host: host, Remote: remote, Message: fmt.Sprintf(format, args...)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// An operational alarm (storage, upload) for the same host is raised once a minute at most: a full
-	// disk refuses every reconnection. The next one says how many were held back. Every refusal of what a
-	// client sent (tampered, fork, replay, refused) is raised each time.
-	key := kind + "\x00" + host
-	repeats := kind == "storage" || kind == "upload"
-	if last, ok := s.alarmAt[key]; ok && repeats && a.Time.Sub(last) < alarmRepeat {
-		s.held[key]++
-		s.cfg.Log.Debug().Str("alarm", kind).Str("host", host).Msg(a.Message)
+	e, ok := s.limited.take("alarm\x00"+kind, host, remote, a.Time)
+	if !ok {
+		s.stats.AlarmsHeld++
+		e.flush = func(held int, since time.Duration) {
+			b := a
+			b.Time, b.Held = time.Now().UTC(), held
+			b.Message = fmt.Sprintf("%d more %s alarms like this one in the last %s (held back); the last: %s", held, kind, since.Round(time.Second), a.Message)
+			s.raise(b)
+		}
 		return
 	}
-	if n := s.held[key]; n > 0 {
-		a.Message += fmt.Sprintf(" (%d more like it in the last %s)", n, a.Time.Sub(s.alarmAt[key]).Round(time.Second))
+	s.raise(a)
+}
+
+// raise writes an alarm to the log, Alarms and alarms.log. s.mu is held.
+func (s *Server) raise(a Alarm) {
+	ev := s.cfg.Log.Error().Str("alarm", a.Kind).Str("host", a.Host).Str("remote", a.Remote)
+	if a.Held > 0 {
+		ev = ev.Int("held", a.Held)
 	}
-	s.alarmAt[key], s.held[key] = a.Time, 0
-	s.cfg.Log.Error().Str("alarm", kind).Str("host", host).Str("remote", remote).Msg(a.Message)
+	ev.Msg(a.Message)
 	if len(s.alarms) >= maxAlarms {
 		s.alarms = s.alarms[1:]
 	}
@@ -275,13 +370,139 @@ func (s *Server) alarm(kind, host, remote, format string, args ...any) {
 	}
 }
 
-// alarmRepeat is how often the same kind of alarm for one host is raised; maxAlarms how many Alarms keeps.
-const (
-	alarmRepeat = time.Minute
-	maxAlarms   = 1000
-)
+// logLimited logs msg about a connection at level, at most once per AlarmRepeat for one message and
+// source (the host, or the remote address): a client that connects again and again must not fill the
+// log. The lines held back are counted into one when the period ends.
+func (s *Server) logLimited(level zerolog.Level, msg, host, remote string, err error, fields map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.limited.take("log\x00"+msg, host, remote, time.Now())
+	if !ok {
+		e.flush = func(held int, since time.Duration) {
+			s.cfg.Log.WithLevel(level).Err(err).Str("host", host).Str("remote", remote).Fields(fields).Int("held", held).
+				Msgf("%s (%d more like it in the last %s, held back; the last one's fields)", msg, held, since.Round(time.Second))
+		}
+		return
+	}
+	ev := s.cfg.Log.WithLevel(level).Str("remote", remote)
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	if host != "" {
+		ev = ev.Str("host", host)
+	}
+	ev.Fields(fields).Msg(msg)
+}
 
-// Serve accepts hosts on ln until ctx ends or Close, then closes every connection and returns.
+// warn is logLimited at warning level.
+func (s *Server) warn(msg, host, remote string, err error) {
+	s.logLimited(zerolog.WarnLevel, msg, host, remote, err, nil)
+}
+
+// flushLimited raises the counts of alarms and warnings held back whose period has ended, or all of them
+// when the store stops.
+func (s *Server) flushLimited(now time.Time, all bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limited.flush(now, all)
+}
+
+// maxAlarms is how many alarms Alarms keeps.
+const maxAlarms = 1000
+
+// limiter lets one event a period through for each key and source, and counts those it holds back.
+type limiter struct {
+	every   time.Duration
+	entries map[string]*limitEntry
+	remotes int // entries whose source is a remote address
+}
+
+type limitEntry struct {
+	at     time.Time // when one was last let through
+	held   int       // held back since
+	remote bool
+	// flush reports those held back (the last one held back sets it).
+	flush func(held int, since time.Duration)
+}
+
+// maxRemoteSources bounds the remote addresses the limiter tells apart; past it they share one source,
+// so that a client with many addresses grows neither the limiter nor the alarms without bound.
+const maxRemoteSources = 1024
+
+// take returns key's entry for the source (host, or remote when host is empty) and whether an event may
+// go through now. Those held back before it, if not yet flushed, are reported first.
+func (l *limiter) take(key, host, remote string, now time.Time) (*limitEntry, bool) {
+	k, isRemote := key+"\x00host:"+host, host == ""
+	if isRemote {
+		k = key + "\x00remote:" + remoteSource(remote)
+	}
+	e := l.entries[k]
+	if e == nil && isRemote && l.remotes >= maxRemoteSources {
+		k = key + "\x00remote:*"
+		e = l.entries[k]
+	}
+	if e != nil && now.Sub(e.at) < l.every {
+		e.held++
+		return e, false
+	}
+	if e == nil {
+		e = &limitEntry{remote: isRemote}
+		l.entries[k] = e
+		if isRemote {
+			l.remotes++
+		}
+	}
+	if e.held > 0 && e.flush != nil {
+		e.flush(e.held, now.Sub(e.at))
+	}
+	e.at, e.held, e.flush = now, 0, nil
+	return e, true
+}
+
+// flush reports what was held back in periods that have ended (all of it when all is set), and forgets
+// sources quiet for a whole period.
+func (l *limiter) flush(now time.Time, all bool) {
+	for k, e := range l.entries {
+		if !all && now.Sub(e.at) < l.every {
+			continue
+		}
+		if e.held > 0 {
+			if e.flush != nil {
+				e.flush(e.held, now.Sub(e.at))
+			}
+			e.at, e.held, e.flush = now, 0, nil
+			continue
+		}
+		if !all {
+			delete(l.entries, k)
+			if e.remote {
+				l.remotes--
+			}
+		}
+	}
+}
+
+// remoteSource is the source a remote address ("ip:port") counts as: its IP address, or for IPv6 its
+// /64 (one host commonly holds a whole /64).
+func remoteSource(remote string) string {
+	h, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		h = remote
+	}
+	ip := net.ParseIP(h)
+	switch {
+	case ip == nil:
+		return h
+	case ip.To4() != nil:
+		return ip.To4().String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// Serve accepts hosts on ln until ctx ends, Close, or ln is closed, then closes every connection and
+// returns. An error of Accept (EMFILE when connections fill the file descriptor limit, for one) does not
+// end it: it waits as net/http does, 5 ms doubling to 1 s, and accepts again. It returns an error only
+// when ln was closed by someone else.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	tcfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -303,7 +524,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return nil
 		},
 	}
-	tl := tls.NewListener(ln, tcfg)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -311,7 +531,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		case <-ctx.Done():
 		case <-s.ctx.Done():
 		}
-		tl.Close()
+		ln.Close()
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
@@ -320,31 +540,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.watchSilence()
+		s.watch()
 	}()
 	s.cfg.Log.Info().Str("listen", ln.Addr().String()).Str("store_key", s.VerifierKey()).Msg("store listening")
-	var err error
-	for {
-		c, aerr := tl.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil && s.ctx.Err() == nil {
-				err = aerr
-			}
-			break
-		}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(c.(*tls.Conn))
-			c.Close()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
-	}
+	err := s.acceptLoop(ctx, ln, tcfg)
 	s.cancel()
 	s.wg.Wait()
 	s.closeHosts()
@@ -360,6 +559,85 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.upCancel()
 	s.uploads.Wait()
 	return err
+}
+
+// Accept's backoff after an error, as net/http's Server.Serve.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
+// acceptLoop accepts connections until ctx or the store ends or ln is closed, each served on its own
+// goroutine. At most MaxUnauthenticated of them may be between accept and a valid HELLO: one more is
+// closed at once.
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, tcfg *tls.Config) error {
+	var delay time.Duration
+	var failed int          // Accept errors in a row
+	var failedLog time.Time // when one was last logged
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || s.ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("store: accept: %w", err)
+			}
+			delay = min(max(2*delay, minAcceptDelay), maxAcceptDelay)
+			failed++
+			s.mu.Lock()
+			s.stats.AcceptErrors++
+			s.mu.Unlock()
+			// Logged when it starts, then once per AlarmRepeat while it lasts.
+			if now := time.Now(); failed == 1 || now.Sub(failedLog) >= s.cfg.AlarmRepeat {
+				s.cfg.Log.Error().Err(err).Dur("retry_in", delay).Int("errors", failed).Msg("cannot accept connections: waiting")
+				failedLog = now
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			case <-s.ctx.Done():
+			}
+			t.Stop()
+			continue
+		}
+		if failed > 0 {
+			s.cfg.Log.Warn().Int("errors", failed).Msg("accepting connections again")
+			failed, delay = 0, 0
+		}
+		s.mu.Lock()
+		if s.pending >= s.cfg.MaxUnauthenticated {
+			s.stats.OverLimit++
+			s.mu.Unlock()
+			raw.Close()
+			s.warn(fmt.Sprintf("closed a connection at once: %d clients are between accept and HELLO, the limit", s.cfg.MaxUnauthenticated), "", "", nil)
+			continue
+		}
+		s.pending++
+		s.conns[raw] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			authenticated := false
+			admitted := func() {
+				if !authenticated {
+					authenticated = true
+					s.mu.Lock()
+					s.pending--
+					s.mu.Unlock()
+				}
+			}
+			c := tls.Server(raw, tcfg)
+			s.serveConn(c, admitted)
+			admitted()
+			c.Close()
+			s.mu.Lock()
+			delete(s.conns, raw)
+			s.mu.Unlock()
+		}()
+	}
 }
 
 // Close stops Serve (which closes every connection) and releases the store.
@@ -395,18 +673,19 @@ func (s *Server) closeHosts() {
 		}
 		h.mu.Unlock()
 	}
+	s.flushLimited(time.Now(), true)
 	s.afile.Close()
 }
 
-// serveConn runs one host connection.
-func (s *Server) serveConn(c *tls.Conn) {
+// serveConn runs one host connection. The TLS handshake and a valid HELLO must come within
+// HandshakeTimeout; admitted is called once they have.
+func (s *Server) serveConn(c *tls.Conn, admitted func()) {
 	remote := c.RemoteAddr().String()
-	log := s.cfg.Log.With().Str("remote", remote).Logger()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := c.Handshake(); err != nil {
-		log.Warn().Err(err).Msg("refused a connection: TLS handshake failed")
+		s.warn("refused a connection: TLS handshake failed", "", remote, err)
 		if errors.Is(err, errRefusedCert) {
-			s.alarm("refused", "", remote, "refused a client: %v", err)
+			s.alarm(AlarmRefused, "", remote, "refused a client: %v", err)
 		}
 		return
 	}
@@ -425,22 +704,24 @@ func (s *Server) serveConn(c *tls.Conn) {
 	}
 	typ, p, err := wire.ReadFrame(br, nil)
 	if err != nil || typ != wire.Hello {
-		log.Warn().Err(err).Msg("refused a connection: no HELLO")
-		refuse("protocol", "expected HELLO")
+		s.warn("refused a connection: no HELLO", h.origin, remote, err)
+		refuse(wire.CodeProtocol, "expected HELLO")
 		return
 	}
 	var hello wire.HelloMsg
 	if err := json.Unmarshal(p, &hello); err != nil || hello.Version != wire.Version {
-		log.Warn().Err(err).Int("version", hello.Version).Msg("refused a connection: HELLO malformed or of another version")
-		refuse("protocol", "HELLO: unsupported version or malformed")
+		s.warn("refused a connection: HELLO malformed or of another version", h.origin, remote, err)
+		refuse(wire.CodeProtocol, "HELLO: unsupported version or malformed")
 		return
 	}
 	if hello.Origin != h.origin {
-		s.alarm("refused", h.origin, remote, "a client with host %q's certificate said it sends the archive of %q: refused", h.origin, hello.Origin)
-		refuse("unknown-host", "this certificate belongs to host %q, not %q", h.origin, hello.Origin)
+		s.alarm(AlarmRefused, h.origin, remote, "a client with host %q's certificate said it sends the archive of %q: refused", h.origin, hello.Origin)
+		refuse(wire.CodeUnknownHost, "this certificate belongs to host %q, not %q", h.origin, hello.Origin)
 		return
 	}
-	log = log.With().Str("host", h.origin).Logger()
+	admitted()
+	// From here the client is the enrolled host: it gets IdleTimeout for each exchange.
+	c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	// A new connection takes over from an old one (a host that reconnects after a network cut may leave
 	// a half-open connection behind).
 	h.takeOver(c)
@@ -451,26 +732,30 @@ func (s *Server) serveConn(c *tls.Conn) {
 		h.mu.Unlock()
 	}()
 	if err := h.load(); err != nil {
-		s.alarm("storage", h.origin, remote, "cannot read the host's area: %v", err)
-		refuse("storage", "the store cannot read this host's area")
+		s.alarm(AlarmStorage, h.origin, remote, "cannot read the host's area: %v", err)
+		refuse(wire.CodeStorage, "the store cannot read this host's area")
 		return
 	}
 	st := wire.StateMsg{Segment: h.name, Offset: h.off, Size: h.stream.Size(), Receipt: string(h.receipt)}
-	c.SetDeadline(time.Time{})
+	c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	if err := wire.WriteJSON(bw, wire.State, st); err != nil || bw.Flush() != nil {
 		return
 	}
-	log.Info().Str("segment", st.Segment).Int64("offset", st.Offset).Uint64("size", st.Size).Msg("host connected")
+	s.logLimited(zerolog.InfoLevel, "host connected", h.origin, remote, nil,
+		map[string]any{"segment": st.Segment, "offset": st.Offset, "size": st.Size})
+	// One frame buffer for the connection, at most wire.MaxFrame: nothing else it holds grows with the
+	// frames it reads (the host's pending bytes are bounded by archive.MaxBlock, see host.take).
 	var buf []byte
 	for {
-		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		// Reading the next frames and writing their ACK: a host that neither sends nor reads is dropped.
+		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		var last uint64
 		batch := 0
 		for {
 			typ, p, err := wire.ReadFrame(br, buf)
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					log.Info().Err(err).Msg("host connection ended")
+					s.logLimited(zerolog.InfoLevel, "host connection ended", h.origin, remote, err, nil)
 				}
 				h.sync(s) // what was taken is acknowledged on the next connection's STATE
 				return
@@ -478,21 +763,22 @@ func (s *Server) serveConn(c *tls.Conn) {
 			buf = p[:0]
 			if typ != wire.Data {
 				h.sync(s)
-				log.Warn().Msgf("refused the connection: frame type %d, not DATA", typ)
-				refuse("protocol", "expected DATA, got frame type %d", typ)
+				s.warn(fmt.Sprintf("refused the connection: frame type %d, not DATA", typ), h.origin, remote, nil)
+				refuse(wire.CodeProtocol, "expected DATA, got frame type %d", typ)
 				return
 			}
 			seq, name, off, data, err := wire.ParseData(p)
 			if err != nil {
 				h.sync(s)
 				// The host's own key sent it: a broken or hostile client (a path for a name, one).
-				s.alarm("refused", h.origin, remote, "refused a malformed DATA frame: %v", err)
-				refuse("protocol", "%v", err)
+				s.alarm(AlarmRefused, h.origin, remote, "refused a malformed DATA frame: %v", err)
+				refuse(wire.CodeProtocol, "%v", err)
 				return
 			}
 			if code, err := h.take(s, remote, name, off, data); err != nil {
 				h.sync(s)
-				log.Warn().Str("code", code).Err(err).Str("segment", name).Int64("offset", off).Int("bytes", len(data)).Msg("refused the host's DATA")
+				s.logLimited(zerolog.WarnLevel, "refused the host's DATA", h.origin, remote, err,
+					map[string]any{"code": code, "segment": name, "offset": off, "bytes": len(data)})
 				refuse(code, "%v", err)
 				return
 			}
@@ -504,8 +790,8 @@ func (s *Server) serveConn(c *tls.Conn) {
 			}
 		}
 		if err := h.sync(s); err != nil {
-			s.alarm("storage", h.origin, remote, "cannot make the host's data durable: %v", err)
-			refuse("storage", "the store cannot write: %v", err)
+			s.alarm(AlarmStorage, h.origin, remote, "cannot make the host's data durable: %v", err)
+			refuse(wire.CodeStorage, "the store cannot write: %v", err)
 			return
 		}
 		ack := wire.AckMsg{Seq: last, Segment: h.name, Offset: h.off, Size: h.stream.Size()}
@@ -524,9 +810,10 @@ func (s *Server) serveConn(c *tls.Conn) {
 	}
 }
 
-// watchSilence raises an alarm for a host that has sent nothing for longer than its heartbeat interval
-// and the grace, once per silence.
-func (s *Server) watchSilence() {
+// watch raises, every second, the counts of alarms and log lines held back whose period has ended, and
+// an alarm for a host that has sent nothing for longer than its heartbeat interval and the grace, once
+// per silence.
+func (s *Server) watch() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -535,6 +822,7 @@ func (s *Server) watchSilence() {
 			return
 		case <-t.C:
 		}
+		s.flushLimited(time.Now(), false)
 		s.mu.Lock()
 		hosts := make([]*host, 0, len(s.hosts))
 		for _, h := range s.hosts {
@@ -552,7 +840,7 @@ func (s *Server) watchSilence() {
 			}
 			h.smu.Unlock()
 			if alarm {
-				s.alarm("silence", h.origin, "", "host %q has sent nothing for %s (heartbeat %s + grace %s): it is down, cut off, or its daemon was stopped",
+				s.alarm(AlarmSilence, h.origin, "", "host %q has sent nothing for %s (heartbeat %s + grace %s): it is down, cut off, or its daemon was stopped",
 					h.origin, quiet.Round(time.Second), h.heartbeat, s.cfg.Grace)
 			}
 		}
