@@ -285,6 +285,12 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 	// chunk: the bytes of segment name from start that the area may not hold: h.pend and data.
 	chunk, start := data, off
 	if len(h.pend) > 0 {
+		if need := len(h.pend) + len(data); need > cap(h.pend) {
+			// Doubling (append grows large slices by a quarter: 5 times the bytes allocated in all).
+			p := make([]byte, len(h.pend), max(need, 2*cap(h.pend)))
+			copy(p, h.pend)
+			h.pend = p
+		}
 		h.pend = append(h.pend, data...)
 		chunk, start = h.pend, h.pendOff
 	}

@@ -107,8 +107,9 @@ type Config struct {
 	// is closed at once (and counted, Stats.OverLimit); default DefaultMaxUnauthenticated.
 	MaxUnauthenticated int
 	// AlarmRepeat: an alarm of one kind about one host (about one remote address, for a client not
-	// enrolled) is raised at most once per AlarmRepeat. Those held back meanwhile are counted, and the
-	// count is raised when the period ends (Alarm.Held); default DefaultAlarmRepeat.
+	// enrolled) is raised at most once per AlarmRepeat. Those held back meanwhile are counted: the next
+	// one raised, or the last one held back when the period ends, tells how many (Alarm.Held); default
+	// DefaultAlarmRepeat.
 	AlarmRepeat time.Duration
 	// MaxEvidence and MaxEvidenceBytes bound what a host's evidence/ holds: refusals kept (each a .bin
 	// and a .json) and their bytes. Past either, refused bytes are counted, not kept, and a quota alarm
@@ -127,8 +128,8 @@ type Alarm struct {
 	Host    string    `json:"host,omitempty"`
 	Remote  string    `json:"remote,omitempty"`
 	Message string    `json:"message"`
-	// Held counts the alarms of this kind about this host (or remote) held back since the last one raised
-	// (Config.AlarmRepeat); this one tells of them.
+	// Held counts the alarms like this one (kind, and host or remote) held back before it since the last
+	// one raised (Config.AlarmRepeat): this one stands for 1+Held.
 	Held int `json:"held,omitempty"`
 }
 
@@ -339,18 +340,29 @@ func (s *Server) alarm(kind, host, remote, format string, args ...any) {
 	a := Alarm{Time: time.Now().UTC(), Kind: kind, Host: host, Remote: remote, Message: fmt.Sprintf(format, args...)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.limited.take("alarm\x00"+kind, host, remote, a.Time)
+	e, ok, held, since := s.limited.take("alarm\x00"+kind, host, remote, a.Time)
 	if !ok {
 		s.stats.AlarmsHeld++
+		// Raised when the period ends, unless another comes first: it stands for held-1 before it.
 		e.flush = func(held int, since time.Duration) {
 			b := a
-			b.Time, b.Held = time.Now().UTC(), held
-			b.Message = fmt.Sprintf("%d more %s alarms like this one in the last %s (held back); the last: %s", held, kind, since.Round(time.Second), a.Message)
+			b.Held = held - 1
+			b.Message += heldNote(b.Held, since)
 			s.raise(b)
 		}
 		return
 	}
+	a.Held = held
+	a.Message += heldNote(held, since)
 	s.raise(a)
+}
+
+// heldNote is what a message says of the n like it held back in the period before it.
+func heldNote(n int, since time.Duration) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (and %d more like it in the %s before, held back)", n, since.Round(time.Millisecond))
 }
 
 // raise writes an alarm to the log, Alarms and alarms.log. s.mu is held.
@@ -376,22 +388,25 @@ func (s *Server) raise(a Alarm) {
 func (s *Server) logLimited(level zerolog.Level, msg, host, remote string, err error, fields map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.limited.take("log\x00"+msg, host, remote, time.Now())
-	if !ok {
-		e.flush = func(held int, since time.Duration) {
-			s.cfg.Log.WithLevel(level).Err(err).Str("host", host).Str("remote", remote).Fields(fields).Int("held", held).
-				Msgf("%s (%d more like it in the last %s, held back; the last one's fields)", msg, held, since.Round(time.Second))
+	line := func(held int, since time.Duration) {
+		ev := s.cfg.Log.WithLevel(level).Str("remote", remote)
+		if err != nil {
+			ev = ev.Err(err)
 		}
+		if host != "" {
+			ev = ev.Str("host", host)
+		}
+		if held > 0 {
+			ev = ev.Int("held", held)
+		}
+		ev.Fields(fields).Msg(msg + heldNote(held, since))
+	}
+	e, ok, held, since := s.limited.take("log\x00"+msg, host, remote, time.Now())
+	if !ok {
+		e.flush = func(held int, since time.Duration) { line(held-1, since) }
 		return
 	}
-	ev := s.cfg.Log.WithLevel(level).Str("remote", remote)
-	if err != nil {
-		ev = ev.Err(err)
-	}
-	if host != "" {
-		ev = ev.Str("host", host)
-	}
-	ev.Fields(fields).Msg(msg)
+	line(held, since)
 }
 
 // warn is logLimited at warning level.
@@ -399,8 +414,8 @@ func (s *Server) warn(msg, host, remote string, err error) {
 	s.logLimited(zerolog.WarnLevel, msg, host, remote, err, nil)
 }
 
-// flushLimited raises the counts of alarms and warnings held back whose period has ended, or all of them
-// when the store stops.
+// flushLimited raises the last alarm and log line held back of each period that has ended (of every
+// period when the store stops), with the count of those before it.
 func (s *Server) flushLimited(now time.Time, all bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -421,7 +436,7 @@ type limitEntry struct {
 	at     time.Time // when one was last let through
 	held   int       // held back since
 	remote bool
-	// flush reports those held back (the last one held back sets it).
+	// flush reports the last one held back, which stands for held (it sets flush).
 	flush func(held int, since time.Duration)
 }
 
@@ -430,20 +445,20 @@ type limitEntry struct {
 const maxRemoteSources = 1024
 
 // take returns key's entry for the source (host, or remote when host is empty) and whether an event may
-// go through now. Those held back before it, if not yet flushed, are reported first.
-func (l *limiter) take(key, host, remote string, now time.Time) (*limitEntry, bool) {
+// go through now; if so, how many were held back before it, over how long (it tells of them).
+func (l *limiter) take(key, host, remote string, now time.Time) (e *limitEntry, ok bool, held int, since time.Duration) {
 	k, isRemote := key+"\x00host:"+host, host == ""
 	if isRemote {
 		k = key + "\x00remote:" + remoteSource(remote)
 	}
-	e := l.entries[k]
+	e = l.entries[k]
 	if e == nil && isRemote && l.remotes >= maxRemoteSources {
 		k = key + "\x00remote:*"
 		e = l.entries[k]
 	}
 	if e != nil && now.Sub(e.at) < l.every {
 		e.held++
-		return e, false
+		return e, false, 0, 0
 	}
 	if e == nil {
 		e = &limitEntry{remote: isRemote}
@@ -452,15 +467,14 @@ func (l *limiter) take(key, host, remote string, now time.Time) (*limitEntry, bo
 			l.remotes++
 		}
 	}
-	if e.held > 0 && e.flush != nil {
-		e.flush(e.held, now.Sub(e.at))
-	}
+	held, since = e.held, now.Sub(e.at)
 	e.at, e.held, e.flush = now, 0, nil
-	return e, true
+	return e, true, held, since
 }
 
-// flush reports what was held back in periods that have ended (all of it when all is set), and forgets
-// sources quiet for a whole period.
+// flush reports what was held back in periods that have ended (all of it when all is set): the last
+// event held back goes through, telling of those before it. A period starts then: a flood gets one line
+// per period. Sources quiet for a whole period are forgotten.
 func (l *limiter) flush(now time.Time, all bool) {
 	for k, e := range l.entries {
 		if !all && now.Sub(e.at) < l.every {
