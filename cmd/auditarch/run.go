@@ -137,6 +137,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		case err := <-w.Failed():
 			log.Error().Err(err).Msg("archive cannot be written and disk_full is exit: stopping")
 			cancel()
+		case <-ship.Failed(): // logged; run returns it (ship.stop)
+			cancel()
 		case <-ctx.Done():
 		}
 	}()
@@ -188,13 +190,18 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}}
 	capErr := c.Run(ctx, w)
 	closeErr := w.Close()
-	ship.stop(w, 10*time.Second)
+	shipErr := ship.stop(w, 10*time.Second)
 	appended, dropped, durable := w.Stats()
 	log.Info().Uint64("events", appended).Uint64("dropped", dropped).Uint64("durable_leaves", durable).Msg("stopped")
-	if capErr != nil {
+	switch {
+	case capErr != nil:
 		return fmt.Errorf("capture: %w", capErr)
+	case closeErr != nil:
+		return closeErr
+	case shipErr != nil:
+		return fmt.Errorf("ship: %w", shipErr)
 	}
-	return closeErr
+	return nil
 }
 
 // kernelStateFile, in the archive directory, holds the kernel audit state a run found (rules.Found, JSON)

@@ -19,7 +19,9 @@ type shipping struct {
 	sh        *forward.Shipper
 	log       zerolog.Logger
 	cancel    context.CancelFunc
-	done      chan struct{}
+	done      chan struct{} // closed when the shipper's Run has returned
+	err       error         // what Run returned (set before done is closed)
+	failed    chan error    // gets Run's error if it returns one before stop
 	stopStore func()
 }
 
@@ -75,14 +77,35 @@ func startShipping(cfg Config, id *archive.Identity, w *archive.Writer, log zero
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.sh, s.cancel, s.done = sh, cancel, make(chan struct{})
-	go func() { sh.Run(ctx); close(s.done) }()
+	s.sh, s.cancel, s.done, s.failed = sh, cancel, make(chan struct{}), make(chan error, 1)
+	go func() {
+		// Run returns an error only when it cannot ship at all (its receipts file cannot be opened, for
+		// one): nothing would reach the store, and the daemon stops (Failed).
+		err := sh.Run(ctx)
+		if err != nil {
+			log.Error().Err(err).Msg("shipping to the store failed: nothing is shipped")
+			s.failed <- err
+		}
+		s.err = err
+		close(s.done)
+	}()
 	return s, nil
 }
 
-// stop waits (up to wait) until the store holds everything the closed writer made durable, then stops.
-func (s *shipping) stop(w *archive.Writer, wait time.Duration) {
+// Failed gets the shipper's error if it stops shipping on its own.
+func (s *shipping) Failed() <-chan error { return s.failed }
+
+// stop waits (up to wait, and only while the shipper runs) until the store holds everything the closed
+// writer made durable, then stops. It returns the shipper's error, if it failed.
+func (s *shipping) stop(w *archive.Writer, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	err := s.sh.WaitShipped(ctx, w.Durable())
 	cancel()
 	if err != nil {
@@ -94,4 +117,5 @@ func (s *shipping) stop(w *archive.Writer, wait time.Duration) {
 	s.cancel()
 	<-s.done
 	s.stopStore()
+	return s.err
 }
