@@ -1046,3 +1046,28 @@ func TestEvidenceQuota(t *testing.T) {
 		})
 	}
 }
+
+// TestAlarmKindsDocumented: the alarm kinds are distinct, and docs/format.md ("Store directory") lists
+// each.
+func TestAlarmKindsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "format.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, list, ok := strings.Cut(string(doc), "\nAlarm kinds")
+	list, _, _ = strings.Cut(list, "\n\n")
+	if !ok {
+		t.Fatal(`docs/format.md has no "Alarm kinds" paragraph`)
+	}
+	seen := map[string]bool{}
+	for _, k := range []string{store.AlarmTampered, store.AlarmFork, store.AlarmReplay, store.AlarmRefused, store.AlarmIncomplete,
+		store.AlarmSilence, store.AlarmStorage, store.AlarmUpload, store.AlarmWriteOnce, store.AlarmQuota} {
+		if seen[k] {
+			t.Errorf("alarm kind %q twice", k)
+		}
+		seen[k] = true
+		if !strings.Contains(list, "`"+k+"`") {
+			t.Errorf("docs/format.md's alarm kinds do not list %q", k)
+		}
+	}
+}

@@ -58,7 +58,7 @@ func TestRefuseNoCertificate(t *testing.T) {
 		t.Fatalf("a client without a certificate got this far: %v", err)
 	}
 	t.Logf("client: %v", err)
-	a := secWaitAlarm(t, st, "refused", "")
+	a := secWaitAlarm(t, st, store.AlarmRefused, "")
 	if !strings.Contains(a.Message, "certificate") {
 		t.Errorf("alarm does not say why: %+v", a)
 	}
@@ -66,7 +66,7 @@ func TestRefuseNoCertificate(t *testing.T) {
 	secLogHas(t, st, "the handshake failure", func(m map[string]any) bool {
 		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["message"]), "TLS handshake failed")
 	})
-	secAlarmsFileHas(t, st, "refused", "")
+	secAlarmsFileHas(t, st, store.AlarmRefused, "")
 	secNoSegments(t, st.HostDir(originA))
 }
 
@@ -88,15 +88,15 @@ func TestRefuseUnenrolledCertificate(t *testing.T) {
 		t.Fatalf("a client with an unenrolled key got this far: %v", err)
 	}
 	t.Logf("client: %v", err)
-	a := secWaitAlarm(t, st, "refused", "")
+	a := secWaitAlarm(t, st, store.AlarmRefused, "")
 	if !strings.Contains(a.Message, "not an enrolled host") {
 		t.Errorf("alarm does not say why: %+v", a)
 	}
 	st.Stop()
 	secLogHas(t, st, "the refused key", func(m map[string]any) bool {
-		return m["alarm"] == "refused" && strings.Contains(fmt.Sprint(m["message"]), "not an enrolled host")
+		return m["alarm"] == store.AlarmRefused && strings.Contains(fmt.Sprint(m["message"]), "not an enrolled host")
 	})
-	secAlarmsFileHas(t, st, "refused", "")
+	secAlarmsFileHas(t, st, store.AlarmRefused, "")
 	secNoSegments(t, st.HostDir(originA))
 }
 
@@ -107,8 +107,8 @@ func TestRefuseOtherHostsCertificate(t *testing.T) {
 	t.Run("hello names another host", func(t *testing.T) {
 		c := fx.dial(t, fx.idB)
 		_, err := c.hello(originA)
-		secRemoteCode(t, err, "unknown-host")
-		a := secWaitAlarm(t, fx.st, "refused", originB)
+		secRemoteCode(t, err, wire.CodeUnknownHost)
+		a := secWaitAlarm(t, fx.st, store.AlarmRefused, originB)
 		if !strings.Contains(a.Message, originA) {
 			t.Errorf("alarm does not name the host claimed: %+v", a)
 		}
@@ -126,15 +126,15 @@ func TestRefuseOtherHostsCertificate(t *testing.T) {
 		name := fx.heldSegments[0]
 		data := fx.held[name][:min(len(fx.held[name]), wire.MaxData)]
 		c.send(t, 1, name, 0, data)
-		re := c.refused(t, "tampered")
+		re := c.refused(t, wire.CodeTampered)
 		if !strings.Contains(re.Message, "[origin]") {
 			t.Errorf("ERROR does not give the origin problem: %v", re)
 		}
-		a := secWaitAlarm(t, fx.st, "tampered", originB)
+		a := secWaitAlarm(t, fx.st, store.AlarmTampered, originB)
 		if !strings.Contains(a.Message, "[origin]") {
 			t.Errorf("alarm does not give the origin problem: %+v", a)
 		}
-		secEvidence(t, fx.st.HostDir(originB), "tampered", name, 0, data)
+		secEvidence(t, fx.st.HostDir(originB), wire.CodeTampered, name, 0, data)
 		secNoSegments(t, fx.st.HostDir(originB))
 		fx.unchanged(t)
 	})
@@ -161,10 +161,10 @@ func TestRefuseRewrittenHistory(t *testing.T) {
 		data := bytes.Clone(held[off:min(int(off)+4096, len(held))])
 		data[len(data)/2] ^= 0x01
 		c.send(t, 1, name, off, data)
-		c.refused(t, "fork")
-		a := secWaitAlarm(t, fx.st, "fork", originA)
+		c.refused(t, wire.CodeFork)
+		a := secWaitAlarm(t, fx.st, store.AlarmFork, originA)
 		t.Logf("alarm: %s", a.Message)
-		secEvidence(t, fx.st.HostDir(originA), "fork", name, off, data)
+		secEvidence(t, fx.st.HostDir(originA), wire.CodeFork, name, off, data)
 		fx.unchanged(t)
 	})
 	t.Run("damaged block", func(t *testing.T) {
@@ -178,12 +178,12 @@ func TestRefuseRewrittenHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.send(t, 1, name, off, data)
-		re := c.refused(t, "tampered")
+		re := c.refused(t, wire.CodeTampered)
 		if !strings.Contains(re.Message, "[damaged]") {
 			t.Errorf("ERROR does not give the damaged problem: %v", re)
 		}
-		secWaitAlarms(t, fx.st, "tampered", originA, 1)
-		secEvidence(t, fx.st.HostDir(originA), "tampered", name, off, data)
+		secWaitAlarms(t, fx.st, store.AlarmTampered, originA, 1)
+		secEvidence(t, fx.st.HostDir(originA), wire.CodeTampered, name, off, data)
 		fx.unchanged(t)
 	})
 	t.Run("altered leaf", func(t *testing.T) {
@@ -196,13 +196,13 @@ func TestRefuseRewrittenHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.send(t, 1, name, off, data)
-		re := c.refused(t, "tampered")
+		re := c.refused(t, wire.CodeTampered)
 		if !strings.Contains(re.Message, "[root]") {
 			t.Errorf("ERROR does not give the root problem: %v", re)
 		}
-		a := secWaitAlarms(t, fx.st, "tampered", originA, 2)
+		a := secWaitAlarms(t, fx.st, store.AlarmTampered, originA, 2)
 		t.Logf("alarm: %s", a[1].Message)
-		secEvidence(t, fx.st.HostDir(originA), "tampered", name, off, data)
+		secEvidence(t, fx.st.HostDir(originA), wire.CodeTampered, name, off, data)
 		fx.unchanged(t)
 	})
 	t.Run("gap", func(t *testing.T) {
@@ -213,15 +213,15 @@ func TestRefuseRewrittenHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.send(t, 1, name, off+100, next[100:])
-		c.refused(t, "gap")
+		c.refused(t, wire.CodeGap)
 		fx.unchanged(t)
 	})
 	fx.finish(t)
 	fx.st.Stop()
 	secLogHas(t, fx.st, "the refused gap", func(m map[string]any) bool {
-		return m["level"] == "warn" && m["code"] == "gap" && m["host"] == originA
+		return m["level"] == "warn" && m["code"] == wire.CodeGap && m["host"] == originA
 	})
-	for _, kind := range []string{"fork", "tampered"} {
+	for _, kind := range []string{store.AlarmFork, store.AlarmTampered} {
 		secLogHas(t, fx.st, "the "+kind+" alarm", func(m map[string]any) bool { return m["alarm"] == kind && m["host"] == originA })
 		secAlarmsFileHas(t, fx.st, kind, originA)
 	}
@@ -248,8 +248,8 @@ func TestRefuseReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.send(t, 1, name, int64(tc.off), held[tc.off:tc.end])
-			c.refused(t, "replay")
-			secWaitAlarms(t, fx.st, "replay", originA, i+1)
+			c.refused(t, wire.CodeReplay)
+			secWaitAlarms(t, fx.st, store.AlarmReplay, originA, i+1)
 			if _, err := os.Stat(filepath.Join(fx.st.HostDir(originA), store.EvidenceDir)); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("a replay left evidence (%v): identical bytes need none", err)
 			}
@@ -258,8 +258,8 @@ func TestRefuseReplay(t *testing.T) {
 	}
 	fx.finish(t)
 	fx.st.Stop()
-	secLogHas(t, fx.st, "the replay alarm", func(m map[string]any) bool { return m["alarm"] == "replay" && m["host"] == originA })
-	secAlarmsFileHas(t, fx.st, "replay", originA)
+	secLogHas(t, fx.st, "the replay alarm", func(m map[string]any) bool { return m["alarm"] == store.AlarmReplay && m["host"] == originA })
+	secAlarmsFileHas(t, fx.st, store.AlarmReplay, originA)
 }
 
 // TestRefusePathAsSegmentName: a DATA frame's segment name is a file name in the host's area. A path
@@ -287,8 +287,8 @@ func TestRefusePathAsSegmentName(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.send(t, 1, tc.name, 0, tc.data)
-			c.refused(t, "protocol")
-			a := secWaitAlarms(t, fx.st, "refused", originA, i+1)
+			c.refused(t, wire.CodeProtocol)
+			a := secWaitAlarms(t, fx.st, store.AlarmRefused, originA, i+1)
 			if !strings.Contains(a[i].Message, "not a segment file name") {
 				t.Errorf("alarm does not say why: %+v", a[i])
 			}
