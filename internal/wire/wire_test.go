@@ -50,7 +50,9 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(append(frame(Data, 3, []byte("abc")), frame(Ack, 0, nil)...))
 	f.Add(frame(Data, MaxFrame, []byte("abc")))   // claims 8 MiB, sends 3 bytes
 	f.Add(frame(Data, MaxFrame+1, []byte("abc"))) // over the limit
-	f.Add(frame(Data, 1<<20, bytes.Repeat([]byte{7}, 100<<10)))
+	// Payloads past readChunk (buffer growth) are left to TestReadFrameLarge: the fuzzer takes minutes
+	// to minimize an interesting input of that size, and fuzzes nothing meanwhile.
+	f.Add(frame(Data, 1<<20, bytes.Repeat([]byte{7}, 1000)))
 	f.Add([]byte{Error, 1, 0})
 	f.Add(append(frame(State, 5, []byte("12345")), frame(Data, 1<<30, nil)...))
 	f.Fuzz(func(t *testing.T, in []byte) {
