@@ -9,6 +9,11 @@
 // filesystem supports it. Every acknowledgement of a new checkpoint carries a receipt: the store's
 // timestamped cosignature of it, also kept in the area's receipts file.
 //
+// It is exposed to every enrolled host and to the network, so what a client can make it spend is bounded
+// (Config's limits, docs/format.md "Shipping protocol v1", Limits): connections not yet authenticated, and
+// the time they get; memory per connection and per host; segment files and evidence per host; alarms and
+// log lines per source and period. Serve survives Accept's errors.
+//
 // Layout of the store directory (0700):
 //
 //	store.key, store.pub          the store's receipt key (also its TLS key, which hosts pin)
