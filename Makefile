@@ -21,7 +21,8 @@ test: deps lint
 	$(GO) test -count=1 -timeout 20m ./...
 
 # Measurements, each printed with its target and PASS/FAIL: decode/reassembly microbenchmarks; archive
-# append throughput (fsync per batch) and verify throughput on one core over 1M leaves; search over a
+# append throughput (fsync per batch) and verify throughput on one core over 1M leaves; a store's start
+# on an area of 1M leaves from its saved state; search over a
 # 90-day, 10-million-event archive (generated once into bench-out/search10m); then the audited workload
 # rate, consumer CPU and disk bytes per event for no audit, a bare netlink reader, auditd and auditarch;
 # shipping: syscall-to-durable-on-the-store latency (p50/p99 at 1k and 10k events/s) for auditarch → its
@@ -29,6 +30,7 @@ test: deps lint
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/
 	$(GO) test -run '^$$' -bench CatchUp -benchtime 1x ./forward/
+	$(GO) test -run '^$$' -bench StoreStart -benchtime 1x ./store/
 	$(GO) run ./bench/cmd/searchbench -out bench-out -auditarch $(BIN)
 	$(GO) run ./bench/cmd/sidebyside -out bench-out
 	$(GO) run ./bench/cmd/shipbench -out bench-out

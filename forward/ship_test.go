@@ -23,7 +23,7 @@ import (
 // fastOptions cut segments, epochs, checkpoints and heartbeats in fractions of a second.
 func fastOptions(id *archive.Identity) archive.Options {
 	return archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
-		 HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
+		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
 }
 
 func event(serial uint32) *audit.RawEvent {

@@ -98,6 +98,55 @@ func (s *Server) loadHost(origin string) (*host, error) {
 	return h, nil
 }
 
+// resume returns a stream resumed from the area's saved state (StateFile) and the segment files after the
+// one it ends with, or nil and all the files when there is no usable state (it is then rebuilt).
+func (h *host) resume(files []string) (*archive.Stream, []string) {
+	data, err := os.ReadFile(filepath.Join(h.dir, StateFile))
+	if err != nil || len(data) > maxStateFile {
+		return nil, files
+	}
+	var at struct {
+		Segment string `json:"segment"`
+		Offset  int64  `json:"offset"`
+	}
+	if json.Unmarshal(data, &at) != nil {
+		return nil, files
+	}
+	for i, f := range files {
+		if filepath.Base(f) != at.Segment {
+			continue
+		}
+		fi, err := os.Stat(f)
+		if err != nil || fi.Size() != at.Offset {
+			return nil, files // the segment is not the one the state was taken of
+		}
+		st, err := archive.ResumeStream(archive.VerifyOptions{Key: h.id}, data)
+		if err != nil {
+			return nil, files
+		}
+		h.name, h.off = at.Segment, at.Offset
+		return st, files[i+1:]
+	}
+	return nil, files
+}
+
+// maxStateFile bounds the state file read at start (its serial ranges are bounded by the verifier).
+const maxStateFile = 1 << 20
+
+// saveState replaces the area's state file with snap, durably.
+func (h *host) saveState(snap []byte) error {
+	path := filepath.Join(h.dir, StateFile)
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	if err := durable.Create(tmp, snap, 0o600); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return durable.SyncDir(h.dir)
+}
+
 // segments lists the area's segment files in name order.
 func (h *host) segments() ([]string, error) {
 	files, err := filepath.Glob(filepath.Join(h.dir, "seg-*.aseg"))
@@ -111,19 +160,32 @@ func (h *host) load() error {
 		return nil
 	}
 	h.closeFile()
-	st := archive.NewStream(archive.VerifyOptions{Key: h.id})
 	files, err := h.segments()
 	if err != nil {
 		return err
 	}
 	h.name, h.off, h.segs = "", 0, len(files)
+	// Resume from the state saved at the last seal: only the segments after it are read again.
+	st, files := h.resume(files)
+	if st == nil {
+		st = archive.NewStream(archive.VerifyOptions{Key: h.id})
+	}
 	buf := make([]byte, 1<<20)
+	var snap []byte
 	for _, f := range files {
 		n, err := feed(st, f, buf)
 		if err != nil {
 			return err
 		}
 		h.name, h.off = filepath.Base(f), n
+		if st.CurrentSealed() {
+			snap, _ = st.Snapshot()
+		}
+	}
+	if snap != nil {
+		if err := h.saveState(snap); err != nil {
+			return err
+		}
 	}
 	// A store killed before its fsync left bytes that are read back here but may not be durable: the
 	// STATE that reports them as held must not come before they are.
@@ -245,6 +307,8 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 		s.alarm(AlarmQuota, h.origin, remote, "refused segment %s: the host's area holds %d segment files, its quota (MaxSegments)", name, h.segs)
 		return wire.CodeQuota, fmt.Errorf("segment %s refused: this host's area holds %d segment files, its quota", name, h.segs)
 	}
+	// The state before these bytes: refused, they are undone without reading the area again.
+	undo, _ := h.stream.Snapshot()
 	u, err := h.stream.Write(name, off, data)
 	if err != nil {
 		return wire.CodeProtocol, err
@@ -258,8 +322,12 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 		}
 	}
 	if len(bad) > 0 {
-		// The stream has taken the bytes: rebuild it from the area for the next connection.
+		// The stream has taken the bytes: back to the state before them (or, when the stream held an
+		// incomplete block then, rebuilt from the area for the next connection).
 		h.stream = nil
+		if undo != nil {
+			h.stream, _ = archive.ResumeStream(archive.VerifyOptions{Key: h.id}, undo)
+		}
 		where := h.evidence(s, remote, wire.CodeTampered, name, off, data, bad)
 		s.alarm(AlarmTampered, h.origin, remote, "refused bytes %d..%d of %s that do not verify (%s): %s",
 			off, off+int64(len(data)), name, where, strings.Join(bad, "; "))
@@ -512,6 +580,13 @@ func (h *host) sync(s *Server) error {
 		name := h.fileName()
 		h.closeFile()
 		s.sealed(h, name)
+		// The verified state at the seal: a store (re)start continues from it instead of reading the
+		// area from the beginning.
+		if snap, err := h.stream.Snapshot(); err == nil {
+			if err := h.saveState(snap); err != nil {
+				return err
+			}
+		}
 	}
 	if len(h.latest) > 0 && string(h.latest) != h.receipted {
 		r, err := s.key.Cosign(h.latest, time.Now())

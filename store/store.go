@@ -56,6 +56,7 @@ const (
 	HostsDir     = "hosts"
 	HostKeyFile  = "host.pub"
 	ReceiptsFile = "receipts"
+	StateFile    = "state.json" // the verified state at the area's last seal (archive.Stream.Snapshot)
 	EvidenceDir  = "evidence"
 )
 
@@ -263,6 +264,23 @@ func Open(cfg Config) (*Server, error) {
 // (C2SP origins look like "auditarch/web1"): the directory name is the origin path-escaped.
 func AreaDir(dir, origin string) string {
 	return filepath.Join(dir, HostsDir, url.PathEscape(origin))
+}
+
+// Held returns what the store holds of origin's archive, verified and durable: the segment its area ends
+// in, that segment's length, and the number of leaves.
+func (s *Server) Held(origin string) (segment string, offset int64, leaves uint64, ok bool) {
+	s.mu.Lock()
+	h := s.hosts[origin]
+	s.mu.Unlock()
+	if h == nil {
+		return "", 0, 0, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.load(); err != nil {
+		return "", 0, 0, false
+	}
+	return h.name, h.off, h.stream.Size(), true
 }
 
 // VerifierKey returns the store key's verifier key (what hosts pin and verify receipts with).

@@ -99,7 +99,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 func canaryLoop(ctx context.Context, s *s3lock.Store, srv *store.Server, every time.Duration) {
 	for {
 		if err := s.Canary(ctx); err != nil && ctx.Err() == nil {
-			srv.Raise("write-once", "", "the object store's canary check failed: %v", err)
+			srv.Raise(store.AlarmWriteOnce, "", "the object store's canary check failed: %v", err)
 		}
 		select {
 		case <-ctx.Done():
