@@ -621,8 +621,9 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		v.endRun(false)
 		v.runOpen = false
 		if n := len(v.r.Runs); n > 0 {
-			v.r.Runs[n-1].Stop, v.r.Runs[n-1].StopTime, v.r.Runs[n-1].Ended = idx(i), fmtTime(l.Time), "stopped"
+			v.r.Runs[n-1].Stop, v.r.Runs[n-1].StopTime = idx(i), fmtTime(l.Time)
 		}
+		v.endedRun("stopped")
 	case LeafKey:
 		var k Key
 		if err := json.Unmarshal(l.Body, &k); err != nil {
@@ -743,12 +744,12 @@ func (v *verifier) start(i uint64, l *Leaf) {
 		v.problem(Tampered, CodeLimits, idx(i), "START declares a heartbeat of %d ms and epochs of %d ms; the format allows at most %s and %s (a writer refuses more): silences and key lifetimes are judged by those limits",
 			st.HeartbeatMillis, st.EpochMillis, MaxHeartbeat, MaxEpoch)
 	}
+	// (A stream resumed from a snapshot has no report of the run it resumed in.)
 	switch {
 	case v.runOpen && v.gap:
-		v.r.Runs[len(v.r.Runs)-1].Ended = "unknown" // its end is in the missing or unreadable leaves
+		v.endedRun("unknown") // its end is in the missing or unreadable leaves
 	case v.runOpen:
-		n := len(v.r.Runs)
-		v.r.Runs[n-1].Ended = "crashed"
+		v.endedRun("crashed")
 		if st.Recovered == nil {
 			v.problem(Tampered, CodePairing, idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
 		}
@@ -769,6 +770,13 @@ func (v *verifier) start(i uint64, l *Leaf) {
 	v.runOpen, v.runStart = true, i
 	v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
 	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
+}
+
+// endedRun records how the open run ended, when its report is there.
+func (v *verifier) endedRun(how string) {
+	if n := len(v.r.Runs); n > 0 {
+		v.r.Runs[n-1].Ended = how
+	}
 }
 
 // adoptIntro switches to the epoch key a START or KEY leaf introduced; trusted says whether the
@@ -959,17 +967,16 @@ func (v *verifier) finish() {
 		v.problem(Incomplete, CodeMissingSegment, nil, "segment %s was sealed with a successor, which is missing: the newest segment was deleted (or the writer crashed right after sealing)", v.lastSealed)
 	}
 	if v.runOpen {
-		n := len(r.Runs)
 		if r.Live {
-			r.Runs[n-1].Ended = "running"
+			v.endedRun("running")
 			if gap := v.opts.Now.Sub(time.Unix(0, v.lastTime)); v.lastTime != 0 && gap > v.interval+v.opts.Grace {
 				v.problem(Incomplete, CodeSilence, nil, "the writer holds the archive but has recorded nothing for %s (since %s): it is stopped or frozen",
 					gap.Round(time.Second), fmtTime(v.lastTime))
 			}
 		} else if v.broken {
-			r.Runs[n-1].Ended = "unknown" // its end is in the unreadable leaves (reported as damaged)
+			v.endedRun("unknown") // its end is in the unreadable leaves (reported as damaged)
 		} else {
-			r.Runs[n-1].Ended = "crashed"
+			v.endedRun("crashed")
 			v.problem(Incomplete, CodeNoStop, nil, "the archive ends without STOP after leaf %d (%s), the last checkpoint covers %d leaves: the writer crashed or was killed, or its tail was removed",
 				v.tree.Size-1, fmtTime(v.maxTime), v.ckSize)
 		}

@@ -184,7 +184,8 @@ func TestAcceptErrorBackoff(t *testing.T) {
 	for i := 1; i <= fails; i++ {
 		gap := calls[i].Sub(calls[i-1])
 		t.Logf("accept error %d: next attempt after %s (want %s)", i, gap.Round(time.Millisecond), want)
-		if gap < want*9/10 || gap > want+250*time.Millisecond {
+		// A loaded machine delays a timer, never fires it early: only the lower bound is tight.
+		if gap < want*9/10 || gap > want+2*time.Second {
 			t.Errorf("after accept error %d the store waited %s, want %s", i, gap, want)
 		}
 		want = min(2*want, time.Second)
