@@ -191,13 +191,18 @@ func printReport(w io.Writer, r *archive.Report) {
 		fmt.Fprintf(w, "  %s [%s]%s%s: %s\n", strings.ToLower(p.Class), p.Code, where, at, p.Message)
 	}
 	if t := r.Unsigned; t != nil {
-		what := "not yet signed (the writer is running)"
-		if !r.Live {
-			what = "not signed: the writer stopped before its next checkpoint"
+		// A writer signs every block it writes: leaves after the last checkpoint were appended by
+		// someone else (reported above); torn bytes are a block being written, or cut by a crash.
+		fmt.Fprintf(w, "  unsealed tail: %s", t.Segment)
+		if t.Leaves > 0 {
+			fmt.Fprintf(w, ": %d unsigned leaves from %d (see above)", t.Leaves, t.First)
 		}
-		fmt.Fprintf(w, "  unsealed tail: %s: %d leaves from %d %s", t.Segment, t.Leaves, t.First, what)
 		if t.Torn > 0 {
-			fmt.Fprintf(w, ", then a torn block of %d bytes", t.Torn)
+			how := "a crash cut it"
+			if r.Live {
+				how = "the writer is writing it"
+			}
+			fmt.Fprintf(w, ": a torn block of %d bytes (%s)", t.Torn, how)
 		}
 		fmt.Fprintln(w)
 	}
