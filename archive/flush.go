@@ -24,6 +24,14 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	w.buf = w.spare[:0]
 	w.mu.Unlock()
 	var ent []byte
+	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says). The
+	// CLOCK leaf comes first in the block, so that a verifier corrects the gap before anything after it.
+	mono := time.Now()
+	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - mono.Sub(w.lastMono); drift > clockStep || drift < -clockStep {
+		w.opts.Log.Warn().Dur("step", drift).Msg("wall clock stepped")
+		ent = w.addControl(ent, LeafClock, now, Clock{StepNanos: int64(drift)})
+	}
+	w.lastWall, w.lastMono = now, mono
 	// An epoch that should have ended long ago (the writer was frozen, the disk stalled, or the clock was
 	// stepped forward) is not used for what comes now: the next key is introduced under the identity
 	// key's signature, so that an epoch key never signs a leaf later than its epoch allows (MaxEpoch).
@@ -33,14 +41,6 @@ func (w *Writer) cycle(now time.Time, final bool) {
 			w.opts.Log.Error().Err(err).Msg("sign checkpoint")
 		}
 	}
-	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says). The
-	// CLOCK leaf comes before the events of the batch, so that a verifier corrects the gap before them.
-	mono := time.Now()
-	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - mono.Sub(w.lastMono); drift > clockStep || drift < -clockStep {
-		w.opts.Log.Warn().Dur("step", drift).Msg("wall clock stepped")
-		ent = w.addControl(ent, LeafClock, now, Clock{StepNanos: int64(drift)})
-	}
-	w.lastWall, w.lastMono = now, mono
 	// The batch already holds leaf entries: hash them in place, and build the (last) block on it.
 	n, start := len(batch), 0
 	for off := 0; off < len(batch); {

@@ -56,7 +56,8 @@ type streamState struct {
 	First      bool          `json:"first,omitempty"` // no leaf of the current segment read yet
 	PendingRec *Recovery     `json:"pending_rec,omitempty"`
 	SegLast    int64         `json:"seg_last,omitempty"`
-	CtlMax     int64         `json:"ctl_max,omitempty"`
+	LeafMax    int64         `json:"leaf_max,omitempty"`
+	CkTime     int64         `json:"ck_time,omitempty"`
 	Misplaced  bool          `json:"misplaced,omitempty"`
 	LastSealed string        `json:"last_sealed,omitempty"`
 	HaveSeal   bool          `json:"have_seal,omitempty"`
@@ -89,7 +90,7 @@ func (s *Stream) Snapshot() ([]byte, error) {
 		st.LastSeal, st.HaveSeal = *v.lastSeal, true
 	}
 	st.Current, st.SealIdx, st.First, st.PendingRec, st.SegLast = *v.seg, v.sealIdx, s.first, v.pendingRec, v.segLast
-	st.CtlMax, st.Misplaced, st.LastSealed = v.ctlMax, v.misplaced, v.lastSealed
+	st.LeafMax, st.CkTime, st.Misplaced, st.LastSealed = v.leafMax, v.ckTime, v.misplaced, v.lastSealed
 	t := &v.serials
 	st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted = t.have, t.hi, t.extra, t.extraN, t.counted
 	for _, m := range t.missing {
@@ -141,7 +142,7 @@ func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 		v.lastSeal = &seal
 	}
 	v.sealIdx, v.rootProblem, v.pendingRec, v.segLast = st.SealIdx, -1, st.PendingRec, st.SegLast
-	v.ctlMax, v.misplaced, v.lastSealed = st.CtlMax, st.Misplaced, st.LastSealed
+	v.leafMax, v.ckTime, v.misplaced, v.lastSealed = st.LeafMax, st.CkTime, st.Misplaced, st.LastSealed
 	v.missing, v.r.Latest = st.Missing, st.Latest
 	t := &v.serials
 	t.have, t.hi, t.extra, t.extraN, t.counted = st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted

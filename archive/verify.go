@@ -152,6 +152,17 @@ type Report struct {
 	Unsigned   *Tail           `json:"unsigned_tail,omitempty"`
 	Latest     string          `json:"latest_checkpoint,omitempty"` // the last valid signed checkpoint
 	Receipt    *ReceiptReport  `json:"receipt,omitempty"`           // the newest store receipt, when given
+	// Omitted counts what the report does not list: problems beyond the first 1000, LOST leaves and runs
+	// beyond the first 10000 (hostile archives can hold millions). The status counts them.
+	Omitted Omitted `json:"omitted,omitzero"`
+}
+
+// Omitted counts what a Report leaves out of its lists.
+type Omitted struct {
+	Problems int    `json:"problems,omitempty"`
+	Class    string `json:"class,omitempty"` // the worst class among the omitted problems
+	Lost     int    `json:"lost,omitempty"`
+	Runs     int    `json:"runs,omitempty"`
 }
 
 // ReceiptReport is what Verify found about the newest store receipt (VerifyOptions.Receipts).
@@ -215,7 +226,8 @@ type verifier struct {
 	epochLen   time.Duration // the epoch length the run declared, at most MaxEpoch
 	intro      *intro        // a START or KEY leaf waiting for the checkpoint that must follow it
 	interval   time.Duration // the heartbeat interval the run declared, at most MaxHeartbeat
-	ctlMax     int64         // the latest control-leaf time since the last checkpoint
+	leafMax    int64         // the latest leaf time since the last checkpoint (the epoch bound)
+	ckTime     int64         // lastTime at the last checkpoint that verified (coverage is judged by signed leaves)
 	blockLeafs int           // leaves in the block being read
 	unverified int           // index in Report.Problems of the open unverified stretch (-1: none)
 	unvFirst   uint64
@@ -326,14 +338,30 @@ func isLive(dir string) bool {
 	return false
 }
 
+// Bounds on a report's lists: hostile bytes can make a problem or a LOST leaf of every few bytes a block
+// decompresses to, so beyond these the report counts instead of listing (memory stays bounded).
+const (
+	maxProblems = 1000
+	maxListed   = 10000 // LOST leaves and runs
+)
+
 func (v *verifier) problem(class, code string, index *uint64, format string, args ...any) {
-	p := Problem{Class: class, Code: code, Index: index, Message: fmt.Sprintf(format, args...)}
 	if v.seg != nil {
-		p.Segment = v.seg.File
 		v.seg.Problems++
 		if class == Tampered {
 			v.seg.Status = SegmentFail
 		}
+	}
+	if len(v.r.Problems) >= maxProblems {
+		v.r.Omitted.Problems++
+		if class == Tampered || v.r.Omitted.Class == "" {
+			v.r.Omitted.Class = class
+		}
+		return
+	}
+	p := Problem{Class: class, Code: code, Index: index, Message: fmt.Sprintf(format, args...)}
+	if v.seg != nil {
+		p.Segment = v.seg.File
 	}
 	v.r.Problems = append(v.r.Problems, p)
 }
@@ -495,6 +523,7 @@ func (v *verifier) endBlock(off int64) {
 		v.problem(Tampered, CodeUnsigned, idx(v.ckSize), "leaves %d..%d in the block at offset %d are not covered by a checkpoint of their block (a writer signs every block it makes durable): they were appended without the epoch key, or their checkpoint was removed",
 			v.ckSize, v.tree.Size-1, off)
 		v.unverifiedFrom(v.ckSize, v.tree.Size)
+		v.lastTime = v.ckTime // their times say nothing: a silence is judged from the last signed leaf
 	}
 	v.blockLeafs = 0
 }
@@ -503,7 +532,7 @@ func (v *verifier) endBlock(off int64) {
 // about an unsealed end. torn is the length of the incomplete block at its end; last is true for the
 // archive's newest segment.
 func (v *verifier) endSegment(name string, torn int64, last bool) {
-	if v.rootRepeats > 0 {
+	if v.rootRepeats > 0 && v.rootProblem < len(v.r.Problems) {
 		v.r.Problems[v.rootProblem].Message += fmt.Sprintf("; the segment's %d later checkpoints disagree too, as they must once a leaf before them differs", v.rootRepeats)
 	}
 	v.seg.Leaves = v.tree.Size - v.seg.FirstIndex
@@ -546,7 +575,7 @@ func (v *verifier) adoptHeader(h SegmentHeader) bool {
 	v.ckGood = h.FirstIndex
 	v.breakChain()
 	v.lastSeal, v.pendingRec = nil, nil
-	v.lastTime, v.maxTime = 0, 0 // the time up to this segment is in the missing leaves, not a silence
+	v.lastTime, v.maxTime, v.ckTime = 0, 0, 0 // the time up to this segment is in the missing leaves, not a silence
 	v.serials = serialTracker{}
 	return true
 }
@@ -597,8 +626,8 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		v.pendingRec = nil
 	}
 	v.silence(i, l)
-	if l.Kind.control() && l.Time > v.ctlMax {
-		v.ctlMax = l.Time
+	if l.Time > v.leafMax {
+		v.leafMax = l.Time
 	}
 	if !l.Kind.control() {
 		v.kernel.add(eventKernelTime(p))
@@ -610,7 +639,11 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		}
 	case LeafLost:
 		ev := &l.Event
-		v.r.Lost = append(v.r.Lost, LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, First: ev.Lost.First, Last: ev.Lost.Last})
+		if len(v.r.Lost) < maxListed {
+			v.r.Lost = append(v.r.Lost, LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, First: ev.Lost.First, Last: ev.Lost.Last})
+		} else {
+			v.r.Omitted.Lost++
+		}
 		v.serials.lost(ev.Lost.First, ev.Lost.Last, ev.Lost.Count)
 	case LeafStart:
 		v.start(i, l)
@@ -768,7 +801,13 @@ func (v *verifier) start(i uint64, l *Leaf) {
 		v.pendingRec = nil
 	}
 	v.runOpen, v.runStart = true, i
-	v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
+	if len(v.r.Runs) < maxListed {
+		v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
+	} else {
+		v.r.Omitted.Runs++
+		v.r.Runs = v.r.Runs[:len(v.r.Runs)-1] // keep the newest run last, so that its end is recorded
+		v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
+	}
 	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
 }
 
@@ -804,8 +843,8 @@ func (v *verifier) adoptIntro(trusted bool) {
 // a KEY for the KEY's checkpoint, and otherwise the epoch key in charge.
 func (v *verifier) checkpointEntry(msg []byte) {
 	from := v.ckSize
-	ctlMax := v.ctlMax
-	v.ctlMax = 0
+	leafMax := v.leafMax
+	v.leafMax = 0
 	if len(msg) > maxNote {
 		v.problem(Tampered, CodeCheckpoint, nil, "checkpoint of %d bytes is beyond the format's limit of %d", len(msg), maxNote)
 		return
@@ -870,25 +909,31 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		if v.sigProblem >= 0 {
 			// The same key fails again: a consequence of the first failure, reported with it.
 			v.sigRepeats++
-			v.r.Problems[v.sigProblem].Message = fmt.Sprintf("%s; %d later checkpoints signed for this key fail too", v.sigFirst, v.sigRepeats)
+			v.lastTime = v.ckTime
+			if v.sigProblem < len(v.r.Problems) {
+				v.r.Problems[v.sigProblem].Message = fmt.Sprintf("%s; %d later checkpoints signed for this key fail too", v.sigFirst, v.sigRepeats)
+			}
 			if introducing {
 				v.adoptIntro(false)
 			}
 			v.unverifiedFrom(from, c.Size)
 			return
 		}
+		v.lastTime = v.ckTime
 		v.sigProblem, v.sigRepeats = len(v.r.Problems), 0
 		v.problem(Tampered, CodeSignature, idx(c.Size-1), "checkpoint for %d leaves: %v (epoch %d): it was re-signed with another key, or the key chain was altered", c.Size, serr, v.epoch)
-		v.sigFirst = v.r.Problems[v.sigProblem].Message
+		if v.sigProblem < len(v.r.Problems) {
+			v.sigFirst = v.r.Problems[v.sigProblem].Message
+		}
 		if introducing {
 			v.adoptIntro(false)
 		}
 		v.unverifiedFrom(from, c.Size)
 		return
 	}
-	if !byIdentity && ctlMax > v.epochStart+int64(v.epochLen+EpochSlack) {
-		v.problem(Tampered, CodeEpoch, idx(c.Size-1), "checkpoint for %d leaves is signed by the key of epoch %d, introduced at %s, but covers a leaf written at %s, after that epoch ended (%s later at most): the key was used after it should have been erased (stolen)",
-			c.Size, v.epoch, fmtTime(v.epochStart), fmtTime(ctlMax), v.epochLen+EpochSlack)
+	if !byIdentity && leafMax > v.epochStart+int64(v.epochLen+EpochSlack) {
+		v.problem(Tampered, CodeEpoch, idx(c.Size-1), "checkpoint for %d leaves is signed by the key of epoch %d, introduced at %s, but covers a leaf of %s, after that epoch ended (%s later at most): the key was used after it should have been erased (stolen)",
+			c.Size, v.epoch, fmtTime(v.epochStart), fmtTime(leafMax), v.epochLen+EpochSlack)
 		if introducing {
 			v.adoptIntro(false)
 		}
@@ -913,7 +958,7 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	if introducing {
 		v.adoptIntro(true)
 	}
-	v.diverged, v.ckGood = false, c.Size
+	v.diverged, v.ckGood, v.ckTime = false, c.Size, v.lastTime
 	v.seg.Checkpoints++
 	if from < v.seg.FirstIndex {
 		from = v.seg.FirstIndex
@@ -994,12 +1039,14 @@ func (v *verifier) finish() {
 		v.receiptUnseen(rc.Checkpoint)
 	}
 	r.Status = Pass
-	for _, p := range r.Problems {
+	for _, p := range append(r.Problems, Problem{Class: r.Omitted.Class}) {
 		if p.Class == Tampered {
 			r.Status = Tampered
 			break
 		}
-		r.Status = Incomplete
+		if p.Class == Incomplete {
+			r.Status = Incomplete
+		}
 	}
 }
 
