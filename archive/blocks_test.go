@@ -64,3 +64,21 @@ func TestBlocksCutAtFlushBytes(t *testing.T) {
 	}
 	t.Logf("%d events in %d signed blocks", n, cks)
 }
+
+// A report lists at most maxProblems problems and counts the rest, and its status still counts the worst
+// of them: an omitted tampering problem makes it TAMPERED.
+func TestReportOmits(t *testing.T) {
+	v, err := newVerifier(VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range maxProblems + 500 {
+		v.problem(Incomplete, CodeSilence, nil, "silence")
+	}
+	v.problem(Tampered, CodeRoot, nil, "root")
+	v.finish()
+	r := v.r
+	if len(r.Problems) != maxProblems || r.Omitted.Problems != 501 || r.Omitted.Class != Tampered || r.Status != Tampered {
+		t.Fatalf("%d problems listed, omitted %+v, status %s", len(r.Problems), r.Omitted, r.Status)
+	}
+}

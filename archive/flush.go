@@ -42,18 +42,19 @@ func (w *Writer) cycle(now time.Time, final bool) {
 		}
 	}
 	// The batch already holds leaf entries: hash them in place, and build the (last) block on it.
-	n, start := len(batch), 0
+	n, start, leaves := len(batch), 0, len(ent)/entryHead // (ent holds at most a few control leaves)
 	for off := 0; off < len(batch); {
 		l := entryHead + int(binary.LittleEndian.Uint32(batch[off+1:]))
 		w.leafAdded(batch[off+entryHead:off+l], now)
 		off += l
-		if off-start >= w.opts.FlushBytes && off < len(batch) {
+		leaves++
+		if (off-start >= w.opts.FlushBytes || leaves >= MaxBlockLeaves-8) && off < len(batch) {
 			blk, err := w.checkpoint(append(ent, batch[start:off]...), w.key, now)
 			if err != nil {
 				w.opts.Log.Error().Err(err).Msg("sign checkpoint")
 			}
 			w.queue(w.seg.f, blk, off-start, false)
-			ent, start = nil, off
+			ent, start, leaves = nil, off, 0
 		}
 	}
 	if ent == nil {

@@ -18,6 +18,12 @@ const (
 	MaxLeaf = 4 << 20
 	// MaxRecords bounds the records of one event leaf (an exec of 401 arguments spans a few dozen).
 	MaxRecords = 4096
+	// MaxBlockLeaves bounds the leaves of one block (the writer cuts a block there too): with MaxBlock it
+	// bounds the hashing one block can cost.
+	MaxBlockLeaves = 1 << 16
+	// maxBlockProblems: a block that raises more tampering problems than this is not read further (the
+	// rest of its segment is damaged), so a few hostile bytes cannot cost a reader much CPU.
+	maxBlockProblems = 16
 	// maxHeader bounds a segment header's JSON.
 	maxHeader = 64 << 10
 	// maxNote bounds a signed checkpoint.

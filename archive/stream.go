@@ -193,6 +193,7 @@ func (s *Stream) decode() {
 			p = len(s.buf)
 			return
 		}
+		before, leaves := v.tamperedCount(), 0
 		for e := s.dec; len(e) > 0 && s.state != streamSkip; {
 			typ, payload, next, err := nextEntry(e)
 			if err != nil {
@@ -200,7 +201,17 @@ func (s *Stream) decode() {
 				break
 			}
 			e = next
+			if typ == entryLeaf {
+				if leaves++; leaves > MaxBlockLeaves {
+					s.damaged(off, fmt.Sprintf("block holds more than %d leaves", MaxBlockLeaves))
+					break
+				}
+			}
 			s.entry(off, typ, payload)
+			if v.tamperedCount()-before > maxBlockProblems && s.state != streamSkip {
+				s.damaged(off, fmt.Sprintf("block raised more than %d problems; the rest of it is not read", maxBlockProblems))
+				break
+			}
 		}
 		if s.state == streamSkip {
 			p = len(s.buf)

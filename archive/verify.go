@@ -234,6 +234,7 @@ type verifier struct {
 	sigProblem int    // index in Report.Problems of the first signature failure under the current key (-1: none)
 	sigRepeats int    // later failures under the same key
 	sigFirst   string // that problem's own message
+	tampered   int    // tampering problems raised, listed or not
 
 	lastTime   int64 // time of the latest leaf, in the wall clock's current frame (silences)
 	maxTime    int64
@@ -346,6 +347,9 @@ const (
 )
 
 func (v *verifier) problem(class, code string, index *uint64, format string, args ...any) {
+	if class == Tampered {
+		v.tampered++
+	}
 	if v.seg != nil {
 		v.seg.Problems++
 		if class == Tampered {
@@ -810,6 +814,9 @@ func (v *verifier) start(i uint64, l *Leaf) {
 	}
 	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
 }
+
+// tamperedCount is the number of tampering problems raised so far.
+func (v *verifier) tamperedCount() int { return v.tampered }
 
 // endedRun records how the open run ended, when its report is there.
 func (v *verifier) endedRun(how string) {
