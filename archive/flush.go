@@ -23,6 +23,11 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	batch := w.buf
 	w.buf = w.spare[:0]
 	w.mu.Unlock()
+	// Events appended after the flusher read the clock are in the batch: the block's time is read after
+	// taking it, so that no leaf it signs is later than the time its epoch is judged by.
+	if t := w.opts.Now(); t.After(now) {
+		now = t
+	}
 	var ent []byte
 	// The wall clock against the monotonic one (time.Now's reading, whatever the clock option says). The
 	// CLOCK leaf comes first in the block, so that a verifier corrects the gap before anything after it.
