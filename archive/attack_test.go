@@ -566,8 +566,9 @@ func TestAttackForgeryAfterGap(t *testing.T) {
 			forgedLeaves := f.tree.Size - fx.segs[c.keep+1].header(t).FirstIndex
 			t.Logf("forged %d segments, %d leaves after leaf %d", len(forgedFiles), forgedLeaves, fx.segs[c.keep+1].header(t).FirstIndex)
 
-			codes := []string{c.gap, CodeUnverified}
-			r := verifyAttack(t, dir, fx.pinned(), Incomplete, codes...)
+			// The forger's KEY leaves are not signed by the identity key, as every KEY must be: TAMPERED.
+			codes := []string{c.gap, CodeSignature, CodeUnverified}
+			r := verifyAttack(t, dir, fx.pinned(), Tampered, codes...)
 			var genuine uint64
 			for _, s := range r.Segments {
 				if slices.Contains(forgedFiles, filepath.Join(dir, s.File)) {

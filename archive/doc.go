@@ -9,11 +9,14 @@
 //   - Append never blocks on the disk. An event counts as archived (Stats' durable size) only once the
 //     block holding it is written and, under the default sync policy, fsynced. What cannot be kept is
 //     counted and written as a LOST leaf, never dropped silently.
+//   - Every block that holds leaves ends with a checkpoint that signs them: no durable leaf is unsigned.
 //   - Every checkpoint is signed by the key that must sign it: the host identity key for the checkpoint
-//     covering a START leaf, otherwise the current epoch key. An epoch key lives only in memory and is
-//     overwritten once the next has been introduced by a KEY leaf under a checkpoint it signed, so stealing
-//     the current key cannot re-sign anything before the current epoch.
-//   - After a crash nothing is repaired: the next run records the torn or unsigned tail in its START leaf.
+//     covering a START or KEY leaf, otherwise the current epoch key, and only within its epoch. An epoch
+//     key lives only in memory and is overwritten once the next has been introduced, so stealing the
+//     current key cannot re-sign anything before the current epoch, nor sign anything after it.
+//   - After a crash nothing is repaired: the next run records the torn tail in its START leaf.
+//   - Trust is derived from the identity key alone (never from a segment header), and every length read
+//     from a segment is bounded (limits.go) before anything is allocated for it.
 //
 // Verify proves these properties of an archive directory, or reports exactly where they fail.
 package archive

@@ -38,11 +38,11 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	}
 	w.lastWall, w.lastMono = now, mono
 	// An epoch that should have ended long ago (the writer was frozen, the disk stalled, or the clock was
-	// stepped forward) is not used for what comes now: the next key is introduced under the identity
-	// key's signature, so that an epoch key never signs a leaf later than its epoch allows (MaxEpoch).
+	// stepped forward) is not used for what comes now: the next key is introduced before the batch, so
+	// that an epoch key never signs a leaf later than its epoch allows (MaxEpoch).
 	if now.Sub(w.epochStart) > w.opts.EpochDuration+EpochSlack/2 {
 		var err error
-		if ent, err = w.rekey(ent, now, w.opts.Identity.Signer); err != nil {
+		if ent, err = w.rekey(ent, now); err != nil {
 			w.opts.Log.Error().Err(err).Msg("sign checkpoint")
 		}
 	}
@@ -75,7 +75,7 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	var err error
 	switch {
 	case now.Sub(w.epochStart) >= w.opts.EpochDuration && !final:
-		ent, err = w.rekey(ent, now, w.key)
+		ent, err = w.rekey(ent, now)
 	case w.tree.Size > w.ckSize && !final && !rotating:
 		ent, err = w.checkpoint(ent, w.key, now)
 	}
@@ -142,16 +142,16 @@ func (w *Writer) checkpoint(ent []byte, s note.Signer, now time.Time) ([]byte, e
 	return appendEntry(ent, entryCheckpoint, msg), nil
 }
 
-// rekey introduces the next epoch key with a KEY leaf, signs a checkpoint covering it with s (the current
-// key, or the identity key when the current epoch is long over), and erases the current key: from then
-// on nothing before this point can be signed again.
-func (w *Writer) rekey(ent []byte, now time.Time, s note.Signer) ([]byte, error) {
+// rekey introduces the next epoch key with a KEY leaf, signs a checkpoint covering it with the identity
+// key, and erases the current key: from then on nothing before this point can be signed again. The
+// identity key signs every re-key, so that a stolen epoch key cannot introduce keys of its thief's own.
+func (w *Writer) rekey(ent []byte, now time.Time) ([]byte, error) {
 	next, err := newEpochKey(w.origin, w.key.epoch+1)
 	if err != nil {
 		return ent, err
 	}
 	ent = w.addControl(ent, LeafKey, now, Key{EpochKey: next.vkey, Epoch: next.epoch})
-	ent, err = w.checkpoint(ent, s, now)
+	ent, err = w.checkpoint(ent, w.opts.Identity.Signer, now)
 	if err != nil {
 		return ent, err
 	}

@@ -47,6 +47,9 @@ type Follower struct {
 	pIdx  uint64 // index of the next leaf in p
 	after int64  // file offset of the block after the current one
 	leaf  Leaf
+	// derived: the cursor's First was counted from its segment, not taken from the cursor (a cursor file
+	// is the consumer's bookkeeping: whoever can edit it must not make the follower mislabel leaves).
+	derived bool
 }
 
 // NewFollower returns a follower of the archive in dir, written by src (nil when no writer runs), that
@@ -251,9 +254,19 @@ func (f *Follower) block() (bool, error) {
 				return false, f.skip(err)
 			}
 			f.p = nil
-			f.cur.Offset, f.cur.First = f.after, h.FirstIndex
+			f.cur.Offset, f.cur.First, f.derived = f.after, h.FirstIndex, true
 			f.cur.Index = max(f.cur.Index, h.FirstIndex)
 			continue
+		}
+		if !f.derived {
+			first, err := f.firstAt(f.cur.Segment, off)
+			if err != nil {
+				return false, f.skip(err)
+			}
+			if f.cur.Index < first {
+				f.cur.Index = first
+			}
+			f.cur.First, f.derived = first, true
 		}
 		// Leaves of this block before the cursor's Index were returned before (a restart): skip them.
 		f.pIdx = f.cur.First
@@ -266,6 +279,9 @@ func (f *Follower) block() (bool, error) {
 			if typ == entryLeaf {
 				f.pIdx++
 			}
+		}
+		if f.pIdx < f.cur.Index {
+			return false, f.skip(fmt.Errorf("the cursor's next leaf %d is past the block at offset %d, which ends before leaf %d", f.cur.Index, off, f.pIdx))
 		}
 		if !hasLeaf(f.p) {
 			f.p = nil
@@ -291,10 +307,45 @@ func hasLeaf(p []byte) bool {
 	return false
 }
 
+// firstAt counts the leaves of segment name before the block at off: the index of that block's first
+// leaf. It reads the segment from its start once, when a follower resumes inside it.
+func (f *Follower) firstAt(name string, off int64) (uint64, error) {
+	s, err := openSegment(filepath.Join(f.dir, name))
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	h, err := s.readHeader()
+	if err != nil {
+		return 0, err
+	}
+	n := h.FirstIndex
+	for s.off < off {
+		if err := s.nextBlock(); err != nil {
+			return 0, fmt.Errorf("resuming at offset %d: %w", off, err)
+		}
+		for p := s.p; len(p) > 0; {
+			typ, _, rest, err := nextEntry(p)
+			if err != nil {
+				return 0, err
+			}
+			if typ == entryLeaf {
+				n++
+			}
+			p = rest
+		}
+		s.p = nil
+	}
+	if s.off != off {
+		return 0, fmt.Errorf("the cursor's offset %d is not where a block of %s starts", off, name)
+	}
+	return n, nil
+}
+
 // enter moves the cursor to the start of segment name.
 func (f *Follower) enter(name string) {
 	f.Close()
-	f.p = nil
+	f.p, f.derived = nil, false
 	f.cur.Segment, f.cur.Offset, f.cur.First = name, 0, f.cur.Index
 }
 
@@ -342,11 +393,14 @@ func LoadCursor(path string) (Cursor, error) {
 	if c.Segment != "" && !nameMatchesPattern(c.Segment) {
 		return c, fmt.Errorf("cursor %s: %q is not a segment name", path, c.Segment)
 	}
+	if c.Offset < 0 || c.Index < c.First || (c.Segment == "" && c.Offset != 0) {
+		return c, fmt.Errorf("cursor %s: offset %d, first %d, index %d do not name a leaf", path, c.Offset, c.First, c.Index)
+	}
 	return c, nil
 }
 
 func nameMatchesPattern(name string) bool {
-	_, ok := parseSegmentName(name)
+	_, ok := ParseSegmentName(name)
 	return ok
 }
 

@@ -21,6 +21,9 @@ const (
 	// MaxBlockLeaves bounds the leaves of one block (the writer cuts a block there too): with MaxBlock it
 	// bounds the hashing one block can cost.
 	MaxBlockLeaves = 1 << 16
+	// maxBlockCheckpoints bounds the checkpoints of one block (a writer puts one or two in a block, three
+	// with a seal): each costs a signature check.
+	maxBlockCheckpoints = 8
 	// maxBlockProblems: a block that raises more tampering problems than this is not read further (the
 	// rest of its segment is damaged), so a few hostile bytes cannot cost a reader much CPU.
 	maxBlockProblems = 16

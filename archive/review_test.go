@@ -209,19 +209,19 @@ func TestReviewSegmentNameCanonical(t *testing.T) {
 		"seg-+0000000000000000500-20240101T000000Z.aseg",
 		"seg- 0000000000000000500-20240101T000000Z.aseg",
 	} {
-		if first, ok := parseSegmentName(name); ok {
+		if first, ok := ParseSegmentName(name); ok {
 			t.Errorf("HOLE (low): %q is taken as the name of a segment starting at leaf %d (verify.go parseSegmentName: Sscanf %%020d skips leading spaces "+
 				"where a digit must be), and it sorts before seg-00000000000000000001-…", name, first)
 		}
 	}
-	if _, ok := parseSegmentName("seg-00000000000000000500-20240101T000000Z.aseg"); !ok {
+	if _, ok := ParseSegmentName("seg-00000000000000000500-20240101T000000Z.aseg"); !ok {
 		t.Error("a canonical name is refused")
 	}
 }
 
 // ---- defences that held ----
 
-// TestReviewLateKeyByStolenKey: the identity-key retry for a late KEY does not let a stolen epoch key sign
+// TestReviewLateKeyByStolenKey (now: every KEY must be signed by the identity key, so a stolen key's KEY is a signature problem): the identity-key retry for a late KEY does not let a stolen epoch key sign
 // a KEY after its epoch: the KEY checkpoint verifies under the stolen key, so the epoch check applies.
 func TestReviewLateKeyByStolenKey(t *testing.T) {
 	fx := newAttackFixture(t, true)
@@ -243,7 +243,7 @@ func TestReviewLateKeyByStolenKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != Tampered || !slices.Contains(codeSet(r), CodeEpoch) || r.Verified != genuine {
+	if r.Status != Tampered || !slices.Contains(codeSet(r), CodeSignature) || r.Verified != genuine {
 		t.Errorf("a late KEY signed by the stolen key: %s, %d verified (%d genuine)%s", r.Status, r.Verified, genuine, problemText(r))
 	}
 	noForgedLatest(t, dir, fx.pinned(), f.signed)

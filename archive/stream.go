@@ -193,7 +193,7 @@ func (s *Stream) decode() {
 			p = len(s.buf)
 			return
 		}
-		before, leaves := v.tamperedCount(), 0
+		before, leaves, cks := v.tamperedCount(), 0, 0
 		for e := s.dec; len(e) > 0 && s.state != streamSkip; {
 			typ, payload, next, err := nextEntry(e)
 			if err != nil {
@@ -201,11 +201,18 @@ func (s *Stream) decode() {
 				break
 			}
 			e = next
-			if typ == entryLeaf {
+			switch typ {
+			case entryLeaf:
 				if leaves++; leaves > MaxBlockLeaves {
 					s.damaged(off, fmt.Sprintf("block holds more than %d leaves", MaxBlockLeaves))
-					break
 				}
+			case entryCheckpoint:
+				if cks++; cks > maxBlockCheckpoints {
+					s.damaged(off, fmt.Sprintf("block holds more than %d checkpoints", maxBlockCheckpoints))
+				}
+			}
+			if s.state == streamSkip {
+				break
 			}
 			s.entry(off, typ, payload)
 			if v.tamperedCount()-before > maxBlockProblems && s.state != streamSkip {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -275,7 +276,8 @@ func newVerifier(opts VerifyOptions) (*verifier, error) {
 		opts.Now = time.Now()
 	}
 	r := &Report{Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}}
-	v := &verifier{opts: opts, r: r, interval: DefaultHeartbeat, epochLen: MaxEpoch, unverified: -1, sigProblem: -1}
+	v := &verifier{opts: opts, r: r, interval: DefaultHeartbeat, epochLen: MaxEpoch, unverified: -1, sigProblem: -1,
+		lastTime: noTime, ckTime: noTime}
 	if opts.Key != nil {
 		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
 	}
@@ -339,6 +341,9 @@ func isLive(dir string) bool {
 	return false
 }
 
+// noTime is a time no leaf has yet: any int64, 0 included, is a leaf time an archive may hold.
+const noTime = math.MinInt64
+
 // Bounds on a report's lists: hostile bytes can make a problem or a LOST leaf of every few bytes a block
 // decompresses to, so beyond these the report counts instead of listing (memory stays bounded).
 const (
@@ -379,24 +384,40 @@ func fmtTime(ns int64) string {
 	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
 }
 
-// parseSegmentName returns the first leaf index a segment's file name gives.
-func parseSegmentName(name string) (uint64, bool) {
+// ParseSegmentName returns the first leaf index a segment's file name gives: exactly
+// seg-<20 digits>-<YYYYMMDDThhmmssZ>.aseg, one spelling per segment (no signs, spaces or paths).
+func ParseSegmentName(name string) (uint64, bool) {
+	const form = "seg-00000000000000000000-00000000T000000Z.aseg"
+	if len(name) != len(form) {
+		return 0, false
+	}
 	var first uint64
-	var stamp string
-	if len(name) != len("seg-00000000000000000000-20060102T150405Z.aseg") {
-		return 0, false
+	for i := range len(form) {
+		c := name[i]
+		if form[i] != '0' {
+			if c != form[i] {
+				return 0, false
+			}
+			continue
+		}
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if i >= 4 && i < 24 {
+			if first > (1<<64-1-uint64(c-'0'))/10 {
+				return 0, false
+			}
+			first = first*10 + uint64(c-'0')
+		}
 	}
-	if n, err := fmt.Sscanf(name, "seg-%020d-%s", &first, &stamp); n != 2 || err != nil {
-		return 0, false
-	}
-	if _, err := time.Parse("20060102T150405Z.aseg", stamp); err != nil {
+	if _, err := time.Parse("20060102T150405Z", name[25:41]); err != nil {
 		return 0, false
 	}
 	return first, true
 }
 
 func nameMatches(name string, first uint64) bool {
-	n, ok := parseSegmentName(name)
+	n, ok := ParseSegmentName(name)
 	return ok && n == first
 }
 
@@ -579,7 +600,7 @@ func (v *verifier) adoptHeader(h SegmentHeader) bool {
 	v.ckGood = h.FirstIndex
 	v.breakChain()
 	v.lastSeal, v.pendingRec = nil, nil
-	v.lastTime, v.maxTime, v.ckTime = 0, 0, 0 // the time up to this segment is in the missing leaves, not a silence
+	v.lastTime, v.maxTime, v.ckTime = noTime, 0, noTime // the time up to this segment is in the missing leaves, not a silence
 	v.serials = serialTracker{}
 	return true
 }
@@ -675,7 +696,9 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		if v.key != nil && k.Epoch != v.epoch+1 {
 			v.problem(Tampered, CodeKeyChain, idx(i), "KEY leaf introduces epoch %d after epoch %d", k.Epoch, v.epoch)
 		}
-		v.intro = &intro{index: i, time: l.Time, signer: v.key, vkey: k.EpochKey, epoch: k.Epoch, kind: LeafKey}
+		// The identity key signs every re-key (the checkpoint after a KEY leaf), as it signs every START:
+		// whoever steals an epoch key cannot introduce keys of their own and so cannot sign past its epoch.
+		v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: k.EpochKey, epoch: k.Epoch, kind: LeafKey}
 	case LeafSeal:
 		var sl Seal
 		if err := json.Unmarshal(l.Body, &sl); err != nil {
@@ -705,7 +728,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 // downtime.
 func (v *verifier) silence(i uint64, l *Leaf) {
 	t := l.Time
-	if v.runOpen && v.lastTime != 0 && !v.gap {
+	if v.runOpen && v.lastTime != noTime && !v.gap {
 		gap := time.Duration(t - v.lastTime)
 		how := "the daemon was stopped, frozen or its records removed"
 		if l.Kind == LeafClock {
@@ -723,7 +746,7 @@ func (v *verifier) silence(i uint64, l *Leaf) {
 				gap.Round(time.Millisecond), fmtTime(v.lastTime), fmtTime(t), how)
 		}
 	}
-	if l.Kind == LeafClock || t > v.lastTime {
+	if l.Kind == LeafClock || v.lastTime == noTime || t > v.lastTime {
 		v.lastTime = t
 	}
 	if t > v.maxTime {
@@ -846,8 +869,7 @@ func (v *verifier) adoptIntro(trusted bool) {
 
 // checkpointEntry verifies a signed checkpoint against the tree recomputed so far. It verifies the leaves
 // since the checkpoint before it when it is signed by the key the chain says must sign it: the identity
-// key for the checkpoint of a START (or of a KEY introduced late, after its epoch), the epoch key before
-// a KEY for the KEY's checkpoint, and otherwise the epoch key in charge.
+// key for the checkpoint of a START or a KEY, and otherwise the epoch key in charge (within its epoch).
 func (v *verifier) checkpointEntry(msg []byte) {
 	from := v.ckSize
 	leafMax := v.leafMax
@@ -885,9 +907,9 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	v.segCks++
 	signer, byIdentity := v.key, false
 	if introducing {
-		signer, byIdentity = v.intro.signer, v.intro.kind == LeafStart
+		signer, byIdentity = v.intro.signer, true
 	}
-	if signer == nil && !(introducing && v.intro.kind == LeafKey && v.identity != nil) {
+	if signer == nil {
 		// After a gap: no key derived from the identity key is in charge until the next START.
 		if introducing {
 			v.adoptIntro(false)
@@ -895,23 +917,7 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		v.unverifiedFrom(from, c.Size)
 		return
 	}
-	serr := errors.New("no key derived from the identity key is in charge")
-	if signer != nil {
-		_, serr = OpenCheckpoint(msg, signer)
-	}
-	if serr != nil && introducing && v.intro.kind == LeafKey && v.identity != nil {
-		// A KEY introduced after its epoch's end is signed by the identity key (the writer was frozen,
-		// its disk stalled or its clock stepped forward): the expired key signs nothing late.
-		if _, err := OpenCheckpoint(msg, v.identity); err == nil {
-			byIdentity, serr = true, nil
-		}
-	}
-	if serr != nil && signer == nil {
-		// After a gap, a KEY that the identity key did not sign chains nothing.
-		v.adoptIntro(false)
-		v.unverifiedFrom(from, c.Size)
-		return
-	}
+	_, serr := OpenCheckpoint(msg, signer)
 	if serr != nil {
 		if v.sigProblem >= 0 {
 			// The same key fails again: a consequence of the first failure, reported with it.
@@ -1021,7 +1027,7 @@ func (v *verifier) finish() {
 	if v.runOpen {
 		if r.Live {
 			v.endedRun("running")
-			if gap := v.opts.Now.Sub(time.Unix(0, v.lastTime)); v.lastTime != 0 && gap > v.interval+v.opts.Grace {
+			if gap := v.opts.Now.Sub(time.Unix(0, v.lastTime)); v.lastTime != noTime && gap > v.interval+v.opts.Grace {
 				v.problem(Incomplete, CodeSilence, nil, "the writer holds the archive but has recorded nothing for %s (since %s): it is stopped or frozen",
 					gap.Round(time.Second), fmtTime(v.lastTime))
 			}

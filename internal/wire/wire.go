@@ -25,6 +25,8 @@ import (
 	"io"
 	"math/big"
 	"time"
+
+	"github.com/auditarch/auditarch/archive"
 )
 
 // Frame types.
@@ -199,25 +201,10 @@ func ParseData(p []byte) (seq uint64, name string, off int64, data []byte, err e
 	return seq, name, off, data, nil
 }
 
-// segmentNameForm is the form of a segment file name; '0' stands for any digit.
-const segmentNameForm = "seg-00000000000000000000-00000000T000000Z.aseg"
-
 // isSegmentName reports whether name has the form of a segment file name (and so is no path).
 func isSegmentName(name string) bool {
-	if len(name) != len(segmentNameForm) {
-		return false
-	}
-	for i := range len(segmentNameForm) {
-		c := name[i]
-		if segmentNameForm[i] == '0' {
-			if c < '0' || c > '9' {
-				return false
-			}
-		} else if c != segmentNameForm[i] {
-			return false
-		}
-	}
-	return true
+	_, ok := archive.ParseSegmentName(name)
+	return ok
 }
 
 // Certificate returns a self-signed TLS certificate for key, named cn. Only its key matters: the peer
