@@ -33,6 +33,9 @@ type Capture struct {
 	Tap func(typ uint16, text []byte)
 	// Reregistered counts how often the kernel had dropped the daemon and it registered again.
 	Reregistered int
+	// Baseline is the kernel's lost counter at the capture's first reading: every increase after it is
+	// reported as LOST events, none before it. Set by Run before it reads any record.
+	Baseline uint32
 
 	lost      uint32
 	lostKnown bool
@@ -167,7 +170,7 @@ func (c *Capture) lostStatus(st *libaudit.AuditStatus, err error, now int64) {
 		c.recheck = true
 	}
 	if !c.lostKnown {
-		c.lost, c.lostKnown = st.Lost, true
+		c.lost, c.lostKnown, c.Baseline = st.Lost, true, st.Lost
 		if st.Lost > 0 {
 			c.Log.Info().Uint32("lost", st.Lost).Msg("kernel lost counter before capture started")
 		}
