@@ -404,20 +404,15 @@ func nameMatchesPattern(name string) bool {
 	return ok
 }
 
-// SaveCursor writes c to path durably: a temporary file, fsynced, renamed over path, the directory
-// fsynced. A crash leaves the old cursor or the new one, never a torn one.
+// SaveCursor writes c to path durably (durable.Replace): a crash leaves the old cursor or the new one,
+// never a torn one.
 func SaveCursor(path string, c Cursor) error {
 	data, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	if err := durable.Create(tmp, append(data, '\n'), 0o600); err != nil {
+	if err := durable.Replace(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save cursor: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save cursor: %w", err)
-	}
-	return durable.SyncDir(filepath.Dir(path))
+	return nil
 }

@@ -60,12 +60,13 @@ func NewStream(opts VerifyOptions) *Stream {
 	return &Stream{v: v}
 }
 
-// feedFile writes a whole segment file into the stream, reading it through buf. Only an error reading
-// the file is returned.
-func (s *Stream) feedFile(path string, buf []byte) error {
+// WriteFile writes a whole segment file into the stream, reading it through buf, and returns its
+// length. Only an error reading the file (or ErrStreamOrder) is returned; what the bytes hold is in the
+// report, as for Write.
+func (s *Stream) WriteFile(path string, buf []byte) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	name := filepath.Base(path)
@@ -74,15 +75,15 @@ func (s *Stream) feedFile(path string, buf []byte) error {
 		n, err := f.Read(buf)
 		if n > 0 || off == 0 {
 			if _, werr := s.Write(name, off, buf[:n]); werr != nil {
-				return werr
+				return 0, werr
 			}
 			off += int64(n)
 		}
 		if err == io.EOF {
-			return nil
+			return off, nil
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
+			return 0, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
 }

@@ -319,7 +319,7 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 	s := &Stream{v: v}
 	buf := make([]byte, 1<<20)
 	for _, path := range files {
-		if err := s.feedFile(path, buf); err != nil {
+		if _, err := s.WriteFile(path, buf); err != nil {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -135,21 +134,15 @@ const maxStateFile = 1 << 20
 
 // saveState replaces the area's state file with snap, durably.
 func (h *host) saveState(snap []byte) error {
-	path := filepath.Join(h.dir, StateFile)
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	if err := durable.Create(tmp, snap, 0o600); err != nil {
+	if err := durable.Replace(filepath.Join(h.dir, StateFile), snap, 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return durable.SyncDir(h.dir)
+	return nil
 }
 
 // segments lists the area's segment files in name order.
 func (h *host) segments() ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(h.dir, "seg-*.aseg"))
+	files, err := filepath.Glob(filepath.Join(h.dir, archive.SegmentPattern))
 	sort.Strings(files)
 	return files, err
 }
@@ -173,7 +166,7 @@ func (h *host) load() error {
 	buf := make([]byte, 1<<20)
 	var snap []byte
 	for _, f := range files {
-		n, err := feed(st, f, buf)
+		n, err := st.WriteFile(f, buf)
 		if err != nil {
 			return err
 		}
@@ -213,32 +206,6 @@ func (h *host) load() error {
 	h.heartbeat = st.Heartbeat()
 	h.smu.Unlock()
 	return nil
-}
-
-// feed writes the segment file path into st through buf and returns its length.
-func feed(st *archive.Stream, path string, buf []byte) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	name := filepath.Base(path)
-	var off int64
-	for {
-		n, err := f.Read(buf)
-		if n > 0 || off == 0 {
-			if _, werr := st.Write(name, off, buf[:n]); werr != nil {
-				return 0, werr
-			}
-			off += int64(n)
-		}
-		if err == io.EOF {
-			return off, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
 }
 
 // countEvidence counts the refusals evidence/ holds and their bytes.

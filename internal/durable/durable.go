@@ -41,6 +41,21 @@ func Create(path string, data []byte, mode fs.FileMode) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// Replace replaces path with a file holding data: a temporary file beside it is created and fsynced,
+// renamed over path, and the directory fsynced. A crash leaves the old file or the new one, never a torn
+// one.
+func Replace(path string, data []byte, mode fs.FileMode) error {
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	if err := Create(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
 // SyncDir fsyncs a directory: the names created, renamed or removed in it survive a crash.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
