@@ -390,18 +390,13 @@ func LoadCursor(path string) (Cursor, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return c, fmt.Errorf("cursor %s: %w", path, err)
 	}
-	if c.Segment != "" && !nameMatchesPattern(c.Segment) {
+	if _, ok := ParseSegmentName(c.Segment); c.Segment != "" && !ok {
 		return c, fmt.Errorf("cursor %s: %q is not a segment name", path, c.Segment)
 	}
 	if c.Offset < 0 || c.Index < c.First || (c.Segment == "" && c.Offset != 0) {
 		return c, fmt.Errorf("cursor %s: offset %d, first %d, index %d do not name a leaf", path, c.Offset, c.First, c.Index)
 	}
 	return c, nil
-}
-
-func nameMatchesPattern(name string) bool {
-	_, ok := ParseSegmentName(name)
-	return ok
 }
 
 // SaveCursor writes c to path durably (durable.Replace): a crash leaves the old cursor or the new one,

@@ -194,7 +194,7 @@ func (s *Stream) decode() {
 			p = len(s.buf)
 			return
 		}
-		before, leaves, cks := v.tamperedCount(), 0, 0
+		before, leaves, cks := v.tampered, 0, 0
 		for e := s.dec; len(e) > 0 && s.state != streamSkip; {
 			typ, payload, next, err := nextEntry(e)
 			if err != nil {
@@ -216,7 +216,7 @@ func (s *Stream) decode() {
 				break
 			}
 			s.entry(off, typ, payload)
-			if v.tamperedCount()-before > maxBlockProblems && s.state != streamSkip {
+			if v.tampered-before > maxBlockProblems && s.state != streamSkip {
 				s.damaged(off, fmt.Sprintf("block raised more than %d problems; the rest of it is not read", maxBlockProblems))
 				break
 			}

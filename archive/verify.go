@@ -838,9 +838,6 @@ func (v *verifier) start(i uint64, l *Leaf) {
 	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
 }
 
-// tamperedCount is the number of tampering problems raised so far.
-func (v *verifier) tamperedCount() int { return v.tampered }
-
 // endedRun records how the open run ended, when its report is there.
 func (v *verifier) endedRun(how string) {
 	if n := len(v.r.Runs); n > 0 {

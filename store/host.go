@@ -76,7 +76,7 @@ func (s *Server) loadHost(origin string) (*host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: host %s: %w", origin, err)
 	}
-	h := &host{origin: origin, dir: dir, pub: pub, id: id, lastData: time.Now(), heartbeat: 10 * time.Second}
+	h := &host{origin: origin, dir: dir, pub: pub, id: id, lastData: time.Now(), heartbeat: archive.DefaultHeartbeat}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.countEvidence(); err != nil {

@@ -185,7 +185,7 @@ func Open(cfg Config) (*Server, error) {
 		cfg.Name = "auditarch-store"
 	}
 	if cfg.Grace <= 0 {
-		cfg.Grace = 5 * time.Second
+		cfg.Grace = archive.DefaultGrace
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 2 * time.Minute
