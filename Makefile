@@ -28,7 +28,7 @@ test: deps lint
 # shipping: syscall-to-durable-on-the-store latency (p50/p99 at 1k and 10k events/s) for auditarch → its
 # store and auditd + audisp-remote → a second auditd, and catch-up after a 5-minute outage.
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/
+	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/...
 	$(GO) test -run '^$$' -bench CatchUp -benchtime 1x ./forward/
 	$(GO) test -run '^$$' -bench StoreStart -benchtime 1x ./store/
 	$(GO) run ./bench/cmd/searchbench -out bench-out -auditarch $(BIN)

@@ -46,7 +46,7 @@ func ParseCheckpoint(text string) (Checkpoint, error) {
 		return c, fmt.Errorf("checkpoint size %q is not a decimal number", lines[1])
 	}
 	c.Size = size
-	root, err := decodeB64(lines[2])
+	root, err := DecodeBase64(lines[2])
 	if err != nil || len(root) != tlog.HashSize {
 		return c, errors.New("checkpoint root is not a base64 SHA-256 hash")
 	}
@@ -54,16 +54,16 @@ func ParseCheckpoint(text string) (Checkpoint, error) {
 	return c, nil
 }
 
-// decodeB64 decodes padded standard base64 in its one canonical form: Strict still skips CR and LF.
-func decodeB64(s string) ([]byte, error) {
+// DecodeBase64 decodes padded standard base64 in its one canonical form: Strict still skips CR and LF.
+func DecodeBase64(s string) ([]byte, error) {
 	if strings.ContainsAny(s, "\r\n") {
 		return nil, errors.New("line break in base64")
 	}
 	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
-// signCheckpoint returns the signed note of c.
-func signCheckpoint(c Checkpoint, s note.Signer) ([]byte, error) {
+// SignCheckpoint returns the signed note of c.
+func SignCheckpoint(c Checkpoint, s note.Signer) ([]byte, error) {
 	return note.Sign(&note.Note{Text: c.Text()}, s)
 }
 
@@ -102,8 +102,8 @@ func OpenCheckpoint(msg []byte, v note.Verifier) (Checkpoint, error) {
 // ErrSignature is wrapped when a checkpoint is not signed by the key that must sign it.
 var ErrSignature = errors.New("bad signature")
 
-// peekCheckpoint parses a signed checkpoint's body without checking any signature.
-func peekCheckpoint(msg []byte) (Checkpoint, error) {
+// PeekCheckpoint parses a signed checkpoint's body without checking any signature.
+func PeekCheckpoint(msg []byte) (Checkpoint, error) {
 	s := string(msg)
 	i := strings.Index(s, "\n\n")
 	if i < 0 {

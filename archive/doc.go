@@ -1,22 +1,16 @@
-// Package archive keeps a host's audit events as evidence: one append-only Merkle tree (RFC 6962
-// hashing, golang.org/x/mod/sumdb/tlog) whose leaves are the raw kernel records of each event and the
-// writer's control records, cut into zstd-compressed segment files and signed by checkpoints (C2SP
-// tlog-checkpoint signed notes). The format is written down in docs/format.md.
+// Package archive is the on-disk format of a host's audit evidence and its readers: one append-only
+// Merkle tree (RFC 6962 hashing, golang.org/x/mod/sumdb/tlog) whose leaves are the raw kernel records of
+// each event and the writer's control records, cut into zstd-compressed segment files and signed by
+// checkpoints (C2SP tlog-checkpoint signed notes). The format is written down in docs/format.md.
 //
-// Invariants:
-//   - The leaf index never resets; segments are never rewritten, and a sealed segment's last leaf (SEAL)
-//     and final checkpoint sign its summary.
-//   - Append never blocks on the disk. An event counts as archived (Stats' durable size) only once the
-//     block holding it is written and, under the default sync policy, fsynced. What cannot be kept is
-//     counted and written as a LOST leaf, never dropped silently.
-//   - Every block that holds leaves ends with a checkpoint that signs them: no durable leaf is unsigned.
-//   - Every checkpoint is signed by the key that must sign it: the host identity key for the checkpoint
-//     covering a START or KEY leaf, otherwise the current epoch key, and only within its epoch. An epoch
-//     key lives only in memory and is overwritten once the next has been introduced, so stealing the
-//     current key cannot re-sign anything before the current epoch, nor sign anything after it.
-//   - After a crash nothing is repaired: the next run records the torn tail in its START leaf.
-//   - Trust is derived from the identity key alone (never from a segment header), and every length read
-//     from a segment is bounded (limits.go) before anything is allocated for it.
+// The archive is split along its guarantees:
+//   - archive (this package): the format codec (segments, blocks, entries, leaves, checkpoints, the tree
+//     frontier), its limits, the host identity key, and the readers that decode without verifying:
+//     Reader (show, search) and Follower (the durable queue of the shipper, SIEM sinks and alerting).
+//   - archive/writer: the only writer. It appends, signs with epoch keys and seals segments.
+//   - archive/verify: the only verifier. Dir (the verify command) and Stream (the store) share it.
+//   - archive/receipt: the store's cosignatures over checkpoints (receipts) and the files that hold them.
 //
-// Verify proves these properties of an archive directory, or reports exactly where they fail.
+// Every length read from a segment is bounded (limits.go) before anything is allocated for it, so
+// hostile bytes cost any reader a bounded amount of memory.
 package archive

@@ -73,7 +73,7 @@ func (f *Follower) Close() error {
 
 // Segments lists the archive's segment file names in order.
 func (f *Follower) Segments() ([]string, error) {
-	files, err := listSegments(f.dir)
+	files, err := ListSegments(f.dir)
 	for i := range files {
 		files[i] = filepath.Base(files[i])
 	}
@@ -132,12 +132,12 @@ func (f *Follower) Next(ctx context.Context) (*Leaf, uint64, error) {
 	var tick *time.Ticker
 	for {
 		for len(f.p) > 0 {
-			typ, payload, rest, err := nextEntry(f.p)
+			typ, payload, rest, err := NextEntry(f.p)
 			if err != nil {
 				return nil, 0, f.skip(err)
 			}
 			f.p = rest
-			if typ != entryLeaf {
+			if typ != EntryLeaf {
 				continue
 			}
 			i := f.pIdx
@@ -198,31 +198,31 @@ func (f *Follower) block() (bool, error) {
 		}
 		off := f.cur.Offset
 		if off == 0 {
-			if limit < int64(len(segMagic)) {
+			if limit < int64(len(SegmentMagic)) {
 				if f.tornEnd(complete, next) {
 					continue
 				}
 				return false, nil
 			}
-			magic := make([]byte, len(segMagic))
-			if _, err := f.f.ReadAt(magic, 0); err != nil || string(magic) != segMagic {
+			magic := make([]byte, len(SegmentMagic))
+			if _, err := f.f.ReadAt(magic, 0); err != nil || string(magic) != SegmentMagic {
 				return false, f.skip(errors.New("not an auditarch segment (bad magic)"))
 			}
-			off = int64(len(segMagic))
+			off = int64(len(SegmentMagic))
 		}
-		if limit-off < blockHeader {
+		if limit-off < BlockHeaderSize {
 			if f.tornEnd(complete, next) {
 				continue
 			}
 			return false, nil
 		}
-		if cap(f.raw) < blockHeader {
-			f.raw = make([]byte, blockHeader, 64<<10)
+		if cap(f.raw) < BlockHeaderSize {
+			f.raw = make([]byte, BlockHeaderSize, 64<<10)
 		}
-		if _, err := f.f.ReadAt(f.raw[:blockHeader], off); err != nil {
+		if _, err := f.f.ReadAt(f.raw[:BlockHeaderSize], off); err != nil {
 			return false, err
 		}
-		l, err := blockLength(f.raw[:blockHeader])
+		l, err := BlockLength(f.raw[:BlockHeaderSize])
 		if err != nil {
 			return false, f.skip(err)
 		}
@@ -239,17 +239,17 @@ func (f *Follower) block() (bool, error) {
 		if _, err := f.f.ReadAt(f.raw, off); err != nil {
 			return false, err
 		}
-		if f.dec, err = openBlock(f.raw, f.dec); err != nil {
+		if f.dec, err = OpenBlock(f.raw, f.dec); err != nil {
 			return false, f.skip(err)
 		}
 		f.p, f.after = f.dec, off+int64(l)
 		if f.cur.Offset == 0 {
 			// The header block: where the segment's leaves start.
-			typ, payload, _, err := nextEntry(f.p)
-			if err != nil || typ != entryHeader {
+			typ, payload, _, err := NextEntry(f.p)
+			if err != nil || typ != EntryHeader {
 				return false, f.skip(errors.New("segment does not start with a header"))
 			}
-			h, err := decodeHeader(payload)
+			h, err := DecodeHeader(payload)
 			if err != nil {
 				return false, f.skip(err)
 			}
@@ -271,12 +271,12 @@ func (f *Follower) block() (bool, error) {
 		// Leaves of this block before the cursor's Index were returned before (a restart): skip them.
 		f.pIdx = f.cur.First
 		for f.pIdx < f.cur.Index && len(f.p) > 0 {
-			typ, _, rest, err := nextEntry(f.p)
+			typ, _, rest, err := NextEntry(f.p)
 			if err != nil {
 				return false, f.skip(err)
 			}
 			f.p = rest
-			if typ == entryLeaf {
+			if typ == EntryLeaf {
 				f.pIdx++
 			}
 		}
@@ -295,11 +295,11 @@ func (f *Follower) block() (bool, error) {
 // hasLeaf reports whether the entries p hold a leaf.
 func hasLeaf(p []byte) bool {
 	for len(p) > 0 {
-		typ, _, rest, err := nextEntry(p)
+		typ, _, rest, err := NextEntry(p)
 		if err != nil {
 			return true // Next reports the damage
 		}
-		if typ == entryLeaf {
+		if typ == EntryLeaf {
 			return true
 		}
 		p = rest
@@ -310,12 +310,12 @@ func hasLeaf(p []byte) bool {
 // firstAt counts the leaves of segment name before the block at off: the index of that block's first
 // leaf. It reads the segment from its start once, when a follower resumes inside it.
 func (f *Follower) firstAt(name string, off int64) (uint64, error) {
-	s, err := openSegment(filepath.Join(f.dir, name))
+	s, err := OpenSegment(filepath.Join(f.dir, name))
 	if err != nil {
 		return 0, err
 	}
 	defer s.Close()
-	h, err := s.readHeader()
+	h, err := s.ReadHeader()
 	if err != nil {
 		return 0, err
 	}
@@ -325,11 +325,11 @@ func (f *Follower) firstAt(name string, off int64) (uint64, error) {
 			return 0, fmt.Errorf("resuming at offset %d: %w", off, err)
 		}
 		for p := s.p; len(p) > 0; {
-			typ, _, rest, err := nextEntry(p)
+			typ, _, rest, err := NextEntry(p)
 			if err != nil {
 				return 0, err
 			}
-			if typ == entryLeaf {
+			if typ == EntryLeaf {
 				n++
 			}
 			p = rest
@@ -410,4 +410,11 @@ func SaveCursor(path string, c Cursor) error {
 		return fmt.Errorf("save cursor: %w", err)
 	}
 	return nil
+}
+
+// Position is a place in the archive's segment files: the end of the durable bytes.
+type Position struct {
+	Segment string // file name of the segment (seg-….aseg)
+	Offset  int64  // bytes of it that are durable, whole blocks only
+	Size    uint64 // tree size those bytes complete
 }

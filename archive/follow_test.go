@@ -1,4 +1,4 @@
-package archive
+package archive_test
 
 import (
 	"context"
@@ -8,22 +8,27 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // A follower reads every leaf of a live archive in order, across rotations, without reading past what is
 // durable; a follower resumed from a saved cursor continues with exactly the next leaf; after the writer
 // stops, a follower without a writer ends with io.EOF; nothing is returned twice or skipped.
 func TestFollower(t *testing.T) {
-	id, _ := tIdentity(t, "follow.example")
+	id, _ := archivetest.Keys(t, "follow.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	w, err := Create(dir, tFastOptions(id))
+	w, err := writer.Create(dir, archivetest.FastOptions(id))
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = 400
 	go func() {
 		for i := range n {
-			w.Append(tEvent(uint32(i + 1)))
+			w.Append(archivetest.Event(uint32(i + 1)))
 			time.Sleep(3 * time.Millisecond) // about 1.2 s: a few segments, epochs and heartbeats
 		}
 	}()
@@ -32,7 +37,7 @@ func TestFollower(t *testing.T) {
 	cursorFile := filepath.Join(t.TempDir(), "cursor")
 
 	// The first follower reads half the events live, commits its cursor, and stops.
-	f := NewFollower(dir, w, Cursor{})
+	f := archive.NewFollower(dir, w, archive.Cursor{})
 	var want uint64
 	events := 0
 	for events < n/2 {
@@ -47,27 +52,27 @@ func TestFollower(t *testing.T) {
 			t.Fatalf("leaf %d returned while only %d are durable", i, dur.Size)
 		}
 		want++
-		if l.Kind == LeafEvent {
+		if l.Kind == archive.LeafEvent {
 			events++
 			if l.Event.Serial != uint32(events) {
 				t.Fatalf("event %d has serial %d", events, l.Event.Serial)
 			}
 		}
 	}
-	if err := SaveCursor(cursorFile, f.Cursor()); err != nil {
+	if err := archive.SaveCursor(cursorFile, f.Cursor()); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
 
 	// A second follower resumes from the saved cursor while the writer goes on.
-	c, err := LoadCursor(cursorFile)
+	c, err := archive.LoadCursor(cursorFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c != f.Cursor() || c.Index != want {
 		t.Fatalf("loaded cursor %+v, saved %+v (next leaf %d)", c, f.Cursor(), want)
 	}
-	f = NewFollower(dir, w, c)
+	f = archive.NewFollower(dir, w, c)
 	for events < n {
 		l, i, err := f.Next(ctx)
 		if err != nil {
@@ -77,7 +82,7 @@ func TestFollower(t *testing.T) {
 			t.Fatalf("resumed: leaf %d returned, want %d", i, want)
 		}
 		want++
-		if l.Kind == LeafEvent {
+		if l.Kind == archive.LeafEvent {
 			events++
 			if l.Event.Serial != uint32(events) {
 				t.Fatalf("resumed: event %d has serial %d", events, l.Event.Serial)
@@ -90,7 +95,7 @@ func TestFollower(t *testing.T) {
 	}
 
 	// Without a writer: the rest (STOP, SEAL) and then io.EOF.
-	f = NewFollower(dir, nil, c)
+	f = archive.NewFollower(dir, nil, c)
 	defer f.Close()
 	total := c.Index
 	for {
@@ -107,7 +112,7 @@ func TestFollower(t *testing.T) {
 		total++
 	}
 	_, _, durable := w.Stats()
-	if r, _ := Verify(dir, VerifyOptions{}); total != r.Leaves || durable > total {
+	if r, _ := verify.Dir(dir, verify.Options{}); total != r.Leaves || durable > total {
 		t.Fatalf("the follower read %d leaves, the archive holds %d (durable %d)", total, r.Leaves, durable)
 	}
 	if segs, _ := f.Segments(); len(segs) < 2 {
@@ -118,22 +123,22 @@ func TestFollower(t *testing.T) {
 // A cursor file that is not a cursor is an error, not a fresh start; a missing one is the beginning.
 func TestCursorFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cursor")
-	if c, err := LoadCursor(path); err != nil || c != (Cursor{}) {
+	if c, err := archive.LoadCursor(path); err != nil || c != (archive.Cursor{}) {
 		t.Fatalf("missing cursor: %+v, %v", c, err)
 	}
 	for _, bad := range []string{"{", `{"segment":"../../etc/passwd"}`, string(make([]byte, 5000))} {
 		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadCursor(path); err == nil {
+		if _, err := archive.LoadCursor(path); err == nil {
 			t.Errorf("cursor %.20q accepted", bad)
 		}
 	}
-	c := Cursor{Segment: segmentName(7, time.Unix(1e9, 0)), Offset: 100, First: 7, Index: 9}
-	if err := SaveCursor(path, c); err != nil {
+	c := archive.Cursor{Segment: archive.SegmentName(7, time.Unix(1e9, 0)), Offset: 100, First: 7, Index: 9}
+	if err := archive.SaveCursor(path, c); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := LoadCursor(path); err != nil || got != c {
+	if got, err := archive.LoadCursor(path); err != nil || got != c {
 		t.Fatalf("round trip: %+v, %v; want %+v", got, err, c)
 	}
 }

@@ -31,6 +31,12 @@ var leafNames = map[LeafKind]string{
 	LeafHeartbeat: "HEARTBEAT", LeafClock: "CLOCK", LeafSeal: "SEAL", LeafPolicy: "POLICY",
 }
 
+// Known reports whether k is a leaf kind of this format version.
+func (k LeafKind) Known() bool {
+	_, ok := leafNames[k]
+	return ok
+}
+
 func (k LeafKind) String() string {
 	if n, ok := leafNames[k]; ok {
 		return n
@@ -38,8 +44,8 @@ func (k LeafKind) String() string {
 	return fmt.Sprintf("leaf(%d)", byte(k))
 }
 
-// control reports whether k is a control leaf (time + JSON body).
-func (k LeafKind) control() bool { return k >= LeafStart }
+// Control reports whether k is a control leaf (time + JSON body).
+func (k LeafKind) Control() bool { return k >= LeafStart }
 
 // Start is the body of a START leaf.
 type Start struct {
@@ -121,10 +127,10 @@ type Leaf struct {
 	Body  []byte // JSON body of a control leaf
 }
 
-// appendEventLeaf appends the leaf of ev: u8 kind (1 event, 2 LOST), u8 flags (1 EOE, 2 late),
+// AppendEventLeaf appends the leaf of ev: u8 kind (1 event, 2 LOST), u8 flags (1 EOE, 2 late),
 // u32 serial, i64 sec, i32 msec, i64 received ns, [LOST: u8 reason, u64 count, u32 first, u32 last],
 // uvarint record count, records (u16 type, uvarint length, text). Little endian.
-func appendEventLeaf(b []byte, ev *raw.Event) []byte {
+func AppendEventLeaf(b []byte, ev *raw.Event) []byte {
 	var flags byte
 	if ev.EOE {
 		flags |= 1
@@ -157,8 +163,8 @@ func appendEventLeaf(b []byte, ev *raw.Event) []byte {
 	return b
 }
 
-// appendControlLeaf appends a control leaf: u8 kind, i64 unix ns, JSON body.
-func appendControlLeaf(b []byte, kind LeafKind, t int64, body any) []byte {
+// AppendControlLeaf appends a control leaf: u8 kind, i64 unix ns, JSON body.
+func AppendControlLeaf(b []byte, kind LeafKind, t int64, body any) []byte {
 	b = append(b, byte(kind))
 	b = binary.LittleEndian.AppendUint64(b, uint64(t))
 	js, err := json.Marshal(body)
@@ -178,8 +184,8 @@ func DecodeLeaf(p []byte, l *Leaf) error {
 	}
 	l.Kind = LeafKind(p[0])
 	l.Body = nil
-	if l.Kind.control() {
-		if _, ok := leafNames[l.Kind]; !ok {
+	if l.Kind.Control() {
+		if !l.Kind.Known() {
 			return fmt.Errorf("unknown leaf kind %d", p[0])
 		}
 		if len(p) < 9 {

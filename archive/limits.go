@@ -21,16 +21,16 @@ const (
 	// MaxBlockLeaves bounds the leaves of one block (the writer cuts a block there too): with MaxBlock it
 	// bounds the hashing one block can cost.
 	MaxBlockLeaves = 1 << 16
-	// maxBlockCheckpoints bounds the checkpoints of one block (a writer puts one or two in a block, three
+	// MaxBlockCheckpoints bounds the checkpoints of one block (a writer puts one or two in a block, three
 	// with a seal): each costs a signature check.
-	maxBlockCheckpoints = 8
-	// maxBlockProblems: a block that raises more tampering problems than this is not read further (the
+	MaxBlockCheckpoints = 8
+	// MaxBlockProblems: a block that raises more tampering problems than this is not read further (the
 	// rest of its segment is damaged), so a few hostile bytes cannot cost a reader much CPU.
-	maxBlockProblems = 16
+	MaxBlockProblems = 16
 	// maxHeader bounds a segment header's JSON.
 	maxHeader = 64 << 10
-	// maxNote bounds a signed checkpoint.
-	maxNote = 4 << 10
+	// MaxNote bounds a signed checkpoint.
+	MaxNote = 4 << 10
 
 	// MaxHeartbeat bounds the heartbeat interval a writer may promise (Options.HeartbeatInterval): a
 	// verifier reports any silence longer than min(declared, MaxHeartbeat) + grace.

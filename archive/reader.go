@@ -16,14 +16,14 @@ type Reader struct {
 	files []string
 	skip  []bool // segments SkipOutside found outside the window
 	cur   int
-	s     *segReader
+	s     *SegmentReader
 	index uint64
 	leaf  Leaf
 }
 
 // Open lists the segments in dir. It fails if dir holds none.
 func Open(dir string) (*Reader, error) {
-	files, err := listSegments(dir)
+	files, err := ListSegments(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func (r *Reader) SkipOutside(since, until time.Time) {
 	}
 	hs := make([]*SegmentHeader, len(r.files))
 	for i, f := range r.files {
-		if h, err := readSegmentHeader(f); err == nil {
+		if h, err := ReadSegmentHeader(f); err == nil {
 			hs[i] = &h
 		}
 	}
@@ -79,7 +79,7 @@ func (r *Reader) NextLeaf() (*Leaf, uint64, error) {
 			}
 			continue
 		}
-		typ, p, err := r.s.next()
+		typ, p, err := r.s.Next()
 		if errors.Is(err, io.EOF) {
 			r.closeFile()
 			continue
@@ -88,7 +88,7 @@ func (r *Reader) NextLeaf() (*Leaf, uint64, error) {
 			r.closeFile()
 			return nil, 0, err
 		}
-		if typ != entryLeaf {
+		if typ != EntryLeaf {
 			continue
 		}
 		if err := DecodeLeaf(p, &r.leaf); err != nil {
@@ -109,7 +109,7 @@ func (r *Reader) Next() (*raw.Event, uint64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		if !l.Kind.control() {
+		if !l.Kind.Control() {
 			return &l.Event, i, nil
 		}
 	}
@@ -132,11 +132,11 @@ func (r *Reader) nextFile() error {
 			break
 		}
 	}
-	s, err := openSegment(r.files[r.cur])
+	s, err := OpenSegment(r.files[r.cur])
 	if err != nil {
 		return err
 	}
-	h, err := s.readHeader()
+	h, err := s.ReadHeader()
 	if err != nil {
 		s.Close()
 		return err

@@ -1,19 +1,17 @@
-package archive
+package archive_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"hash/crc32"
 	"math/bits"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,7 +19,9 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // update is the package's -update flag (the only one: test files of package archive_test that need it
@@ -82,13 +82,13 @@ type vecWalker struct {
 	verif  note.Verifier
 
 	ev      *audit.RawEvent // the EVENT or LOST leaf being built
-	control *Leaf           // the control leaf
+	control *archive.Leaf   // the control leaf
 	curType byte            // entry type and payload of the current leaf or signed checkpoint
 	cur     []byte
 	entries []byte // entries since the last block
 
 	tree [][]byte
-	ck   *Checkpoint
+	ck   *archive.Checkpoint
 }
 
 func (w *vecWalker) fatalf(format string, args ...any) {
@@ -112,15 +112,23 @@ func (w *vecWalker) do(line string) string {
 		if err != nil {
 			w.fatalf("seed: %v", err)
 		}
-		if w.skey, w.vkey, err = keyFromSeed(args[0], seed); err != nil {
+		if w.skey, w.vkey, err = archivetest.KeyFromSeed(args[0], seed); err != nil {
 			w.fatalf("%v", err)
 		}
 		w.name = args[0]
 		w.signer, _ = note.NewSigner(w.skey)
 		w.verif, _ = note.NewVerifier(w.vkey)
 		// What LoadIdentity derives from the signer key is the same key.
-		if priv, err := signerSeed(w.skey); err != nil || !bytes.Equal(priv.Seed(), seed) {
-			w.fatalf("signerSeed(%s) = %x, %v", w.skey, priv.Seed(), err)
+		keyDir := filepath.Join(w.t.TempDir(), "keys")
+		if err := os.Mkdir(keyDir, 0o700); err != nil {
+			w.fatalf("%v", err)
+		}
+		keyFile := filepath.Join(keyDir, archive.IdentityKeyFile)
+		if err := os.WriteFile(keyFile, []byte(w.skey+"\n"), 0o600); err != nil {
+			w.fatalf("%v", err)
+		}
+		if id, err := archive.LoadIdentity(keyFile); err != nil || !bytes.Equal(id.Key.Seed(), seed) || id.VKey != w.vkey {
+			w.fatalf("LoadIdentity(%s) = %+v, %v", w.skey, id, err)
 		}
 		return line
 	case "vkey":
@@ -152,7 +160,7 @@ func (w *vecWalker) do(line string) string {
 	case "leaf":
 		return "leaf " + hex.EncodeToString(w.leaf())
 	case "leafhash":
-		if w.curType != entryLeaf {
+		if w.curType != archive.EntryLeaf {
 			w.fatalf("leafhash without a leaf")
 		}
 		h := tlog.RecordHash(w.cur)
@@ -164,7 +172,7 @@ func (w *vecWalker) do(line string) string {
 		if w.cur == nil {
 			w.fatalf("entry without a leaf or signed checkpoint")
 		}
-		e := appendEntry(nil, w.curType, w.cur)
+		e := archive.AppendEntry(nil, w.curType, w.cur)
 		w.entries = append(w.entries, e...)
 		return "entry " + hex.EncodeToString(e)
 	case "block":
@@ -185,15 +193,15 @@ func (w *vecWalker) do(line string) string {
 		n := w.size(args[0])
 		f := w.frontier(n)
 		enc := f.Encode()
-		if back, err := DecodeFrontier(n, enc); err != nil || back.Root() != f.Root() {
+		if back, err := archive.DecodeFrontier(n, enc); err != nil || back.Root() != f.Root() {
 			w.fatalf("DecodeFrontier(%d, %v): %v", n, enc, err)
 		}
 		return strings.TrimSpace(fmt.Sprintf("frontier %d %s", n, strings.Join(enc, " ")))
 	case "checkpoint":
 		w.needKey()
 		n := w.size(args[0])
-		c := Checkpoint{Origin: w.name, Size: n, Root: w.frontier(n).Root()}
-		if back, err := ParseCheckpoint(c.Text()); err != nil || back != c {
+		c := archive.Checkpoint{Origin: w.name, Size: n, Root: w.frontier(n).Root()}
+		if back, err := archive.ParseCheckpoint(c.Text()); err != nil || back != c {
 			w.fatalf("ParseCheckpoint(%q) = %+v, %v", c.Text(), back, err)
 		}
 		w.ck = &c
@@ -202,14 +210,14 @@ func (w *vecWalker) do(line string) string {
 		if w.ck == nil {
 			w.fatalf("signed without a checkpoint")
 		}
-		msg, err := signCheckpoint(*w.ck, w.signer)
+		msg, err := archive.SignCheckpoint(*w.ck, w.signer)
 		if err != nil {
 			w.fatalf("sign: %v", err)
 		}
-		if c, err := OpenCheckpoint(msg, w.verif); err != nil || c != *w.ck {
+		if c, err := archive.OpenCheckpoint(msg, w.verif); err != nil || c != *w.ck {
 			w.fatalf("OpenCheckpoint = %+v, %v", c, err)
 		}
-		w.curType, w.cur = entryCheckpoint, msg
+		w.curType, w.cur = archive.EntryCheckpoint, msg
 		return "signed " + strconv.Quote(string(msg))
 	}
 	w.fatalf("unknown directive %q", word)
@@ -277,11 +285,11 @@ func (w *vecWalker) event(word string, args []string) {
 
 // controlBodies are the body types of the control leaves: a vector's JSON must be what the writer
 // marshals from them.
-var controlBodies = map[LeafKind]func() any{
-	LeafStart: func() any { return new(Start) }, LeafStop: func() any { return new(Stop) },
-	LeafKey: func() any { return new(Key) }, LeafHeartbeat: func() any { return new(Heartbeat) },
-	LeafClock: func() any { return new(Clock) }, LeafSeal: func() any { return new(Seal) },
-	LeafPolicy: func() any { return new(json.RawMessage) },
+var controlBodies = map[archive.LeafKind]func() any{
+	archive.LeafStart: func() any { return new(archive.Start) }, archive.LeafStop: func() any { return new(archive.Stop) },
+	archive.LeafKey: func() any { return new(archive.Key) }, archive.LeafHeartbeat: func() any { return new(archive.Heartbeat) },
+	archive.LeafClock: func() any { return new(archive.Clock) }, archive.LeafSeal: func() any { return new(archive.Seal) },
+	archive.LeafPolicy: func() any { return new(json.RawMessage) },
 }
 
 // controlLeaf handles `control KIND NS JSON`.
@@ -291,9 +299,9 @@ func (w *vecWalker) controlLeaf(rest string) {
 	if len(parts) != 3 {
 		w.fatalf("control needs a kind, a time and a JSON body")
 	}
-	kind := LeafKind(0)
-	for k, n := range leafNames {
-		if n == parts[0] && k.control() {
+	kind := archive.LeafKind(0)
+	for k := archive.LeafKind(1); k != 0; k++ {
+		if k.Known() && k.String() == parts[0] && k.Control() {
 			kind = k
 		}
 	}
@@ -310,11 +318,11 @@ func (w *vecWalker) controlLeaf(rest string) {
 	if err := dec.Decode(body); err != nil {
 		w.fatalf("%s body: %v", kind, err)
 	}
-	leaf := appendControlLeaf(nil, kind, ns, body)
+	leaf := archive.AppendControlLeaf(nil, kind, ns, body)
 	if string(leaf[9:]) != parts[2] {
 		w.fatalf("%s body is not as the writer marshals it:\n\t%s\n\twriter: %s", kind, parts[2], leaf[9:])
 	}
-	w.ev, w.control, w.cur = nil, &Leaf{Kind: kind, Time: ns, Body: []byte(parts[2])}, nil
+	w.ev, w.control, w.cur = nil, &archive.Leaf{Kind: kind, Time: ns, Body: []byte(parts[2])}, nil
 }
 
 // leaf encodes the current EVENT, LOST or control leaf and checks that DecodeLeaf gives the inputs back.
@@ -323,14 +331,14 @@ func (w *vecWalker) leaf() []byte {
 	var b []byte
 	switch {
 	case w.ev != nil:
-		b = appendEventLeaf(nil, w.ev)
+		b = archive.AppendEventLeaf(nil, w.ev)
 	case w.control != nil:
-		b = appendControlLeaf(nil, w.control.Kind, w.control.Time, json.RawMessage(w.control.Body))
+		b = archive.AppendControlLeaf(nil, w.control.Kind, w.control.Time, json.RawMessage(w.control.Body))
 	default:
 		w.fatalf("leaf without an event, lost or control input")
 	}
-	var l Leaf
-	if err := DecodeLeaf(b, &l); err != nil {
+	var l archive.Leaf
+	if err := archive.DecodeLeaf(b, &l); err != nil {
 		w.fatalf("DecodeLeaf: %v", err)
 	}
 	if w.ev != nil {
@@ -340,7 +348,7 @@ func (w *vecWalker) leaf() []byte {
 	} else if l.Kind != w.control.Kind || l.Time != w.control.Time || !bytes.Equal(l.Body, w.control.Body) {
 		w.fatalf("DecodeLeaf = %s %d %s", l.Kind, l.Time, l.Body)
 	}
-	w.curType, w.cur = entryLeaf, b
+	w.curType, w.cur = archive.EntryLeaf, b
 	return b
 }
 
@@ -368,7 +376,7 @@ func (w *vecWalker) block(given string) string {
 	if len(entries) == 0 {
 		w.fatalf("block without entries")
 	}
-	own := appendBlock(nil, entries)
+	own := archive.AppendBlock(nil, entries)
 	if got, err := decodeVecBlock(own); err != nil || !bytes.Equal(got, entries) {
 		w.fatalf("appendBlock does not decode to its entries: %v", err)
 	}
@@ -384,17 +392,13 @@ func (w *vecWalker) block(given string) string {
 
 // decodeVecBlock decodes one whole block as the segment reader does.
 func decodeVecBlock(b []byte) ([]byte, error) {
-	if len(b) < blockHeader {
+	if len(b) < archive.BlockHeaderSize {
 		return nil, errors.New("short block")
 	}
-	n, sum := binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
-	if uint64(n) != uint64(len(b)-blockHeader) {
-		return nil, fmt.Errorf("length %d, %d bytes follow", n, len(b)-blockHeader)
+	if n, err := archive.BlockLength(b[:archive.BlockHeaderSize]); err != nil || n != len(b) {
+		return nil, fmt.Errorf("block length %d (%v), %d bytes given", n, err, len(b))
 	}
-	if crc32.Checksum(b[blockHeader:], castagnoli) != sum {
-		return nil, errors.New("checksum mismatch")
-	}
-	return zdec.DecodeAll(b[blockHeader:], nil)
+	return archive.OpenBlock(b, nil)
 }
 
 func (w *vecWalker) size(s string) uint64 {
@@ -408,10 +412,10 @@ func (w *vecWalker) size(s string) uint64 {
 
 // frontier returns the package's Frontier of the first n leaves of the vector tree, after checking its
 // root against tlog.TreeHash and mth, and its hashes against the perfect subtrees computed by mth.
-func (w *vecWalker) frontier(n uint64) Frontier {
+func (w *vecWalker) frontier(n uint64) archive.Frontier {
 	w.t.Helper()
 	leaves := w.tree[:n]
-	var f Frontier
+	var f archive.Frontier
 	for _, l := range leaves {
 		f.Append(l)
 	}
@@ -465,25 +469,4 @@ func mth(leaves [][]byte) tlog.Hash {
 	}
 	l, r := mth(leaves[:k]), mth(leaves[k:])
 	return sha256.Sum256(append(append([]byte{1}, l[:]...), r[:]...))
-}
-
-// keyFromSeed returns the note signer and verifier keys of the Ed25519 key with the given 32-byte seed
-// (what host.key and host.pub would hold).
-func keyFromSeed(name string, seed []byte) (skey, vkey string, err error) {
-	if len(seed) != ed25519.SeedSize {
-		return "", "", fmt.Errorf("seed of %d bytes, want %d", len(seed), ed25519.SeedSize)
-	}
-	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
-	if vkey, err = note.NewEd25519VerifierKey(name, pub); err != nil {
-		return "", "", err
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		return "", "", err
-	}
-	skey = fmt.Sprintf("PRIVATE+KEY+%s+%08x+%s", name, v.KeyHash(), base64.StdEncoding.EncodeToString(append([]byte{1}, seed...)))
-	if _, err := note.NewSigner(skey); err != nil {
-		return "", "", err
-	}
-	return skey, vkey, nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/shiptest"
 	"github.com/auditarch/auditarch/store"
@@ -32,7 +34,7 @@ func TestBacklogBound(t *testing.T) {
 	st.Stop() // it comes back on addr below
 	st.Addr = addr
 	var logs lockedBuffer
-	w, err := archive.Create(h.dir, fastOptions(h.id))
+	w, err := writer.Create(h.dir, fastOptions(h.id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +77,8 @@ func TestBacklogBound(t *testing.T) {
 	h.stop(10 * time.Second)
 	shiptest.SameFiles(t, h.dir, st.HostDir("host-b.example"))
 	vk, _, _ := archive.LoadVerifierKey(h.pub)
-	r, err := archive.Verify(h.dir, archive.VerifyOptions{Key: vk})
-	if err != nil || r.Status != archive.Pass {
+	r, err := verify.Dir(h.dir, verify.Options{Key: vk})
+	if err != nil || r.Status != verify.Pass {
 		t.Fatalf("verify: %v %+v", err, r)
 	}
 	var shed uint64

@@ -9,7 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
@@ -39,7 +39,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	backlog := int(rate * outage / time.Second)
 	id, pub := archivetest.Identity(b, "bench-host")
 	dir := filepath.Join(b.TempDir(), "archive")
-	w, err := archive.Create(dir, archive.Options{Identity: id, FlushInterval: 20 * time.Millisecond})
+	w, err := writer.Create(dir, writer.Options{Identity: id, FlushInterval: 20 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,6 +29,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/privtest"
@@ -60,7 +63,7 @@ const (
 // appendLoad appends events with consecutive serials from first to w at about 2,000 a second until stop
 // is closed (or, with count > 0, count events were appended), calling tick, if set, after each tick's
 // events. It returns the serial after the last one appended.
-func appendLoad(w *archive.Writer, first uint32, count int, stop <-chan struct{}, tick func()) uint32 {
+func appendLoad(w *writer.Writer, first uint32, count int, stop <-chan struct{}, tick func()) uint32 {
 	t := time.NewTicker(loadTick)
 	defer t.Stop()
 	next := first
@@ -92,7 +95,7 @@ type load struct {
 	next  uint32
 }
 
-func startLoad(t *testing.T, w *archive.Writer, first uint32) *load {
+func startLoad(t *testing.T, w *writer.Writer, first uint32) *load {
 	l := &load{first: first, stop: make(chan struct{}), done: make(chan uint32, 1)}
 	go func() { l.done <- appendLoad(w, first, 0, l.stop, nil) }()
 	t.Cleanup(func() { l.end() })
@@ -179,7 +182,7 @@ func archiveEvents(t *testing.T, dir string, n uint64) (count map[uint32]int, pr
 // byte and the same leaves; every serial of want exactly once, no other event and no LOST leaf; both
 // verify PASS under the host key pub; and the store made its sealed segments immutable. It returns the
 // host's report.
-func checkNothingLost(t *testing.T, hostDir, storeDir, pub string, want ...serialRange) *archive.Report {
+func checkNothingLost(t *testing.T, hostDir, storeDir, pub string, want ...serialRange) *verify.Report {
 	t.Helper()
 	shiptest.SameFiles(t, hostDir, storeDir)
 	hl, sl := shiptest.Leaves(t, hostDir), shiptest.Leaves(t, storeDir)
@@ -206,13 +209,13 @@ func checkNothingLost(t *testing.T, hostDir, storeDir, pub string, want ...seria
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reports [2]*archive.Report
+	var reports [2]*verify.Report
 	for i, dir := range []string{hostDir, storeDir} {
-		r, err := archive.Verify(dir, archive.VerifyOptions{Key: vk})
+		r, err := verify.Dir(dir, verify.Options{Key: vk})
 		if err != nil {
 			t.Fatalf("verify %s: %v", dir, err)
 		}
-		if r.Status != archive.Pass {
+		if r.Status != verify.Pass {
 			t.Fatalf("verify %s: %s, problems %+v", dir, r.Status, r.Problems)
 		}
 		reports[i] = r
@@ -228,7 +231,7 @@ func checkNothingLost(t *testing.T, hostDir, storeDir, pub string, want ...seria
 
 // checkSealed checks, as root, that every sealed segment of the store's area dir (verified as r) is
 // immutable: the store sealed them across the fault too.
-func checkSealed(t *testing.T, dir string, r *archive.Report) {
+func checkSealed(t *testing.T, dir string, r *verify.Report) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		return
@@ -253,9 +256,9 @@ func checkSealed(t *testing.T, dir string, r *archive.Report) {
 
 // checkReceipts checks that a receipts file reads without error and holds only good receipts, at least
 // one.
-func checkReceipts(t *testing.T, path string, key *archive.CosignVerifier) []archive.Receipt {
+func checkReceipts(t *testing.T, path string, key *receipt.CosignVerifier) []receipt.Receipt {
 	t.Helper()
-	rs, bad, err := archive.ReadReceipts(path, key)
+	rs, bad, err := receipt.Read(path, key)
 	if err != nil || bad != 0 || len(rs) == 0 {
 		t.Fatalf("receipts %s: %d good, %d bad, %v", path, len(rs), bad, err)
 	}
@@ -312,7 +315,7 @@ type storeProc struct {
 	addr   string   // its address: the port is the one the first start got
 	prefix []string // the command that runs the test binary, e.g. ip netns exec NAME
 	grace  time.Duration
-	key    *archive.CosignVerifier
+	key    *receipt.CosignVerifier
 	log    *os.File // its stderr, over restarts
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -391,7 +394,7 @@ func (p *storeProc) start(addr string) {
 		p.t.Fatal("the store process does not listen after 20 s")
 	}
 	if p.key == nil {
-		if p.key, err = archive.LoadCosignVerifier(filepath.Join(p.dir, store.PubFile)); err != nil {
+		if p.key, err = receipt.LoadCosignVerifier(filepath.Join(p.dir, store.PubFile)); err != nil {
 			p.t.Fatal(err)
 		}
 	}
@@ -457,7 +460,7 @@ func TestStoreKilledUnderLoad(t *testing.T) {
 	checkNothingLost(t, h.dir, sp.hostDir(origin), h.pub, serialRange{first, last})
 	rs := checkReceipts(t, filepath.Join(sp.hostDir(origin), store.ReceiptsFile), sp.key)
 	checkReceipts(t, filepath.Join(h.dir, "receipts"), sp.key)
-	newest, _ := archive.NewestReceipt(rs)
+	newest, _ := receipt.Newest(rs)
 	if newest.Checkpoint.Size != after.Size {
 		t.Errorf("the store's newest receipt covers %d leaves, it holds %d", newest.Checkpoint.Size, after.Size)
 	}
@@ -631,7 +634,7 @@ func TestHelperHostProcess(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	key, err := archive.LoadCosignVerifier(os.Getenv(hostStorePubEnv))
+	key, err := receipt.LoadCosignVerifier(os.Getenv(hostStorePubEnv))
 	if err != nil {
 		fail(err)
 	}
@@ -641,7 +644,7 @@ func TestHelperHostProcess(t *testing.T) {
 	}
 	count, _ := strconv.Atoi(os.Getenv(hostCountEnv))
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	w, err := archive.Create(dir, fastOptions(id))
+	w, err := writer.Create(dir, fastOptions(id))
 	if err != nil {
 		fail(err)
 	}

@@ -28,17 +28,19 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/internal/wire"
 )
 
 // Config configures a Shipper.
 type Config struct {
 	Addr     string                  // the store, host:port
-	StoreKey *archive.CosignVerifier // the pinned store key: its TLS certificate and receipts must match
+	StoreKey *receipt.CosignVerifier // the pinned store key: its TLS certificate and receipts must match
 	Identity *archive.Identity       // the host identity: its key is the TLS client certificate's
 	Dir      string                  // the archive directory
 	// Writer is the archive's writer: it gives the durable position, and sheds events over MaxBacklog.
-	Writer *archive.Writer
+	Writer *writer.Writer
 	// Window is how many bytes may be sent and not yet acknowledged; default 16 MiB.
 	Window int64
 	// MaxBacklog bounds the bytes durable locally and not yet acknowledged by the store; 0: no bound.
@@ -109,7 +111,7 @@ func New(cfg Config) (*Shipper, error) {
 		cfg.AckTimeout = 10 * time.Second
 	}
 	if cfg.ReceiptsFile == "" {
-		cfg.ReceiptsFile = filepath.Join(cfg.Dir, archive.ReceiptsFile)
+		cfg.ReceiptsFile = filepath.Join(cfg.Dir, receipt.ReceiptsFile)
 	}
 	if cfg.StoreKey == nil || cfg.Identity == nil || cfg.Identity.Key == nil || cfg.Writer == nil {
 		return nil, errors.New("forward: a store key, the host identity and the archive's writer are required")
@@ -492,7 +494,7 @@ func (s *Shipper) resume(st wire.StateMsg) (string, int64, error) {
 // keepReceipt checks a receipt's cosignature by the pinned store key and, when it covers more than the
 // receipts kept so far, appends it to the receipts file. It returns the checkpoint the receipt covers.
 func (s *Shipper) keepReceipt(r []byte) (archive.Checkpoint, error) {
-	c, _, err := archive.OpenReceipt(r, s.cfg.StoreKey)
+	c, _, err := receipt.Open(r, s.cfg.StoreKey)
 	if err != nil {
 		return c, fmt.Errorf("%w: receipt: %v", ErrStoreKey, err)
 	}
@@ -501,7 +503,7 @@ func (s *Shipper) keepReceipt(r []byte) (archive.Checkpoint, error) {
 	if s.st.Receipt != nil && s.receiptSize >= c.Size {
 		return c, nil
 	}
-	if err := archive.AppendReceipt(s.rf, r); err != nil {
+	if err := receipt.Append(s.rf, r); err != nil {
 		return c, fmt.Errorf("keep receipt: %w", err)
 	}
 	if err := s.rf.Sync(); err != nil {

@@ -13,6 +13,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
@@ -21,8 +24,8 @@ import (
 )
 
 // fastOptions cut segments, epochs, checkpoints and heartbeats in fractions of a second.
-func fastOptions(id *archive.Identity) archive.Options {
-	return archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
+func fastOptions(id *archive.Identity) writer.Options {
+	return writer.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
 		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
 }
 
@@ -40,7 +43,7 @@ type host struct {
 	dir    string
 	id     *archive.Identity
 	pub    string
-	w      *archive.Writer
+	w      *writer.Writer
 	sh     *forward.Shipper
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -53,9 +56,9 @@ func newHost(t *testing.T, origin string) *host {
 	return &host{t: t, dir: filepath.Join(t.TempDir(), "archive"), id: id, pub: pub}
 }
 
-func (h *host) start(st *shiptest.Store, opts archive.Options, fcfg forward.Config) {
+func (h *host) start(st *shiptest.Store, opts writer.Options, fcfg forward.Config) {
 	h.t.Helper()
-	w, err := archive.Create(h.dir, opts)
+	w, err := writer.Create(h.dir, opts)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -117,17 +120,17 @@ func TestShipEndToEnd(t *testing.T) {
 	shiptest.SameFiles(t, h.dir, st.HostDir("host-a.example"))
 	vk, _, _ := archive.LoadVerifierKey(h.pub)
 	for _, dir := range []string{h.dir, st.HostDir("host-a.example")} {
-		r, err := archive.Verify(dir, archive.VerifyOptions{Key: vk})
-		if err != nil || r.Status != archive.Pass {
+		r, err := verify.Dir(dir, verify.Options{Key: vk})
+		if err != nil || r.Status != verify.Pass {
 			t.Fatalf("verify %s: %v %+v", dir, err, r)
 		}
 	}
-	rs, bad, err := archive.ReadReceipts(filepath.Join(h.dir, "receipts"), st.Key)
+	rs, bad, err := receipt.Read(filepath.Join(h.dir, "receipts"), st.Key)
 	if err != nil || bad != 0 || len(rs) == 0 {
 		t.Fatalf("receipts: %d, %d bad, %v", len(rs), bad, err)
 	}
-	newest, _ := archive.NewestReceipt(rs)
-	r, _ := archive.Verify(h.dir, archive.VerifyOptions{Key: vk})
+	newest, _ := receipt.Newest(rs)
+	r, _ := verify.Dir(h.dir, verify.Options{Key: vk})
 	if newest.Checkpoint.Size != r.Leaves {
 		t.Fatalf("newest receipt covers %d leaves, the archive has %d", newest.Checkpoint.Size, r.Leaves)
 	}

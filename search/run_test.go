@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/capfile"
@@ -186,7 +187,7 @@ func testArchive(t *testing.T, caps ...string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := archive.Create(dir, archive.Options{Identity: id, Sync: archive.SyncNone})
+		w, err := writer.Create(dir, writer.Options{Identity: id, Sync: writer.SyncNone})
 		if err != nil {
 			t.Fatal(err)
 		}

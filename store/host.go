@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/internal/durable"
 	"github.com/auditarch/auditarch/internal/wire"
 )
@@ -33,14 +35,14 @@ type host struct {
 	conn net.Conn
 
 	mu          sync.Mutex
-	stream      *archive.Stream // nil: rebuilt from the area on the next connection
-	name        string          // the segment the area ends in
-	off         int64           // and its length
-	f           *os.File        // that segment, open for appending
-	dirty       bool            // bytes written since the last fsync
-	newFile     bool            // a segment was created since the last fsync of the directory
-	latest      []byte          // the latest verified checkpoint
-	receipted   string          // the checkpoint the latest receipt covers
+	stream      *verify.Stream // nil: rebuilt from the area on the next connection
+	name        string         // the segment the area ends in
+	off         int64          // and its length
+	f           *os.File       // that segment, open for appending
+	dirty       bool           // bytes written since the last fsync
+	newFile     bool           // a segment was created since the last fsync of the directory
+	latest      []byte         // the latest verified checkpoint
+	receipted   string         // the checkpoint the latest receipt covers
 	receipt     []byte
 	receiptSize uint64 // leaves the latest receipt covers
 	newReceipt  bool
@@ -99,7 +101,7 @@ func (s *Server) loadHost(origin string) (*host, error) {
 
 // resume returns a stream resumed from the area's saved state (StateFile) and the segment files after the
 // one it ends with, or nil and all the files when there is no usable state (it is then rebuilt).
-func (h *host) resume(files []string) (*archive.Stream, []string) {
+func (h *host) resume(files []string) (*verify.Stream, []string) {
 	data, err := os.ReadFile(filepath.Join(h.dir, StateFile))
 	if err != nil || len(data) > maxStateFile {
 		return nil, files
@@ -119,7 +121,7 @@ func (h *host) resume(files []string) (*archive.Stream, []string) {
 		if err != nil || fi.Size() != at.Offset {
 			return nil, files // the segment is not the one the state was taken of
 		}
-		st, err := archive.ResumeStream(archive.VerifyOptions{Key: h.id}, data)
+		st, err := verify.ResumeStream(verify.Options{Key: h.id}, data)
 		if err != nil {
 			return nil, files
 		}
@@ -161,7 +163,7 @@ func (h *host) load() error {
 	// Resume from the state saved at the last seal: only the segments after it are read again.
 	st, files := h.resume(files)
 	if st == nil {
-		st = archive.NewStream(archive.VerifyOptions{Key: h.id})
+		st = verify.NewStream(verify.Options{Key: h.id})
 	}
 	buf := make([]byte, 1<<20)
 	var snap []byte
@@ -282,7 +284,7 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 	}
 	var bad []string
 	for _, p := range u.Problems {
-		if p.Class == archive.Tampered {
+		if p.Class == verify.Tampered {
 			bad = append(bad, fmt.Sprintf("[%s] %s", p.Code, p.Message))
 		} else {
 			s.alarm(AlarmIncomplete, h.origin, remote, "the host's archive is incomplete: [%s] %s", p.Code, p.Message)
@@ -293,7 +295,7 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 		// incomplete block then, rebuilt from the area for the next connection).
 		h.stream = nil
 		if undo != nil {
-			h.stream, _ = archive.ResumeStream(archive.VerifyOptions{Key: h.id}, undo)
+			h.stream, _ = verify.ResumeStream(verify.Options{Key: h.id}, undo)
 		}
 		where := h.evidence(s, remote, wire.CodeTampered, name, off, data, bad)
 		s.alarm(AlarmTampered, h.origin, remote, "refused bytes %d..%d of %s that do not verify (%s): %s",
@@ -560,7 +562,7 @@ func (h *host) sync(s *Server) error {
 		if err != nil {
 			return err
 		}
-		if err := archive.AppendReceipt(h.receipts, r); err != nil {
+		if err := receipt.Append(h.receipts, r); err != nil {
 			return err
 		}
 		if err := h.receipts.Sync(); err != nil {

@@ -30,6 +30,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -68,7 +71,7 @@ func limStart(t *testing.T, cfg store.Config, ln net.Listener, pubs ...string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := archive.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
+	key, err := receipt.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +316,7 @@ func TestServeOutOfFDs(t *testing.T) {
 	if !bytes.Contains(stderr.Bytes(), []byte("accepting connections again")) {
 		t.Errorf("the store did not accept again:\n%s", stderr.Bytes())
 	}
-	key, err := archive.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
+	key, err := receipt.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +423,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 
 	// The honest host ships all along.
 	dir := filepath.Join(t.TempDir(), "archive")
-	w, err := archive.Create(dir, secOptions(id))
+	w, err := writer.Create(dir, secOptions(id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -863,7 +866,7 @@ func TestDataSplitFrames(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "archive")
 	opts := secOptions(id)
 	opts.SegmentDuration = 300 * time.Millisecond
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -903,11 +906,11 @@ func TestDataSplitFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := archive.Verify(st.HostDir(originA), archive.VerifyOptions{Key: vk})
+	r, err := verify.Dir(st.HostDir(originA), verify.Options{Key: vk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != archive.Pass {
+	if r.Status != verify.Pass {
 		t.Fatalf("the store's copy: %s %+v", r.Status, r.Problems)
 	}
 }
@@ -920,7 +923,7 @@ func TestSegmentQuota(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "archive")
 	opts := secOptions(id)
 	opts.SegmentDuration = 300 * time.Millisecond
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

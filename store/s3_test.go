@@ -9,7 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 
-	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/peers"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -35,8 +36,8 @@ func TestSealedSegmentsToObjectLock(t *testing.T) {
 	}
 	id, pub := archivetest.Identity(t, "host-s3.example")
 	st := shiptest.StartStore(t, "", store.Config{Upload: locked}, pub)
-	shiptest.ShipArchive(t, st, archive.Options{Identity: id, SegmentDuration: 500 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 300, 5*time.Millisecond)
-	r, err := archive.Verify(st.HostDir("host-s3.example"), archive.VerifyOptions{})
+	shiptest.ShipArchive(t, st, writer.Options{Identity: id, SegmentDuration: 500 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 300, 5*time.Millisecond)
+	r, err := verify.Dir(st.HostDir("host-s3.example"), verify.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/internal/archivetest"
@@ -307,16 +310,16 @@ func TestRefusePathAsSegmentName(t *testing.T) {
 func TestRefuseWrongStoreKey(t *testing.T) {
 	idA, pubA := archivetest.Identity(t, originA)
 	st := shiptest.StartStore(t, "", store.Config{}, pubA)
-	vkey, err := archive.CosignerKeygen(filepath.Join(t.TempDir(), "other-store"), "other-store")
+	vkey, err := receipt.CosignerKeygen(filepath.Join(t.TempDir(), "other-store"), "other-store")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := archive.NewCosignVerifier(vkey)
+	other, err := receipt.NewCosignVerifier(vkey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "archive")
-	w, err := archive.Create(dir, secOptions(idA))
+	w, err := writer.Create(dir, secOptions(idA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +382,7 @@ type secFixture struct {
 	idA, idB     *archive.Identity
 	pubA         string
 	dir          string // host A's archive
-	w            *archive.Writer
+	w            *writer.Writer
 	serial       uint32
 	end          archive.Position  // where the store's copy of A ends
 	heldSegments []string          // the segment files the store holds of A, in order
@@ -395,7 +398,7 @@ func newSecFixture(t *testing.T) *secFixture {
 	fx.idB, pubB = archivetest.Identity(t, originB)
 	// Every refusal raises its own alarm here; alarms held back by AlarmRepeat: limits_test.go.
 	fx.st = shiptest.StartStore(t, "", store.Config{AlarmRepeat: time.Nanosecond}, fx.pubA, pubB)
-	w, err := archive.Create(fx.dir, secOptions(fx.idA))
+	w, err := writer.Create(fx.dir, secOptions(fx.idA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,8 +428,8 @@ func newSecFixture(t *testing.T) *secFixture {
 }
 
 // secOptions checkpoint every 30 ms; segments are cut every hour (tests hold to no particular cut).
-func secOptions(id *archive.Identity) archive.Options {
-	return archive.Options{Identity: id, EpochDuration: 300 * time.Millisecond,
+func secOptions(id *archive.Identity) writer.Options {
+	return writer.Options{Identity: id, EpochDuration: 300 * time.Millisecond,
 		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
 }
 
@@ -480,11 +483,11 @@ func (fx *secFixture) finish(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dir := range []string{fx.dir, fx.st.HostDir(originA)} {
-		r, err := archive.Verify(dir, archive.VerifyOptions{Key: vk})
+		r, err := verify.Dir(dir, verify.Options{Key: vk})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Status != archive.Pass {
+		if r.Status != verify.Pass {
 			t.Fatalf("verify %s: %s %+v", dir, r.Status, r.Problems)
 		}
 	}

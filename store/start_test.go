@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/store"
@@ -26,7 +27,7 @@ func startArea(tb testing.TB, n int) (string, string) {
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	w, err := archive.Create(arch, archive.Options{Identity: id, SegmentDuration: time.Second, EpochDuration: archive.MaxEpoch,
+	w, err := writer.Create(arch, writer.Options{Identity: id, SegmentDuration: time.Second, EpochDuration: archive.MaxEpoch,
 		HeartbeatInterval: archive.MaxHeartbeat, FlushInterval: 10 * time.Millisecond, Now: now})
 	if err != nil {
 		tb.Fatal(err)

@@ -44,6 +44,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
 	"github.com/auditarch/auditarch/internal/durable"
 	"github.com/auditarch/auditarch/internal/wire"
 )
@@ -56,7 +57,7 @@ const (
 	HostsDir     = "hosts"
 	HostKeyFile  = "host.pub"
 	ReceiptsFile = "receipts"
-	StateFile    = "state.json" // the verified state at the area's last seal (archive.Stream.Snapshot)
+	StateFile    = "state.json" // the verified state at the area's last seal (verify.Stream.Snapshot)
 	EvidenceDir  = "evidence"
 )
 
@@ -158,7 +159,7 @@ var errRefusedCert = errors.New("certificate refused")
 // Server is a running store.
 type Server struct {
 	cfg    Config
-	key    *archive.Cosigner
+	key    *receipt.Cosigner
 	cert   tls.Certificate
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -216,13 +217,13 @@ func Open(cfg Config) (*Server, error) {
 	}
 	keyPath := filepath.Join(cfg.Dir, KeyFile)
 	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
-		vkey, err := archive.CosignerKeygen(cfg.Dir, cfg.Name)
+		vkey, err := receipt.CosignerKeygen(cfg.Dir, cfg.Name)
 		if err != nil {
 			return nil, fmt.Errorf("store: create key: %w", err)
 		}
 		cfg.Log.Info().Str("store_key", vkey).Msg("created the store key: hosts pin " + filepath.Join(cfg.Dir, PubFile))
 	}
-	key, err := archive.LoadCosigner(keyPath)
+	key, err := receipt.LoadCosigner(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}

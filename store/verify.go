@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
 )
 
 // RetentionReader reads back the retention lock of a sealed segment that an Uploader copied to object
@@ -38,8 +40,8 @@ const (
 
 // HostReport is VerifyDir's verdict on one host's area of the store.
 type HostReport struct {
-	Host   string          `json:"host"`   // the origin
-	Report *archive.Report `json:"report"` // archive.Verify's report on the area; PASS for an area without segments
+	Host   string         `json:"host"`   // the origin
+	Report *verify.Report `json:"report"` // verify.Dir's report on the area; PASS for an area without segments
 	// Receipts counts the receipts signed by the store key, BadReceipts those that are not.
 	Receipts    int `json:"receipts"`
 	BadReceipts int `json:"bad_receipts"`
@@ -52,12 +54,12 @@ type HostReport struct {
 	NotLocked []string `json:"not_locked,omitempty"`
 }
 
-// Status is the host's verdict: its copy's status (archive.Pass, archive.Incomplete, archive.Tampered),
-// but archive.Tampered also when a receipt is not signed by the store key or a sealed segment is not
+// Status is the host's verdict: its copy's status (verify.Pass, verify.Incomplete, verify.Tampered),
+// but verify.Tampered also when a receipt is not signed by the store key or a sealed segment is not
 // under object lock. A sealed segment without the immutable flag does not change it.
 func (h *HostReport) Status() string {
 	if h.BadReceipts > 0 || len(h.NotLocked) > 0 {
-		return archive.Tampered
+		return verify.Tampered
 	}
 	return h.Report.Status
 }
@@ -67,15 +69,15 @@ type DirReport struct {
 	Hosts []HostReport // one per host area, in the order of the areas' directory names
 }
 
-// Status is the worst of the hosts' statuses: archive.Tampered, archive.Incomplete, or archive.Pass
+// Status is the worst of the hosts' statuses: verify.Tampered, verify.Incomplete, or verify.Pass
 // (also for a store without hosts).
 func (r *DirReport) Status() string {
-	worst := archive.Pass
+	worst := verify.Pass
 	for i := range r.Hosts {
 		switch s := r.Hosts[i].Status(); {
-		case s == archive.Tampered:
+		case s == verify.Tampered:
 			return s
-		case s == archive.Incomplete:
+		case s == verify.Incomplete:
 			worst = s
 		}
 	}
@@ -83,14 +85,14 @@ func (r *DirReport) Status() string {
 }
 
 // VerifyDir verifies the store directory dir host by host (docs/format.md, "Store directory"): each
-// area's copy is verified like a host's archive (archive.Verify) under the identity key the host was
+// area's copy is verified like a host's archive (verify.Dir) under the identity key the host was
 // enrolled with (host.pub), with the area's receipts, each of which must carry the store key's
 // cosignature (store.pub); its sealed segments are checked for the immutable flag and, with
 // opts.ObjectLock, for their retention in the object store; its evidence is counted. A problem found is
 // in the report; an error means the store could not be verified at all (a key file, the hosts directory,
 // receipts or a copy that cannot be read).
 func VerifyDir(ctx context.Context, dir string, opts VerifyDirOptions) (*DirReport, error) {
-	sk, err := archive.LoadCosignVerifier(filepath.Join(dir, PubFile))
+	sk, err := receipt.LoadCosignVerifier(filepath.Join(dir, PubFile))
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +115,7 @@ func VerifyDir(ctx context.Context, dir string, opts VerifyDirOptions) (*DirRepo
 }
 
 // verifyArea verifies the host area hdir, whose directory name is name.
-func verifyArea(ctx context.Context, hdir, name string, sk *archive.CosignVerifier, opts VerifyDirOptions) (*HostReport, error) {
+func verifyArea(ctx context.Context, hdir, name string, sk *receipt.CosignVerifier, opts VerifyDirOptions) (*HostReport, error) {
 	origin, err := url.PathUnescape(name)
 	if err != nil {
 		origin = name
@@ -124,14 +126,14 @@ func verifyArea(ctx context.Context, hdir, name string, sk *archive.CosignVerifi
 	}
 	hr := &HostReport{Host: origin}
 	if segs, _ := filepath.Glob(filepath.Join(hdir, archive.SegmentPattern)); len(segs) == 0 {
-		hr.Report = &archive.Report{Status: archive.Pass, Dir: hdir}
+		hr.Report = &verify.Report{Status: verify.Pass, Dir: hdir}
 	} else {
-		rs, bad, err := archive.ReadReceipts(filepath.Join(hdir, ReceiptsFile), sk)
+		rs, bad, err := receipt.Read(filepath.Join(hdir, ReceiptsFile), sk)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
 		hr.Receipts, hr.BadReceipts = len(rs), bad
-		r, err := archive.Verify(hdir, archive.VerifyOptions{Key: hk, Receipts: rs})
+		r, err := verify.Dir(hdir, verify.Options{Key: hk, Receipts: rs})
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/privtest"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -39,7 +42,7 @@ func shippedStore(t *testing.T) *shiptest.Store {
 	id, pub := archivetest.Identity(t, "auditarch/web1")
 	_, pub2 := archivetest.Identity(t, "auditarch/web2")
 	st := shiptest.StartStore(t, "", store.Config{}, pub, pub2)
-	shiptest.ShipArchive(t, st, archive.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 60, 10*time.Millisecond)
+	shiptest.ShipArchive(t, st, writer.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 60, 10*time.Millisecond)
 	st.Stop()
 	return st
 }
@@ -56,11 +59,11 @@ func TestVerifyDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Status() != archive.Pass || len(rep.Hosts) != 2 {
+	if rep.Status() != verify.Pass || len(rep.Hosts) != 2 {
 		t.Fatalf("VerifyDir: %s, %d hosts, want PASS and 2", rep.Status(), len(rep.Hosts))
 	}
 	web1, web2 := rep.Hosts[0], rep.Hosts[1]
-	if web1.Host != "auditarch/web1" || web1.Status() != archive.Pass || web1.Receipts == 0 || web1.BadReceipts != 0 || web1.Evidence != 0 || web1.NotLocked != nil {
+	if web1.Host != "auditarch/web1" || web1.Status() != verify.Pass || web1.Receipts == 0 || web1.BadReceipts != 0 || web1.Evidence != 0 || web1.NotLocked != nil {
 		t.Errorf("web1: %+v, report %+v", web1, web1.Report)
 	}
 	var sealed []string
@@ -72,7 +75,7 @@ func TestVerifyDir(t *testing.T) {
 	if len(sealed) < 2 || !slices.Equal(lock.asked, sealed) {
 		t.Errorf("object lock asked about %v, want the sealed segments %v", lock.asked, sealed)
 	}
-	if web2.Host != "auditarch/web2" || web2.Status() != archive.Pass || web2.Report.Segments != nil || web2.Immutable != "" {
+	if web2.Host != "auditarch/web2" || web2.Status() != verify.Pass || web2.Report.Segments != nil || web2.Immutable != "" {
 		t.Errorf("web2 (no segments): %+v", web2)
 	}
 
@@ -85,7 +88,7 @@ func TestVerifyDir(t *testing.T) {
 	if got := rep.Hosts[0].NotLocked; len(got) != 1 || !strings.HasPrefix(got[0], missing+" ( until ") || !strings.HasSuffix(got[0], ", no such object)") {
 		t.Errorf("not locked: %q, want %s", got, missing)
 	}
-	if rep.Status() != archive.Tampered || rep.Hosts[0].Report.Status != archive.Pass {
+	if rep.Status() != verify.Tampered || rep.Hosts[0].Report.Status != verify.Pass {
 		t.Errorf("a segment missing from the bucket: %s (copy %s), want TAMPERED (copy PASS)", rep.Status(), rep.Hosts[0].Report.Status)
 	}
 
@@ -99,10 +102,10 @@ func TestVerifyDir(t *testing.T) {
 	}
 	// A receipt cosigned by another key.
 	other := filepath.Join(t.TempDir(), "other")
-	if _, err := archive.CosignerKeygen(other, "auditarch-store/other"); err != nil {
+	if _, err := receipt.CosignerKeygen(other, "auditarch-store/other"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := archive.LoadCosigner(filepath.Join(other, archive.StoreKeyFile))
+	c, err := receipt.LoadCosigner(filepath.Join(other, receipt.StoreKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +117,7 @@ func TestVerifyDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.AppendReceipt(f, rc); err != nil {
+	if err := receipt.Append(f, rc); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -122,7 +125,7 @@ func TestVerifyDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := rep.Hosts[0]; h.BadReceipts != 1 || h.Receipts != web1.Receipts || h.Evidence != 1 || h.Status() != archive.Tampered || rep.Status() != archive.Tampered {
+	if h := rep.Hosts[0]; h.BadReceipts != 1 || h.Receipts != web1.Receipts || h.Evidence != 1 || h.Status() != verify.Tampered || rep.Status() != verify.Tampered {
 		t.Errorf("a receipt not signed by the store key: %d bad, %d good (want 1, %d), evidence %d, %s", h.BadReceipts, h.Receipts, web1.Receipts, h.Evidence, rep.Status())
 	}
 
@@ -172,7 +175,7 @@ func TestVerifyDirImmutable(t *testing.T) {
 	if h.Immutable != store.ImmutablePartial || len(h.MutableSealed) == 0 {
 		t.Errorf("immutable %q, mutable %v; want partial, with the sealed segments listed", h.Immutable, h.MutableSealed)
 	}
-	if h.Report.Status != archive.Tampered || rep.Status() != archive.Tampered {
+	if h.Report.Status != verify.Tampered || rep.Status() != verify.Tampered {
 		t.Errorf("an altered copy: %s (store %s), want TAMPERED", h.Report.Status, rep.Status())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 
 	"github.com/auditarch/auditarch/rules"
 )
@@ -26,11 +27,11 @@ type Config struct {
 	LostPoll      time.Duration `yaml:"lost_poll"`      // how often the kernel's lost counter is read
 	FlushInterval time.Duration `yaml:"flush_interval"` // how often the archive is written and fsynced
 
-	SegmentDuration   time.Duration          `yaml:"segment_duration"`   // segments are cut at multiples of this
-	EpochDuration     time.Duration          `yaml:"epoch_duration"`     // lifetime of an epoch signing key
-	HeartbeatInterval time.Duration          `yaml:"heartbeat_interval"` // HEARTBEAT leaf after this long without events
-	Sync              archive.SyncPolicy     `yaml:"sync"`               // batch (fsync every batch) or none
-	DiskFull          archive.DiskFullAction `yaml:"disk_full"`          // keep (hold, then drop with a LOST leaf) or exit
+	SegmentDuration   time.Duration         `yaml:"segment_duration"`   // segments are cut at multiples of this
+	EpochDuration     time.Duration         `yaml:"epoch_duration"`     // lifetime of an epoch signing key
+	HeartbeatInterval time.Duration         `yaml:"heartbeat_interval"` // HEARTBEAT leaf after this long without events
+	Sync              writer.SyncPolicy     `yaml:"sync"`               // batch (fsync every batch) or none
+	DiskFull          writer.DiskFullAction `yaml:"disk_full"`          // keep (hold, then drop with a LOST leaf) or exit
 
 	Store StoreConfig `yaml:"store"`
 }
@@ -60,8 +61,8 @@ func defaultConfig() Config {
 		EpochDuration:   time.Minute,
 
 		HeartbeatInterval: archive.DefaultHeartbeat,
-		Sync:              archive.SyncBatch,
-		DiskFull:          archive.DiskFullKeep,
+		Sync:              writer.SyncBatch,
+		DiskFull:          writer.DiskFullKeep,
 		Store:             StoreConfig{MaxBacklog: 1 << 30},
 	}
 }
@@ -82,9 +83,9 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	switch {
-	case cfg.Sync != archive.SyncBatch && cfg.Sync != archive.SyncNone:
+	case cfg.Sync != writer.SyncBatch && cfg.Sync != writer.SyncNone:
 		return cfg, fmt.Errorf("config %s: sync: %q is not batch or none", path, cfg.Sync)
-	case cfg.DiskFull != archive.DiskFullKeep && cfg.DiskFull != archive.DiskFullExit:
+	case cfg.DiskFull != writer.DiskFullKeep && cfg.DiskFull != writer.DiskFullExit:
 		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
 	}
 	return cfg, nil

@@ -20,6 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/privtest"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -202,14 +204,14 @@ func TestSigkillAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := archive.Verify(dir, archive.VerifyOptions{Key: pub})
+	r, err := verify.Dir(dir, verify.Options{Key: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, kernelStateFile)); err != nil {
 		t.Errorf("the killed daemon left no %s: %v", kernelStateFile, err)
 	}
-	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "no-stop" || r.Runs[0].Ended != "crashed" {
+	if r.Status != verify.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "no-stop" || r.Runs[0].Ended != "crashed" {
 		t.Errorf("verify after SIGKILL: %s %+v %+v", r.Status, r.Problems, r.Runs)
 	}
 	if !hasMarker(t, dir, before) {
@@ -226,11 +228,11 @@ func TestSigkillAndRestart(t *testing.T) {
 	if !strings.Contains(stderr.String(), "the previous run did not stop cleanly") {
 		t.Errorf("the restarted daemon did not log the recovery:\n%s", stderr.String())
 	}
-	r, err = archive.Verify(dir, archive.VerifyOptions{Key: pub})
+	r, err = verify.Dir(dir, verify.Options{Key: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != archive.Pass || len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" ||
+	if r.Status != verify.Pass || len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" ||
 		r.Runs[1].Recovered == nil || r.Verified != r.Leaves {
 		t.Errorf("verify after the restart: %s %+v runs %+v, %d of %d verified", r.Status, r.Problems, r.Runs, r.Verified, r.Leaves)
 	}
@@ -264,20 +266,20 @@ func checkStoreCopy(t *testing.T, dir string, pub note.Verifier) {
 	t.Helper()
 	area := store.AreaDir(filepath.Join(filepath.Dir(dir), "store"), pub.Name())
 	shiptest.SameFiles(t, dir, area)
-	sk, err := archive.LoadCosignVerifier(filepath.Join(filepath.Dir(dir), "store", store.PubFile))
+	sk, err := receipt.LoadCosignVerifier(filepath.Join(filepath.Dir(dir), "store", store.PubFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, bad, err := archive.ReadReceipts(filepath.Join(dir, "receipts"), sk)
+	rs, bad, err := receipt.Read(filepath.Join(dir, "receipts"), sk)
 	if err != nil || bad != 0 || len(rs) == 0 {
 		t.Fatalf("host receipts: %d, %d bad, %v", len(rs), bad, err)
 	}
 	for _, d := range []string{dir, area} {
-		r, err := archive.Verify(d, archive.VerifyOptions{Key: pub, Receipts: rs})
+		r, err := verify.Dir(d, verify.Options{Key: pub, Receipts: rs})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Status != archive.Pass {
+		if r.Status != verify.Pass {
 			t.Errorf("verify %s with the store's receipts: %s %+v", d, r.Status, r.Problems)
 		}
 	}

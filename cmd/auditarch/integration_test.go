@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/capfile"
 	"github.com/auditarch/auditarch/internal/privtest"
@@ -280,11 +281,11 @@ func TestCaptureRealKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vr, err := archive.Verify(filepath.Join(dir, "archive"), archive.VerifyOptions{Key: pub})
+	vr, err := verify.Dir(filepath.Join(dir, "archive"), verify.Options{Key: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vr.Status != archive.Pass || len(vr.Runs) != 1 || vr.Runs[0].Ended != "stopped" || vr.Verified != vr.Leaves {
+	if vr.Status != verify.Pass || len(vr.Runs) != 1 || vr.Runs[0].Ended != "stopped" || vr.Verified != vr.Leaves {
 		t.Errorf("verify after the daemon stopped: %s, runs %+v, %d of %d leaves verified: %+v", vr.Status, vr.Runs, vr.Verified, vr.Leaves, vr.Problems)
 	}
 	// Without a configured store, run shipped everything to its embedded store, which gave receipts.

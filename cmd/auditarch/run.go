@@ -19,8 +19,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/durable"
+	"github.com/auditarch/auditarch/internal/keyfile"
 	"github.com/auditarch/auditarch/rules"
 )
 
@@ -112,14 +114,14 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if created {
 		log.Warn().Str("key", cfg.Key).Str("public_key", id.VKey).Msg("created the host identity key; pin its public half where you verify")
 	}
-	w, err := archive.Create(cfg.Archive, cfg.archiveOptions(id, set, st, log))
+	w, err := writer.Create(cfg.Archive, cfg.archiveOptions(id, set, st, log))
 	if err != nil {
 		conn.Unregister()
 		hint := "auditarch verify " + cfg.Archive + " says what is wrong with the archive"
 		switch {
-		case errors.Is(err, archive.ErrPermissions):
+		case errors.Is(err, keyfile.ErrPermissions):
 			hint = "the archive directory must not be accessible to others: chmod 0700 " + cfg.Archive
-		case errors.Is(err, archive.ErrInUse):
+		case errors.Is(err, writer.ErrInUse):
 			hint = "another auditarch run writes to this archive; stop it first"
 		}
 		return &hinted{err, hint}
@@ -258,13 +260,13 @@ const version = "auditarch 0.3.0-dev"
 
 // archiveOptions builds the writer's options; the START leaf records the configuration's digest and the
 // kernel's audit status.
-func (c Config) archiveOptions(id *archive.Identity, set *rules.Set, st *libaudit.AuditStatus, log zerolog.Logger) archive.Options {
+func (c Config) archiveOptions(id *archive.Identity, set *rules.Set, st *libaudit.AuditStatus, log zerolog.Logger) writer.Options {
 	h := sha256.New()
 	fmt.Fprintf(h, "%+v\n", c)
 	set.Format(h)
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return archive.Options{
+	return writer.Options{
 		Identity:        id,
 		SegmentDuration: c.SegmentDuration,
 		EpochDuration:   c.EpochDuration,

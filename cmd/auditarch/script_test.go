@@ -14,6 +14,9 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/internal/capfile"
 )
 
@@ -124,7 +127,7 @@ func cmdMkarchive(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	id, err := scriptIdentity(ts)
 	ts.Check(err)
-	w, err := archive.Create(ts.MkAbs(args[1]), archive.Options{Identity: id, Sync: archive.SyncNone})
+	w, err := writer.Create(ts.MkAbs(args[1]), writer.Options{Identity: id, Sync: writer.SyncNone})
 	ts.Check(err)
 	evs := capfile.Replay(c, int64(1_700_000_000)*1e9)
 	for _, ev := range evs {
@@ -202,7 +205,7 @@ func cmdStorekey(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: storekey DIR NAME")
 	}
-	_, err := archive.CosignerKeygen(ts.MkAbs(args[0]), args[1])
+	_, err := receipt.CosignerKeygen(ts.MkAbs(args[0]), args[1])
 	ts.Check(err)
 }
 
@@ -213,9 +216,9 @@ func cmdReceipt(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 3 {
 		ts.Fatalf("usage: receipt STOREDIR ARCHDIR FILE")
 	}
-	c, err := archive.LoadCosigner(filepath.Join(ts.MkAbs(args[0]), archive.StoreKeyFile))
+	c, err := receipt.LoadCosigner(filepath.Join(ts.MkAbs(args[0]), receipt.StoreKeyFile))
 	ts.Check(err)
-	r, err := archive.Verify(ts.MkAbs(args[1]), archive.VerifyOptions{})
+	r, err := verify.Dir(ts.MkAbs(args[1]), verify.Options{})
 	ts.Check(err)
 	if r.Latest == "" {
 		ts.Fatalf("receipt: %s has no signed checkpoint", args[1])
@@ -224,6 +227,6 @@ func cmdReceipt(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	f, err := os.OpenFile(ts.MkAbs(args[2]), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	ts.Check(err)
-	ts.Check(archive.AppendReceipt(f, rc))
+	ts.Check(receipt.Append(f, rc))
 	ts.Check(f.Close())
 }

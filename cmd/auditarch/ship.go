@@ -10,6 +10,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/store"
 )
@@ -26,7 +28,7 @@ type shipping struct {
 }
 
 // startShipping starts shipping w's archive to the configured store, or to an embedded store on loopback.
-func startShipping(cfg Config, id *archive.Identity, w *archive.Writer, log zerolog.Logger) (*shipping, error) {
+func startShipping(cfg Config, id *archive.Identity, w *writer.Writer, log zerolog.Logger) (*shipping, error) {
 	s := &shipping{log: log, stopStore: func() {}}
 	addr, keyFile := cfg.Store.Address, cfg.Store.Key
 	if addr == "" {
@@ -65,7 +67,7 @@ func startShipping(cfg Config, id *archive.Identity, w *archive.Writer, log zero
 		return nil, &hinted{fmt.Errorf("store.address %s needs store.key, the store's public key to pin", addr),
 			"copy the store's store.pub to this host and name it in the config (store: {key: FILE})"}
 	}
-	sk, err := archive.LoadCosignVerifier(keyFile)
+	sk, err := receipt.LoadCosignVerifier(keyFile)
 	if err != nil {
 		s.stopStore()
 		return nil, fmt.Errorf("store key: %w", err)
@@ -97,7 +99,7 @@ func (s *shipping) Failed() <-chan error { return s.failed }
 
 // stop waits (up to wait, and only while the shipper runs) until the store holds everything the closed
 // writer made durable, then stops. It returns the shipper's error, if it failed.
-func (s *shipping) stop(w *archive.Writer, wait time.Duration) error {
+func (s *shipping) stop(w *writer.Writer, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	go func() {
 		select {

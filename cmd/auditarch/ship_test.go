@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/privtest"
 	"github.com/auditarch/auditarch/store"
@@ -22,7 +24,7 @@ import (
 // blockReceipts makes the archive directory's receipts file a directory: the shipper cannot open it.
 func blockReceipts(t *testing.T, dir string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Join(dir, archive.ReceiptsFile, "x"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, receipt.ReceiptsFile, "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -34,7 +36,7 @@ func TestShippingFailureSurfaces(t *testing.T) {
 	id, _ := archivetest.Identity(t, "ship-fail.example")
 	root := t.TempDir()
 	dir := filepath.Join(root, "archive")
-	w, err := archive.Create(dir, archive.Options{Identity: id, FlushInterval: 10 * time.Millisecond})
+	w, err := writer.Create(dir, writer.Options{Identity: id, FlushInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/store"
 	"github.com/auditarch/auditarch/store/s3lock"
 )
@@ -211,9 +212,9 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 
 func exitFor(status string) int {
 	switch status {
-	case archive.Tampered:
+	case verify.Tampered:
 		return 4
-	case archive.Incomplete:
+	case verify.Incomplete:
 		return 3
 	}
 	return 0

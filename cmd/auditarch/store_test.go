@@ -11,7 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/peers"
 	"github.com/auditarch/auditarch/internal/shiptest"
@@ -37,7 +37,7 @@ func TestStoreVerify(t *testing.T) {
 	}
 	id, pub := archivetest.Identity(t, "auditarch/web1")
 	st := shiptest.StartStore(t, "", store.Config{Upload: locked}, pub)
-	shiptest.ShipArchive(t, st, archive.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 100, 10*time.Millisecond)
+	shiptest.ShipArchive(t, st, writer.Options{Identity: id, SegmentDuration: 400 * time.Millisecond, FlushInterval: 10 * time.Millisecond}, 100, 10*time.Millisecond)
 	st.Stop() // waits for the uploads of the sealed segments
 
 	verify := func(args ...string) (int, string) {

@@ -11,6 +11,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
 )
 
 // Exit statuses of verify beyond 0 (pass), 1 (error) and 2 (usage).
@@ -49,10 +51,10 @@ func verifyCmd(args []string, stdout io.Writer) error {
 		return &hinted{fmt.Errorf("%w: --store-key needs --receipts FILE, the store's receipts for this host", errUsage),
 			"copy hosts/<origin>/receipts from the store (the host's own DIR/receipts can be cut back by root on the host), or run auditarch store verify on the store"}
 	}
-	opts := archive.VerifyOptions{Grace: *grace}
-	var storeKey *archive.CosignVerifier
+	opts := verify.Options{Grace: *grace}
+	var storeKey *receipt.CosignVerifier
 	if *storeKeyFile != "" {
-		if storeKey, err = archive.LoadCosignVerifier(*storeKeyFile); err != nil {
+		if storeKey, err = receipt.LoadCosignVerifier(*storeKeyFile); err != nil {
 			return err
 		}
 	}
@@ -72,8 +74,8 @@ func verifyCmd(args []string, stdout io.Writer) error {
 			opts.Witness = data
 		}
 	}
-	worst := archive.Pass
-	var reports []*archive.Report
+	worst := verify.Pass
+	var reports []*verify.Report
 	for _, dir := range pos {
 		o := opts
 		if storeKey != nil {
@@ -84,7 +86,7 @@ func verifyCmd(args []string, stdout io.Writer) error {
 				return fmt.Errorf("verify: %s holds no receipt", *receiptsFile)
 			}
 		}
-		r, err := archive.Verify(dir, o)
+		r, err := verify.Dir(dir, o)
 		if err != nil {
 			return err
 		}
@@ -108,15 +110,15 @@ func verifyCmd(args []string, stdout io.Writer) error {
 		}
 	}
 	// The witness moves forward only over an archive that passed, so that a later rollback is caught.
-	if *witness != "" && worst == archive.Pass && reports[0].Latest != "" {
+	if *witness != "" && worst == verify.Pass && reports[0].Latest != "" {
 		if err := os.WriteFile(*witness, []byte(reports[0].Latest), 0o600); err != nil {
 			return fmt.Errorf("write witness: %w", err)
 		}
 	}
 	switch worst {
-	case archive.Tampered:
+	case verify.Tampered:
 		return &exitError{exitTampered, errors.New("verify: the archive was tampered with (see above)")}
-	case archive.Incomplete:
+	case verify.Incomplete:
 		return &exitError{exitIncomplete, errors.New("verify: evidence is incomplete (see above)")}
 	}
 	return nil
@@ -124,8 +126,8 @@ func verifyCmd(args []string, stdout io.Writer) error {
 
 // loadReceipts reads the store receipts in file. Every receipt must open under store: one that does not
 // is an error, not something to skip; so is a file without any.
-func loadReceipts(file string, store *archive.CosignVerifier) ([]archive.Receipt, error) {
-	rs, bad, err := archive.ReadReceipts(file, store)
+func loadReceipts(file string, store *receipt.CosignVerifier) ([]receipt.Receipt, error) {
+	rs, bad, err := receipt.Read(file, store)
 	var ce *archive.CorruptError
 	switch {
 	case errors.As(err, &ce) && ce.Torn:
@@ -148,7 +150,7 @@ func loadReceipts(file string, store *archive.CosignVerifier) ([]archive.Receipt
 }
 
 func worse(a, b string) string {
-	rank := map[string]int{archive.Pass: 0, archive.Incomplete: 1, archive.Tampered: 2}
+	rank := map[string]int{verify.Pass: 0, verify.Incomplete: 1, verify.Tampered: 2}
 	if rank[b] > rank[a] {
 		return b
 	}
@@ -156,7 +158,7 @@ func worse(a, b string) string {
 }
 
 // printReport prints r for people.
-func printReport(w io.Writer, r *archive.Report) {
+func printReport(w io.Writer, r *verify.Report) {
 	pin := "pinned"
 	if !r.Pinned {
 		pin = "NOT pinned: trusting the key named in the archive; pass --key host.pub"
@@ -232,9 +234,9 @@ func printReport(w io.Writer, r *archive.Report) {
 	if rc := r.Receipt; rc != nil {
 		what := rc.Status
 		switch rc.Status {
-		case archive.ReceiptUnchecked:
+		case verify.ReceiptUnchecked:
 			what = "not checked: the archive's leaves there are missing or unreadable (see above)"
-		case archive.ReceiptConsistent:
+		case verify.ReceiptConsistent:
 		default:
 			what += " (see above)"
 		}

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/archivetest"
 )
@@ -21,15 +24,15 @@ import (
 func vtArchive(t *testing.T, id *archive.Identity, n int, d time.Duration) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "arch")
-	vtRun(t, dir, archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
+	vtRun(t, dir, writer.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
 		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}, n, d)
 	return dir
 }
 
 // vtRun appends n events to dir in one run over about d.
-func vtRun(t *testing.T, dir string, opts archive.Options, n int, d time.Duration) {
+func vtRun(t *testing.T, dir string, opts writer.Options, n int, d time.Duration) {
 	t.Helper()
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,11 +148,11 @@ func TestVerifyTamper(t *testing.T) {
 			}
 			// The same verdict in --json.
 			_, js, _ := vtMain(t, "verify", "--json", "--key", pub, dir)
-			var r archive.Report
+			var r verify.Report
 			if err := json.Unmarshal([]byte(js), &r); err != nil {
 				t.Fatalf("--json: %v", err)
 			}
-			wantStatus := map[int]string{0: archive.Pass, exitIncomplete: archive.Incomplete, exitTampered: archive.Tampered}[c.code]
+			wantStatus := map[int]string{0: verify.Pass, exitIncomplete: verify.Incomplete, exitTampered: verify.Tampered}[c.code]
 			if r.Status != wantStatus {
 				t.Errorf("--json status %s, want %s", r.Status, wantStatus)
 			}
@@ -160,7 +163,7 @@ func TestVerifyTamper(t *testing.T) {
 	}
 }
 
-func hasCode(r archive.Report, code string) bool {
+func hasCode(r verify.Report, code string) bool {
 	for _, p := range r.Problems {
 		if p.Code == code {
 			return true
@@ -174,9 +177,9 @@ func hasCode(r archive.Report, code string) bool {
 func TestVerifyWitnessRollback(t *testing.T) {
 	id, pub := archivetest.Identity(t, "auditarch/host-a")
 	dir := filepath.Join(t.TempDir(), "arch")
-	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
+	vtRun(t, dir, writer.Options{Identity: id}, 10, 0)
 	old := archivetest.CopyDir(t, dir)
-	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
+	vtRun(t, dir, writer.Options{Identity: id}, 10, 0)
 	witness := filepath.Join(t.TempDir(), "witness")
 
 	code, stdout, stderr := vtMain(t, "verify", "--key", pub, "--witness", witness, dir)
@@ -205,38 +208,38 @@ func TestVerifyWitnessRollback(t *testing.T) {
 func TestVerifyReceiptNewestSegmentRemoved(t *testing.T) {
 	id, pub := archivetest.Identity(t, "auditarch/host-a")
 	dir := filepath.Join(t.TempDir(), "arch")
-	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
-	vtRun(t, dir, archive.Options{Identity: id}, 10, 0)
+	vtRun(t, dir, writer.Options{Identity: id}, 10, 0)
+	vtRun(t, dir, writer.Options{Identity: id}, 10, 0)
 	storeDir := filepath.Join(t.TempDir(), "store")
-	if _, err := archive.CosignerKeygen(storeDir, "auditarch-store/test"); err != nil {
+	if _, err := receipt.CosignerKeygen(storeDir, "auditarch-store/test"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := archive.LoadCosigner(filepath.Join(storeDir, archive.StoreKeyFile))
+	c, err := receipt.LoadCosigner(filepath.Join(storeDir, receipt.StoreKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := archive.Verify(dir, archive.VerifyOptions{})
+	r, err := verify.Dir(dir, verify.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)
-	receipt, err := c.Cosign([]byte(r.Latest), at)
+	rc, err := c.Cosign([]byte(r.Latest), at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, archive.ReceiptsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, receipt.ReceiptsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.AppendReceipt(f, receipt); err != nil {
+	if err := receipt.Append(f, rc); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	storePub := filepath.Join(storeDir, archive.StorePubFile)
+	storePub := filepath.Join(storeDir, receipt.StorePubFile)
 
-	receipts := filepath.Join(dir, archive.ReceiptsFile)
+	receipts := filepath.Join(dir, receipt.ReceiptsFile)
 	code, stdout, stderr := vtMain(t, "verify", "--key", pub, "--store-key", storePub, "--receipts", receipts, dir)
 	if code != 0 || !strings.Contains(stdout, "  store receipt: 26 leaves at 2025-06-01T08:00:00Z: consistent\n") {
 		t.Fatalf("verify with the receipt: exit %d\n%s%s", code, stdout, stderr)
@@ -250,12 +253,12 @@ func TestVerifyReceiptNewestSegmentRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, stdout, stderr = vtMain(t, "verify", "--key", pub, "--store-key", storePub, "--receipts", receipts, "--json", dir)
-	var rep archive.Report
+	var rep verify.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("verify --json: %v\n%s%s", err, stdout, stderr)
 	}
-	want := archive.ReceiptReport{Size: 26, Time: "2025-06-01T08:00:00Z", Status: "truncated"}
-	if code != exitTampered || rep.Status != archive.Tampered || len(rep.Problems) != 1 || !hasCode(rep, "truncated") ||
+	want := verify.ReceiptReport{Size: 26, Time: "2025-06-01T08:00:00Z", Status: "truncated"}
+	if code != exitTampered || rep.Status != verify.Tampered || len(rep.Problems) != 1 || !hasCode(rep, "truncated") ||
 		rep.Receipt == nil || *rep.Receipt != want {
 		t.Errorf("newest segment removed: exit %d, status %s, problems %+v, receipt %+v; want exit %d, only truncated, receipt %+v",
 			code, rep.Status, rep.Problems, rep.Receipt, exitTampered, want)

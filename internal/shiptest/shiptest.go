@@ -19,6 +19,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/store"
@@ -29,7 +31,7 @@ type Store struct {
 	tb     testing.TB
 	Dir    string
 	Addr   string
-	Key    *archive.CosignVerifier
+	Key    *receipt.CosignVerifier
 	Server *store.Server
 	Log    *bytes.Buffer // the store's log (JSON lines), over restarts
 	cfg    store.Config
@@ -63,7 +65,7 @@ func StartStore(tb testing.TB, dir string, cfg store.Config, hostPubs ...string)
 		}
 	}
 	s.Start()
-	k, err := archive.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
+	k, err := receipt.LoadCosignVerifier(filepath.Join(dir, store.PubFile))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -170,10 +172,10 @@ func Leaves(tb testing.TB, dir string) []string {
 // ShipArchive writes n small events into a new archive with opts (opts.Identity must be set), one every
 // `every`, while a shipper sends it to st; it then closes the writer, waits until the store holds all of
 // it, stops the shipper and returns the archive's directory.
-func ShipArchive(tb testing.TB, st *Store, opts archive.Options, n int, every time.Duration) string {
+func ShipArchive(tb testing.TB, st *Store, opts writer.Options, n int, every time.Duration) string {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), "archive")
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

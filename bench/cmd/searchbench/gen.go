@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 )
 
@@ -442,7 +443,7 @@ func (c *fakeClock) Now() time.Time {
 // it: that cycle took every event appended before and rotated. The flusher reads the clock once, at the
 // start of each cycle, and cycles one at a time: the first read after the set starts that cycle, and the
 // durable size grows when it has written the seal (or the next read starts the cycle after it).
-func (c *fakeClock) cutAt(t time.Time, w *archive.Writer) {
+func (c *fakeClock) cutAt(t time.Time, w *writer.Writer) {
 	c.ns.Store(t.UnixNano())
 	r0 := c.reads.Load()
 	for c.reads.Load() == r0 {
@@ -479,8 +480,8 @@ func generate(dir string, m *manifest, qs []*query, progress func(done int)) err
 	}
 	clock := &fakeClock{}
 	clock.ns.Store(start.UnixNano())
-	w, err := archive.Create(arch, archive.Options{Identity: id, Now: clock.Now, SegmentDuration: time.Hour,
-		FlushInterval: 5 * time.Millisecond, Sync: archive.SyncNone,
+	w, err := writer.Create(arch, writer.Options{Identity: id, Now: clock.Now, SegmentDuration: time.Hour,
+		FlushInterval: 5 * time.Millisecond, Sync: writer.SyncNone,
 		Start: archive.Start{Version: "searchbench", Hostname: "bastion-1"}})
 	if err != nil {
 		return err
@@ -532,7 +533,7 @@ func generate(dir string, m *manifest, qs []*query, progress func(done int)) err
 
 // backpressure keeps the generator at most a few batches ahead of the writer: Append never blocks, and
 // beyond MaxPending it would drop events.
-func backpressure(w *archive.Writer) {
+func backpressure(w *writer.Writer) {
 	for {
 		appended, _, durable := w.Stats()
 		if appended < durable+16384 {

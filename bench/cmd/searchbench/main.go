@@ -3,7 +3,7 @@
 // The archive is generated once and cached (-dir, default OUT/search10m; -regen forces it): synthetic
 // events modeled on testdata/workload.cap (SYSCALL, EXECVE, CWD, PATH, SOCKADDR and PROCTITLE records as
 // the kernel writes them) from 20 people of uneven activity and the host's daemons, with office hours and
-// quiet weekends, written through archive.Writer on a fake clock (Options.Now) with one-hour segments cut
+// quiet weekends, written through writer.Writer on a fake clock (Options.Now) with one-hour segments cut
 // at each hour, as 90 days of capture leave an archive. Each query then runs as the auditarch binary
 // does it for a user, once with the archive's pages evicted from the page cache (cold) and once warm,
 // and its number of results is checked against what the generator knows it wrote.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/bench/internal/harness"
 	"github.com/auditarch/auditarch/store"
@@ -23,7 +25,7 @@ import (
 // auditarchPeer is the project's daemon (`auditarch run`) shipping to its store (`auditarch store`), two
 // processes on loopback. The store writes a trace line each time it has verified and fsynced what a host
 // sent, just before it acknowledges: "<unix ns> <origin> <leaves durable> <leaves its new receipt covers>"
-// (store.Config.Trace). The harness follows the trace and the store's copy of the archive (archive.Stream
+// (store.Config.Trace). The harness follows the trace and the store's copy of the archive (verify.Stream
 // over the segment files, which also yields the leaves), and reports each leaf's records as durable at the
 // time of the first trace line whose count covers it. Receipt latency is reported the same way, as a note.
 type auditarchPeer struct {
@@ -70,7 +72,7 @@ func (a *auditarchPeer) start(ctx context.Context, b *bench, dir string, seen fu
 	}
 	if a.daemon, err = harness.Start(dir, "daemon", harness.ProcOptions{},
 		a.bin, "run", "--archive", arch, "--key", filepath.Join(keys, archive.IdentityKeyFile), "--rules", b.rulesFile,
-		"--store", addr, "--store-key", filepath.Join(storeDir, archive.StorePubFile)); err != nil {
+		"--store", addr, "--store-key", filepath.Join(storeDir, receipt.StorePubFile)); err != nil {
 		return err
 	}
 	fctx, cancel := context.WithCancel(context.Background())
@@ -107,12 +109,12 @@ func (a *auditarchPeer) follow(ctx context.Context, trace, storeDir string, seen
 	var tf *os.File
 	var rd *bufio.Reader
 	var area string
-	var s *archive.Stream
+	var s *verify.Stream
 	files := map[string]int64{} // bytes of each segment file fed
 	var leaves []*archive.Leaf  // leaves read and not yet reported
 	var firstIndex uint64       // index of leaves[0]
 	var pendingLine string
-	s = archive.NewStream(archive.VerifyOptions{})
+	s = verify.NewStream(verify.Options{})
 	s.OnLeaf = func(i uint64, l *archive.Leaf) {
 		if len(leaves) == 0 {
 			firstIndex = i

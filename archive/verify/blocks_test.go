@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"errors"
@@ -7,21 +7,25 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // A batch larger than FlushBytes (events arriving faster than the flush interval) is cut into several
 // blocks, each ending with its own checkpoint; the batch buffers are reused without mixing events, the
 // archive verifies, and every event reads back once, in order.
 func TestBlocksCutAtFlushBytes(t *testing.T) {
-	id, pub := tIdentity(t, "blocks.example")
+	id, pub := archivetest.Keys(t, "blocks.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	w, err := Create(dir, Options{Identity: id, FlushInterval: 50 * time.Millisecond, FlushBytes: 2048})
+	w, err := writer.Create(dir, writer.Options{Identity: id, FlushInterval: 50 * time.Millisecond, FlushBytes: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = 6000
 	for i := range n {
-		w.Append(tEvent(uint32(i + 1)))
+		w.Append(archivetest.Event(uint32(i + 1)))
 		if i%1000 == 999 {
 			time.Sleep(60 * time.Millisecond)
 		}
@@ -29,7 +33,7 @@ func TestBlocksCutAtFlushBytes(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Verify(dir, VerifyOptions{Key: pub})
+	r, err := Dir(dir, Options{Key: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +44,7 @@ func TestBlocksCutAtFlushBytes(t *testing.T) {
 	for _, s := range r.Segments {
 		cks += s.Checkpoints
 	}
-	f := NewFollower(dir, nil, Cursor{})
+	f := archive.NewFollower(dir, nil, archive.Cursor{})
 	defer f.Close()
 	var serial uint32
 	for {
@@ -51,14 +55,14 @@ func TestBlocksCutAtFlushBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Kind == LeafEvent {
+		if l.Kind == archive.LeafEvent {
 			serial++
 			if l.Event.Serial != serial {
 				t.Fatalf("event %d has serial %d", serial, l.Event.Serial)
 			}
 		}
 	}
-	fi, _ := os.Stat(tSegFiles(t, dir)[0])
+	fi, _ := os.Stat(archivetest.SegFiles(t, dir)[0])
 	if serial != n || cks < n*150/2048/2 {
 		t.Fatalf("%d events read back, %d checkpoints (%d bytes on disk): batches were not cut into signed blocks", serial, cks, fi.Size())
 	}
@@ -68,7 +72,7 @@ func TestBlocksCutAtFlushBytes(t *testing.T) {
 // A report lists at most maxProblems problems and counts the rest, and its status still counts the worst
 // of them: an omitted tampering problem makes it TAMPERED.
 func TestReportOmits(t *testing.T) {
-	v, err := newVerifier(VerifyOptions{})
+	v, err := newVerifier(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

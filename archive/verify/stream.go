@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"errors"
@@ -7,14 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/auditarch/auditarch/archive"
 )
 
 // Stream verifies an archive while a replica receives it: the segment files in order, each from its first
-// byte, in pieces of any size. It runs the same checks as Verify (the two share the verifier), block by
+// byte, in pieces of any size. It runs the same checks as Dir (the two share the verifier), block by
 // block, so a store can check what a host sends before it acknowledges it.
 //
 // Bytes that do not yet complete a block are held until they do. When a newer segment begins, an
-// incomplete block left at the end of the one before is its torn tail (a crash), exactly as Verify reads
+// incomplete block left at the end of the one before is its torn tail (a crash), exactly as Dir reads
 // it from a file.
 type Stream struct {
 	v        *verifier
@@ -28,7 +30,7 @@ type Stream struct {
 	reported int // problems already returned
 
 	// OnLeaf, when set, is called with each leaf as it is read (a follower of a replica, for one).
-	OnLeaf func(index uint64, l *Leaf)
+	OnLeaf func(index uint64, l *archive.Leaf)
 }
 
 // Stream states for the current segment.
@@ -50,7 +52,7 @@ type StreamUpdate struct {
 // NewStream returns a Stream that has seen nothing. opts.Key should be the host's pinned identity key.
 // The archive it reads is taken as live (its writer still appends): a torn end is not reported until a
 // newer segment shows it torn.
-func NewStream(opts VerifyOptions) *Stream {
+func NewStream(opts Options) *Stream {
 	v, err := newVerifier(opts)
 	if err != nil {
 		opts.Witness = nil
@@ -94,7 +96,7 @@ func (s *Stream) Finish() *Report {
 	v := s.v
 	switch s.state {
 	case streamMagic:
-		v.beginSegment(s.name, SegmentHeader{}, &CorruptError{Path: s.name, Offset: s.bufOff, Reason: "segment has no complete header block", Torn: true}, true)
+		v.beginSegment(s.name, archive.SegmentHeader{}, &archive.CorruptError{Path: s.name, Offset: s.bufOff, Reason: "segment has no complete header block", Torn: true}, true)
 		v.closeSegment()
 	case streamEntries:
 		v.endSegment(s.name, int64(len(s.buf)), true)
@@ -161,25 +163,25 @@ func (s *Stream) decode() {
 		s.bufOff += int64(p)
 	}()
 	if s.state == streamMagic && s.bufOff == 0 {
-		if len(s.buf) < len(segMagic) {
+		if len(s.buf) < len(archive.SegmentMagic) {
 			return
 		}
-		if string(s.buf[:len(segMagic)]) != segMagic {
-			v.beginSegment(s.name, SegmentHeader{}, &CorruptError{Path: s.name, Reason: "not an auditarch segment (bad magic)"}, false)
+		if string(s.buf[:len(archive.SegmentMagic)]) != archive.SegmentMagic {
+			v.beginSegment(s.name, archive.SegmentHeader{}, &archive.CorruptError{Path: s.name, Reason: "not an auditarch segment (bad magic)"}, false)
 			v.closeSegment()
 			s.state = streamSkip
 			p = len(s.buf)
 			return
 		}
-		p = len(segMagic)
+		p = len(archive.SegmentMagic)
 	}
 	for s.state == streamMagic || s.state == streamEntries {
 		rest := s.buf[p:]
-		if len(rest) < blockHeader {
+		if len(rest) < archive.BlockHeaderSize {
 			return
 		}
 		off := s.bufOff + int64(p)
-		l, err := blockLength(rest)
+		l, err := archive.BlockLength(rest)
 		if err != nil {
 			s.damaged(off, err.Error())
 			p = len(s.buf)
@@ -189,35 +191,35 @@ func (s *Stream) decode() {
 			return
 		}
 		p += l
-		if s.dec, err = openBlock(rest[:l], s.dec); err != nil {
+		if s.dec, err = archive.OpenBlock(rest[:l], s.dec); err != nil {
 			s.damaged(off, err.Error())
 			p = len(s.buf)
 			return
 		}
 		before, leaves, cks := v.tampered, 0, 0
 		for e := s.dec; len(e) > 0 && s.state != streamSkip; {
-			typ, payload, next, err := nextEntry(e)
+			typ, payload, next, err := archive.NextEntry(e)
 			if err != nil {
 				s.damaged(off, err.Error())
 				break
 			}
 			e = next
 			switch typ {
-			case entryLeaf:
-				if leaves++; leaves > MaxBlockLeaves {
-					s.damaged(off, fmt.Sprintf("block holds more than %d leaves", MaxBlockLeaves))
+			case archive.EntryLeaf:
+				if leaves++; leaves > archive.MaxBlockLeaves {
+					s.damaged(off, fmt.Sprintf("block holds more than %d leaves", archive.MaxBlockLeaves))
 				}
-			case entryCheckpoint:
-				if cks++; cks > maxBlockCheckpoints {
-					s.damaged(off, fmt.Sprintf("block holds more than %d checkpoints", maxBlockCheckpoints))
+			case archive.EntryCheckpoint:
+				if cks++; cks > archive.MaxBlockCheckpoints {
+					s.damaged(off, fmt.Sprintf("block holds more than %d checkpoints", archive.MaxBlockCheckpoints))
 				}
 			}
 			if s.state == streamSkip {
 				break
 			}
 			s.entry(off, typ, payload)
-			if v.tampered-before > maxBlockProblems && s.state != streamSkip {
-				s.damaged(off, fmt.Sprintf("block raised more than %d problems; the rest of it is not read", maxBlockProblems))
+			if v.tampered-before > archive.MaxBlockProblems && s.state != streamSkip {
+				s.damaged(off, fmt.Sprintf("block raised more than %d problems; the rest of it is not read", archive.MaxBlockProblems))
 				break
 			}
 		}
@@ -233,12 +235,12 @@ func (s *Stream) decode() {
 func (s *Stream) entry(off int64, typ byte, p []byte) {
 	v := s.v
 	if s.state == streamMagic {
-		var h SegmentHeader
+		var h archive.SegmentHeader
 		var herr error
-		if typ != entryHeader {
-			herr = &CorruptError{Path: s.name, Offset: off, Reason: "segment does not start with a header"}
-		} else if h, herr = decodeHeader(p); herr != nil {
-			herr = &CorruptError{Path: s.name, Offset: off, Reason: herr.Error()}
+		if typ != archive.EntryHeader {
+			herr = &archive.CorruptError{Path: s.name, Offset: off, Reason: "segment does not start with a header"}
+		} else if h, herr = archive.DecodeHeader(p); herr != nil {
+			herr = &archive.CorruptError{Path: s.name, Offset: off, Reason: herr.Error()}
 		}
 		if !v.beginSegment(s.name, h, herr, false) {
 			v.closeSegment()
@@ -250,9 +252,9 @@ func (s *Stream) entry(off int64, typ byte, p []byte) {
 	}
 	i := v.tree.Size
 	v.entry(typ, p, &s.first)
-	if typ == entryLeaf && s.OnLeaf != nil {
-		var l Leaf
-		if DecodeLeaf(p, &l) == nil {
+	if typ == archive.EntryLeaf && s.OnLeaf != nil {
+		var l archive.Leaf
+		if archive.DecodeLeaf(p, &l) == nil {
 			s.OnLeaf(i, &l)
 		}
 	}
@@ -261,7 +263,7 @@ func (s *Stream) entry(off int64, typ byte, p []byte) {
 // damaged reports a block that does not decode; the rest of the segment is not read.
 func (s *Stream) damaged(off int64, reason string) {
 	v := s.v
-	err := &CorruptError{Path: s.name, Offset: off, Reason: reason}
+	err := &archive.CorruptError{Path: s.name, Offset: off, Reason: reason}
 	v.problem(Tampered, "damaged", nil, "%v: the leaves after index %d in this segment cannot be read", err, v.tree.Size)
 	v.broken, v.gap = true, true
 	if s.state == streamEntries {
@@ -276,12 +278,12 @@ func (s *Stream) endSegment() {
 	v := s.v
 	switch s.state {
 	case streamMagic:
-		v.beginSegment(s.name, SegmentHeader{}, &CorruptError{Path: s.name, Offset: s.bufOff, Reason: "segment has no complete header block", Torn: true}, false)
+		v.beginSegment(s.name, archive.SegmentHeader{}, &archive.CorruptError{Path: s.name, Offset: s.bufOff, Reason: "segment has no complete header block", Torn: true}, false)
 		v.closeSegment()
 	case streamEntries:
 		torn := int64(len(s.buf))
 		if torn > 0 {
-			v.pendingRec = &Recovery{Segment: s.name, TornOffset: s.bufOff, TornBytes: torn}
+			v.pendingRec = &archive.Recovery{Segment: s.name, TornOffset: s.bufOff, TornBytes: torn}
 		}
 		v.endSegment(s.name, torn, false)
 		v.closeSegment()

@@ -1,4 +1,4 @@
-package archive
+package writer
 
 import (
 	"encoding/binary"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/internal/testhook"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -34,26 +36,26 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	mono := time.Now()
 	if drift := now.Round(0).Sub(w.lastWall.Round(0)) - mono.Sub(w.lastMono); drift > clockStep || drift < -clockStep {
 		w.opts.Log.Warn().Dur("step", drift).Msg("wall clock stepped")
-		ent = w.addControl(ent, LeafClock, now, Clock{StepNanos: int64(drift)})
+		ent = w.addControl(ent, archive.LeafClock, now, archive.Clock{StepNanos: int64(drift)})
 	}
 	w.lastWall, w.lastMono = now, mono
 	// An epoch that should have ended long ago (the writer was frozen, the disk stalled, or the clock was
 	// stepped forward) is not used for what comes now: the next key is introduced before the batch, so
 	// that an epoch key never signs a leaf later than its epoch allows (MaxEpoch).
-	if now.Sub(w.epochStart) > w.opts.EpochDuration+EpochSlack/2 {
+	if now.Sub(w.epochStart) > w.opts.EpochDuration+archive.EpochSlack/2 {
 		var err error
 		if ent, err = w.rekey(ent, now); err != nil {
 			w.opts.Log.Error().Err(err).Msg("sign checkpoint")
 		}
 	}
 	// The batch already holds leaf entries: hash them in place, and build the (last) block on it.
-	n, start, leaves := len(batch), 0, len(ent)/entryHead // (ent holds at most a few control leaves)
+	n, start, leaves := len(batch), 0, len(ent)/archive.EntryHeadSize // (ent holds at most a few control leaves)
 	for off := 0; off < len(batch); {
-		l := entryHead + int(binary.LittleEndian.Uint32(batch[off+1:]))
-		w.leafAdded(batch[off+entryHead:off+l], now)
+		l := archive.EntryHeadSize + int(binary.LittleEndian.Uint32(batch[off+1:]))
+		w.leafAdded(batch[off+archive.EntryHeadSize:off+l], now)
 		off += l
 		leaves++
-		if (off-start >= w.opts.FlushBytes || leaves >= MaxBlockLeaves-8) && off < len(batch) {
+		if (off-start >= w.opts.FlushBytes || leaves >= archive.MaxBlockLeaves-8) && off < len(batch) {
 			blk, err := w.checkpoint(append(ent, batch[start:off]...), w.key, now)
 			if err != nil {
 				w.opts.Log.Error().Err(err).Msg("sign checkpoint")
@@ -69,7 +71,7 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	}
 	held := n - start
 	if now.Sub(w.lastLeafAt) >= w.opts.HeartbeatInterval {
-		ent = w.addControl(ent, LeafHeartbeat, now, Heartbeat{Events: w.runLeaves})
+		ent = w.addControl(ent, archive.LeafHeartbeat, now, archive.Heartbeat{Events: w.runLeaves})
 	}
 	rotating := !final && !now.Before(w.seg.end)
 	var err error
@@ -84,7 +86,7 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	}
 	switch {
 	case final:
-		ent = w.addControl(ent, LeafStop, now, Stop{Reason: "stopped", Events: w.runLeaves})
+		ent = w.addControl(ent, archive.LeafStop, now, archive.Stop{Reason: "stopped", Events: w.runLeaves})
 		ent = w.seal(ent, now, false)
 		w.queue(w.seg.f, ent, held, true)
 	case rotating:
@@ -103,12 +105,12 @@ func (w *Writer) cycle(now time.Time, final bool) {
 func (w *Writer) leafAdded(leaf []byte, now time.Time) {
 	w.tree.Append(leaf)
 	var t int64
-	switch k := LeafKind(leaf[0]); {
-	case k.control() && len(leaf) >= 9:
+	switch k := archive.LeafKind(leaf[0]); {
+	case k.Control() && len(leaf) >= 9:
 		t = int64(binary.LittleEndian.Uint64(leaf[1:]))
 	case len(leaf) >= 26:
 		t = int64(binary.LittleEndian.Uint64(leaf[18:])) // received
-		w.seg.kernel.add(eventKernelTime(leaf))
+		w.seg.kernel.Add(archive.EventKernelTime(leaf))
 	}
 	s := w.seg
 	if s.leaves == 0 {
@@ -121,25 +123,25 @@ func (w *Writer) leafAdded(leaf []byte, now time.Time) {
 }
 
 // addControl appends a control leaf entry to ent and hashes it into the tree.
-func (w *Writer) addControl(ent []byte, kind LeafKind, now time.Time, body any) []byte {
+func (w *Writer) addControl(ent []byte, kind archive.LeafKind, now time.Time, body any) []byte {
 	n0 := len(ent)
-	ent = append(ent, entryLeaf, 0, 0, 0, 0)
-	ent = appendControlLeaf(ent, kind, now.UnixNano(), body)
-	binary.LittleEndian.PutUint32(ent[n0+1:], uint32(len(ent)-n0-entryHead))
-	w.leafAdded(ent[n0+entryHead:], now)
+	ent = append(ent, archive.EntryLeaf, 0, 0, 0, 0)
+	ent = archive.AppendControlLeaf(ent, kind, now.UnixNano(), body)
+	binary.LittleEndian.PutUint32(ent[n0+1:], uint32(len(ent)-n0-archive.EntryHeadSize))
+	w.leafAdded(ent[n0+archive.EntryHeadSize:], now)
 	return ent
 }
 
 // checkpoint appends a checkpoint of the whole tree signed by s.
 func (w *Writer) checkpoint(ent []byte, s note.Signer, now time.Time) ([]byte, error) {
-	c := Checkpoint{Origin: w.origin, Size: w.tree.Size, Root: w.tree.Root()}
-	msg, err := signCheckpoint(c, s)
+	c := archive.Checkpoint{Origin: w.origin, Size: w.tree.Size, Root: w.tree.Root()}
+	msg, err := archive.SignCheckpoint(c, s)
 	if err != nil {
 		return ent, err
 	}
 	w.lastCk, w.ckSize, w.ckAt = msg, c.Size, now
 	w.seg.checkpoints++
-	return appendEntry(ent, entryCheckpoint, msg), nil
+	return archive.AppendEntry(ent, archive.EntryCheckpoint, msg), nil
 }
 
 // rekey introduces the next epoch key with a KEY leaf, signs a checkpoint covering it with the identity
@@ -150,33 +152,29 @@ func (w *Writer) rekey(ent []byte, now time.Time) ([]byte, error) {
 	if err != nil {
 		return ent, err
 	}
-	ent = w.addControl(ent, LeafKey, now, Key{EpochKey: next.vkey, Epoch: next.epoch})
+	ent = w.addControl(ent, archive.LeafKey, now, archive.Key{EpochKey: next.vkey, Epoch: next.epoch})
 	ent, err = w.checkpoint(ent, w.opts.Identity.Signer, now)
 	if err != nil {
 		return ent, err
 	}
 	w.key.Erase()
 	w.key, w.epochStart = next, now
-	if testEpochKeyHook != nil {
-		testEpochKeyHook(next.priv, next.vkey)
+	if testhook.EpochKey != nil {
+		testhook.EpochKey(next.priv, next.vkey)
 	}
 	return ent, nil
 }
 
-// testEpochKeyHook, set only by tests, sees each new epoch key: the tamper tests play an attacker who
-// stole a later key.
-var testEpochKeyHook func(priv []byte, vkey string)
-
 // seal appends the SEAL leaf and the segment's final checkpoint.
 func (w *Writer) seal(ent []byte, now time.Time, next bool) []byte {
 	s := w.seg
-	sl := Seal{Segment: s.number, FirstIndex: s.first, Leaves: s.leaves + 1, FirstTime: s.firstTime,
+	sl := archive.Seal{Segment: s.number, FirstIndex: s.first, Leaves: s.leaves + 1, FirstTime: s.firstTime,
 		Checkpoints: s.checkpoints, Next: next}
 	sl.LastTime = now.UnixNano()
 	if s.leaves == 0 {
 		sl.FirstTime = sl.LastTime
 	}
-	ent = w.addControl(ent, LeafSeal, now, sl)
+	ent = w.addControl(ent, archive.LeafSeal, now, sl)
 	ent, err := w.checkpoint(ent, w.key, now)
 	if err != nil {
 		w.opts.Log.Error().Err(err).Msg("sign final checkpoint")
@@ -191,7 +189,7 @@ func (w *Writer) seal(ent []byte, now time.Time, next bool) []byte {
 func (w *Writer) rotate(ent []byte, held int, now time.Time) {
 	old := w.seg
 	w.queue(old.f, w.seal(ent, now, true), held, true)
-	w.seg, w.next, w.nextKernel = nil, old.number+1, old.kernel.header()
+	w.seg, w.next, w.nextKernel = nil, old.number+1, old.kernel.Header()
 	w.reopen(now)
 }
 
@@ -218,7 +216,7 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
 	}
 	var data []byte
 	if len(ent) > 0 {
-		data = appendBlock(nil, ent)
+		data = archive.AppendBlock(nil, ent)
 	}
 	var publish *segment
 	if s := w.seg; s != nil && s.f == f && s.tmp != "" {
@@ -260,7 +258,7 @@ func (w *Writer) writeQueued() error {
 		w.mu.Lock()
 		w.held -= p.held
 		w.durable = p.size
-		w.durPos = Position{Segment: p.name, Offset: off, Size: p.size}
+		w.durPos = archive.Position{Segment: p.name, Offset: off, Size: p.size}
 		w.mu.Unlock()
 		select {
 		case w.durNote <- struct{}{}:

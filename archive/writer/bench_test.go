@@ -1,4 +1,4 @@
-package archive_test
+package writer_test
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/archivetest"
 )
@@ -123,7 +125,7 @@ func benchVerdict(ok bool) string {
 const benchBacklog = 8192
 
 // benchBackpressure waits while more than limit appended leaves are not yet durable.
-func benchBackpressure(w *archive.Writer, limit uint64) {
+func benchBackpressure(w *writer.Writer, limit uint64) {
 	for {
 		appended, _, durable := w.Stats()
 		if appended < durable+limit { // durable also counts control leaves: the bound is loose, never tight
@@ -144,7 +146,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.ResetTimer()
 	cpu0 := benchCPU(b)
 	start := time.Now()
-	w, err := archive.Create(dir, archive.Options{Identity: id})
+	w, err := writer.Create(dir, writer.Options{Identity: id})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -195,7 +197,7 @@ func verifyArchive(b *testing.B, name string, pool []*audit.RawEvent) (dir, pub 
 	if _, err := os.Stat(done); err == nil {
 		// A cache an older writer made may not pass a newer verify: then make it again. This run also
 		// brings the archive into the page cache before the timed runs.
-		if r, err := archive.Verify(dir, archive.VerifyOptions{}); err == nil && r.Status == archive.Pass {
+		if r, err := verify.Dir(dir, verify.Options{}); err == nil && r.Status == verify.Pass {
 			return dir, pub
 		}
 	}
@@ -216,7 +218,7 @@ func verifyArchive(b *testing.B, name string, pool []*audit.RawEvent) (dir, pub 
 	clock := &benchClock{}
 	t := time.Date(2025, 3, 1, 11, 50, 0, 0, time.UTC).UnixNano() // crosses an hour
 	clock.ns.Store(t)
-	w, err := archive.Create(dir, archive.Options{Identity: id, Now: clock.Now, Sync: archive.SyncNone})
+	w, err := writer.Create(dir, writer.Options{Identity: id, Now: clock.Now, Sync: writer.SyncNone})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -265,14 +267,14 @@ func benchVerify(b *testing.B, dir, pub string, leafSize float64) {
 		b.Fatal(err)
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	var r *archive.Report
+	var r *verify.Report
 	var leaves uint64
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := benchCPU(b)
 	start := time.Now()
 	for b.Loop() {
-		if r, err = archive.Verify(dir, archive.VerifyOptions{Key: key}); err != nil {
+		if r, err = verify.Dir(dir, verify.Options{Key: key}); err != nil {
 			b.Fatal(err)
 		}
 		leaves += r.Leaves
@@ -280,7 +282,7 @@ func benchVerify(b *testing.B, dir, pub string, leafSize float64) {
 	elapsed := time.Since(start)
 	cpu := benchCPU(b) - cpu0
 	b.StopTimer()
-	if r.Status != archive.Pass || r.Leaves < verifyLeaves {
+	if r.Status != verify.Pass || r.Leaves < verifyLeaves {
 		b.Fatalf("verify: %s, %d leaves: %+v", r.Status, r.Leaves, r.Problems)
 	}
 	cks := 0

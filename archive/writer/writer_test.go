@@ -1,4 +1,4 @@
-package archive_test
+package writer_test
 
 import (
 	"bytes"
@@ -13,18 +13,21 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/capfile"
+	"github.com/auditarch/auditarch/internal/keyfile"
 )
 
 // t0 is the replay clock's start.
 const t0 = int64(1_700_000_000) * 1e9
 
-// replay returns the events of a recorded kernel stream in ../testdata.
+// replay returns the events of a recorded kernel stream in ../../testdata.
 func replay(t testing.TB, name string) []*audit.RawEvent {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "testdata", name))
+	f, err := os.Open(filepath.Join("..", "..", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,9 +67,9 @@ func testEvents(t testing.TB) []*audit.RawEvent {
 }
 
 // writeArchive appends evs in one run of a writer and closes it.
-func writeArchive(t testing.TB, dir string, opts archive.Options, evs []*audit.RawEvent) {
+func writeArchive(t testing.TB, dir string, opts writer.Options, evs []*audit.RawEvent) {
 	t.Helper()
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,9 +123,9 @@ func sameEvent(got, want *audit.RawEvent) error {
 	return nil
 }
 
-func mustVerify(t testing.TB, dir string, pub string) *archive.Report {
+func mustVerify(t testing.TB, dir string, pub string) *verify.Report {
 	t.Helper()
-	opts := archive.VerifyOptions{}
+	opts := verify.Options{}
 	if pub != "" {
 		v, _, err := archive.LoadVerifierKey(pub)
 		if err != nil {
@@ -130,7 +133,7 @@ func mustVerify(t testing.TB, dir string, pub string) *archive.Report {
 		}
 		opts.Key = v
 	}
-	r, err := archive.Verify(dir, opts)
+	r, err := verify.Dir(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +144,7 @@ func TestRoundTripAndVerify(t *testing.T) {
 	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	evs := testEvents(t)
-	writeArchive(t, dir, archive.Options{Identity: id}, evs)
+	writeArchive(t, dir, writer.Options{Identity: id}, evs)
 	got, idx, err := readAll(t, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -158,13 +161,13 @@ func TestRoundTripAndVerify(t *testing.T) {
 		}
 	}
 	r := mustVerify(t, dir, pub)
-	if r.Status != archive.Pass {
+	if r.Status != verify.Pass {
 		t.Fatalf("verify: %s: %+v", r.Status, r.Problems)
 	}
 	// Second run, same directory: the index continues, the chain links.
-	writeArchive(t, dir, archive.Options{Identity: id}, evs[:5])
+	writeArchive(t, dir, writer.Options{Identity: id}, evs[:5])
 	r = mustVerify(t, dir, pub)
-	if r.Status != archive.Pass || len(r.Segments) != 2 || len(r.Runs) != 2 {
+	if r.Status != verify.Pass || len(r.Segments) != 2 || len(r.Runs) != 2 {
 		t.Fatalf("verify after a second run: %s, %d segments, %d runs: %+v", r.Status, len(r.Segments), len(r.Runs), r.Problems)
 	}
 	want := uint64(len(evs)) + 3 + 5 + 3 // START, events, STOP, SEAL per run
@@ -173,16 +176,10 @@ func TestRoundTripAndVerify(t *testing.T) {
 	}
 }
 
-// fastOptions cut segments, epochs, checkpoints and heartbeats in fractions of a second.
-func fastOptions(id *archive.Identity) archive.Options {
-	return archive.Options{Identity: id, SegmentDuration: 700 * time.Millisecond, EpochDuration: 300 * time.Millisecond,
-		HeartbeatInterval: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond}
-}
-
 // writeSlowly appends evs over about d, in a writer with fast options, and closes it.
-func writeSlowly(t testing.TB, dir string, opts archive.Options, evs []*audit.RawEvent, d time.Duration) {
+func writeSlowly(t testing.TB, dir string, opts writer.Options, evs []*audit.RawEvent, d time.Duration) {
 	t.Helper()
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,9 +196,9 @@ func TestRotationEpochsHeartbeats(t *testing.T) {
 	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
 	evs := testEvents(t)
-	writeSlowly(t, dir, fastOptions(id), evs, 2500*time.Millisecond)
+	writeSlowly(t, dir, archivetest.FastOptions(id), evs, 2500*time.Millisecond)
 	r := mustVerify(t, dir, pub)
-	if r.Status != archive.Pass {
+	if r.Status != verify.Pass {
 		t.Fatalf("verify: %s: %+v", r.Status, r.Problems)
 	}
 	if len(r.Segments) < 3 {
@@ -244,16 +241,16 @@ func TestRotationEpochsHeartbeats(t *testing.T) {
 func TestHeartbeatsWhileIdle(t *testing.T) {
 	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	opts := fastOptions(id)
+	opts := archivetest.FastOptions(id)
 	opts.SegmentDuration = time.Hour
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
 	// While the writer runs, the archive verifies, with the writer shown as live.
 	r := mustVerify(t, dir, pub)
-	if r.Status != archive.Pass || !r.Live || r.Runs[0].Ended != "running" {
+	if r.Status != verify.Pass || !r.Live || r.Runs[0].Ended != "running" {
 		t.Fatalf("live verify: %s live=%v %+v %+v", r.Status, r.Live, r.Runs, r.Problems)
 	}
 	if err := w.Close(); err != nil {
@@ -278,8 +275,8 @@ func TestHeartbeatsWhileIdle(t *testing.T) {
 func TestSkipOutsideUsesKernelTimes(t *testing.T) {
 	id, _ := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	opts := fastOptions(id)
-	w, err := archive.Create(dir, opts)
+	opts := archivetest.FastOptions(id)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +325,7 @@ func TestSkipOutsideUsesKernelTimes(t *testing.T) {
 		t.Errorf("..1001 read %v", got)
 	}
 	// The newest segment has no successor to vouch for its span: it is always read.
-	w, err = archive.Create(dir, archive.Options{Identity: id})
+	w, err = writer.Create(dir, writer.Options{Identity: id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,10 +341,10 @@ func TestSkipOutsideUsesKernelTimes(t *testing.T) {
 func TestClockStepIsRecorded(t *testing.T) {
 	id, pub := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	opts := fastOptions(id)
+	opts := archivetest.FastOptions(id)
 	var step atomic.Int64
 	opts.Now = func() time.Time { return time.Now().Add(time.Duration(step.Load())) }
-	w, err := archive.Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +370,7 @@ func TestClockStepIsRecorded(t *testing.T) {
 		(c.StepNanos+int64(time.Hour)) < -int64(50*time.Millisecond) {
 		t.Errorf("CLOCK leaves: %q, want one step of -1h", clocks)
 	}
-	if r := mustVerify(t, dir, pub); r.Status != archive.Pass {
+	if r := mustVerify(t, dir, pub); r.Status != verify.Pass {
 		t.Errorf("verify: %s %+v", r.Status, r.Problems)
 	}
 }
@@ -384,7 +381,7 @@ func TestRefusesLoosePermissions(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := archive.Create(dir, archive.Options{Identity: id}); !errors.Is(err, archive.ErrPermissions) {
+	if _, err := writer.Create(dir, writer.Options{Identity: id}); !errors.Is(err, keyfile.ErrPermissions) {
 		t.Errorf("Create on a 0755 directory: %v", err)
 	}
 	keys := filepath.Join(t.TempDir(), "keys")
@@ -395,12 +392,12 @@ func TestRefusesLoosePermissions(t *testing.T) {
 	if err := os.Chmod(key, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := archive.LoadIdentity(key); !errors.Is(err, archive.ErrPermissions) {
+	if _, err := archive.LoadIdentity(key); !errors.Is(err, keyfile.ErrPermissions) {
 		t.Errorf("LoadIdentity of a 0640 key: %v", err)
 	}
 	os.Chmod(key, 0o600)
 	os.Chmod(keys, 0o750)
-	if _, err := archive.LoadIdentity(key); !errors.Is(err, archive.ErrPermissions) {
+	if _, err := archive.LoadIdentity(key); !errors.Is(err, keyfile.ErrPermissions) {
 		t.Errorf("LoadIdentity in a 0750 directory: %v", err)
 	}
 	os.Chmod(keys, 0o700)
@@ -415,29 +412,29 @@ func TestVerifyReportsSilences(t *testing.T) {
 	now := time.Now().UnixNano()
 	// Two events 40 s apart by their receive times, with nothing between: the writer promised a
 	// heartbeat every 10 s (the default), so 40 s of nothing means it was stopped or frozen.
-	writeArchive(t, dir, archive.Options{Identity: id}, []*audit.RawEvent{
+	writeArchive(t, dir, writer.Options{Identity: id}, []*audit.RawEvent{
 		{Kind: audit.KindEvent, Serial: 1, EOE: true, Received: now},
 		{Kind: audit.KindEvent, Serial: 2, EOE: true, Received: now + int64(40*time.Second)},
 	})
 	r := mustVerify(t, dir, pub)
-	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "silence" {
+	if r.Status != verify.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "silence" {
 		t.Fatalf("verify: %s %+v", r.Status, r.Problems)
 	}
 	t.Log(r.Problems[0].Message)
 
 	// A live writer that has written nothing for longer than heartbeat + grace is frozen.
 	dir2 := filepath.Join(t.TempDir(), "arch")
-	w, err := archive.Create(dir2, archive.Options{Identity: id})
+	w, err := writer.Create(dir2, writer.Options{Identity: id})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
 	v, _, _ := archive.LoadVerifierKey(pub)
-	r, err = archive.Verify(dir2, archive.VerifyOptions{Key: v, Now: time.Now().Add(time.Minute)})
+	r, err = verify.Dir(dir2, verify.Options{Key: v, Now: time.Now().Add(time.Minute)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != archive.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "silence" || !r.Live {
+	if r.Status != verify.Incomplete || len(r.Problems) != 1 || r.Problems[0].Code != "silence" || !r.Live {
 		t.Fatalf("verify of a frozen live writer: %s live=%v %+v", r.Status, r.Live, r.Problems)
 	}
 }
@@ -445,17 +442,17 @@ func TestVerifyReportsSilences(t *testing.T) {
 func TestOneWriterPerDirectory(t *testing.T) {
 	id, _ := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	w, err := archive.Create(dir, archive.Options{Identity: id})
+	w, err := writer.Create(dir, writer.Options{Identity: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := archive.Create(dir, archive.Options{Identity: id}); !errors.Is(err, archive.ErrInUse) {
+	if _, err := writer.Create(dir, writer.Options{Identity: id}); !errors.Is(err, writer.ErrInUse) {
 		t.Errorf("a second writer on the same directory: %v", err)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	w, err = archive.Create(dir, archive.Options{Identity: id})
+	w, err = writer.Create(dir, writer.Options{Identity: id})
 	if err != nil {
 		t.Fatalf("a writer after the first closed: %v", err)
 	}

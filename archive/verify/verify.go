@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"encoding/json"
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 )
@@ -63,9 +65,9 @@ const (
 	SegmentFail = "FAIL"
 )
 
-// VerifyOptions configure Verify.
-type VerifyOptions struct {
-	// Key is the pinned host identity key. When nil, Verify trusts the identity key named by the archive's
+// Options configure Dir.
+type Options struct {
+	// Key is the pinned host identity key. When nil, Dir trusts the identity key named by the archive's
 	// first START leaf and says so (Report.Pinned false).
 	Key note.Verifier
 	// Grace is how much longer than the heartbeat interval a silence may last; default DefaultGrace.
@@ -73,10 +75,10 @@ type VerifyOptions struct {
 	// Witness is a signed checkpoint seen earlier (from a previous verify). The archive must still contain
 	// it: a smaller archive is a rollback, a different root at that size a fork.
 	Witness []byte
-	// Receipts are store receipts that opened under the pinned store key (ReadReceipts, OpenReceipt). The
-	// newest (NewestReceipt) is a checkpoint the store holds: an archive with fewer leaves was truncated,
+	// Receipts are store receipts that opened under the pinned store key (Read, Open). The
+	// newest (Newest) is a checkpoint the store holds: an archive with fewer leaves was truncated,
 	// a different root at that size is a fork. Report.Receipt says what was found.
-	Receipts []Receipt
+	Receipts []receipt.Receipt
 	// Now is the time the verdict is made (for a live writer's silence); default time.Now().
 	Now time.Time
 }
@@ -107,12 +109,12 @@ type SegmentReport struct {
 
 // Run is one daemon run: a START leaf and, unless it crashed or is still running, its STOP.
 type Run struct {
-	Start     uint64    `json:"start_index"`
-	StartTime string    `json:"start_time"`
-	Stop      *uint64   `json:"stop_index,omitempty"`
-	StopTime  string    `json:"stop_time,omitempty"`
-	Ended     string    `json:"ended"` // stopped, crashed, running, unknown
-	Recovered *Recovery `json:"recovered,omitempty"`
+	Start     uint64            `json:"start_index"`
+	StartTime string            `json:"start_time"`
+	Stop      *uint64           `json:"stop_index,omitempty"`
+	StopTime  string            `json:"stop_time,omitempty"`
+	Ended     string            `json:"ended"` // stopped, crashed, running, unknown
+	Recovered *archive.Recovery `json:"recovered,omitempty"`
 }
 
 // LostReport is a LOST leaf: events the kernel, the socket or the archive could not keep.
@@ -133,7 +135,7 @@ type Tail struct {
 	Torn    int64  `json:"torn_bytes,omitempty"`
 }
 
-// Report is Verify's verdict on one archive directory.
+// Report is Dir's verdict on one archive directory.
 type Report struct {
 	Dir        string          `json:"dir"`
 	Status     string          `json:"status"`
@@ -166,7 +168,7 @@ type Omitted struct {
 	Runs     int    `json:"runs,omitempty"`
 }
 
-// ReceiptReport is what Verify found about the newest store receipt (VerifyOptions.Receipts).
+// ReceiptReport is what Dir found about the newest store receipt (Options.Receipts).
 type ReceiptReport struct {
 	Size uint64 `json:"size"` // leaves the store acknowledged
 	Time string `json:"time"` // when (RFC 3339, UTC)
@@ -182,7 +184,7 @@ const (
 	ReceiptUnchecked  = "unchecked"
 )
 
-// verifier holds the state of one pass over an archive. Stream drives it block by block; Verify feeds
+// verifier holds the state of one pass over an archive. Stream drives it block by block; Dir feeds
 // an archive directory's files into a Stream, so the CLI and the store run the same checks.
 //
 // Trust is derived, never declared: the only key the verifier starts from is the identity key (pinned,
@@ -192,13 +194,13 @@ const (
 // checkpoints that segment headers name are not evidence, and the leaves in between are reported as
 // unverified, never counted as verified.
 type verifier struct {
-	opts VerifyOptions
+	opts Options
 	r    *Report
 
 	origin   string
 	identity note.Verifier
 
-	tree    Frontier
+	tree    archive.Frontier
 	started bool // tree holds a state to continue from
 	broken  bool // the chain was interrupted: the next segment's header is adopted
 	// diverged: a checkpoint showed the recomputed tree differs from the signed one (reported), so the
@@ -212,7 +214,7 @@ type verifier struct {
 	misplaced   bool   // a checkpoint of this segment stood at the wrong size (reported)
 	gap         bool   // leaves are missing or unreadable since the last START: run pairing is unknown
 	segNo       uint64 // number of the last segment whose header was accepted
-	kernel      kernelRange
+	kernel      archive.KernelRange
 	// lastCk and ckSize are the last checkpoint entry standing where one must (the structure the seal,
 	// the next header and a recovery refer to); its signature and root are checked on their own.
 	lastCk []byte
@@ -241,22 +243,22 @@ type verifier struct {
 	maxTime    int64
 	runOpen    bool
 	runStart   uint64
-	lastSeal   *Seal
+	lastSeal   *archive.Seal
 	lastSealed string
-	pendingRec *Recovery // what the next START must record about the previous segment's end
+	pendingRec *archive.Recovery // what the next START must record about the previous segment's end
 	serials    serialTracker
 	missing    [][2]uint64 // leaf ranges [from, to) known to be missing
 
-	witness     *Checkpoint
+	witness     *archive.Checkpoint
 	witnessSeen bool
-	receipt     *Receipt // the newest store receipt
+	receipt     *receipt.Receipt // the newest store receipt
 	receiptSeen bool
 
 	seg     *SegmentReport
 	segLast int64 // time of the segment's last leaf, formatted into seg.LastTime once the segment is read
 	segCks  uint64
 	sealIdx int64
-	leaf    Leaf
+	leaf    archive.Leaf
 }
 
 type intro struct {
@@ -265,43 +267,43 @@ type intro struct {
 	signer note.Verifier
 	vkey   string
 	epoch  uint64
-	kind   LeafKind
+	kind   archive.LeafKind
 }
 
-func newVerifier(opts VerifyOptions) (*verifier, error) {
+func newVerifier(opts Options) (*verifier, error) {
 	if opts.Grace <= 0 {
-		opts.Grace = DefaultGrace
+		opts.Grace = archive.DefaultGrace
 	}
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
 	r := &Report{Segments: []SegmentReport{}, Problems: []Problem{}, Runs: []Run{}, Lost: []LostReport{}}
-	v := &verifier{opts: opts, r: r, interval: DefaultHeartbeat, epochLen: MaxEpoch, unverified: -1, sigProblem: -1,
+	v := &verifier{opts: opts, r: r, interval: archive.DefaultHeartbeat, epochLen: archive.MaxEpoch, unverified: -1, sigProblem: -1,
 		lastTime: noTime, ckTime: noTime}
 	if opts.Key != nil {
 		v.identity, v.origin, r.Pinned = opts.Key, opts.Key.Name(), true
 	}
 	if opts.Witness != nil {
-		c, err := peekCheckpoint(opts.Witness)
+		c, err := archive.PeekCheckpoint(opts.Witness)
 		if err != nil {
 			return nil, fmt.Errorf("witness checkpoint: %w", err)
 		}
 		v.witness = &c
 	}
-	if rc, ok := NewestReceipt(opts.Receipts); ok {
+	if rc, ok := receipt.Newest(opts.Receipts); ok {
 		v.receipt = &rc
 		r.Receipt = &ReceiptReport{Size: rc.Checkpoint.Size, Time: rc.Time.UTC().Format(time.RFC3339), Status: ReceiptConsistent}
 	}
 	return v, nil
 }
 
-// Verify checks the archive in dir: every leaf and root recomputed, every checkpoint's signature by the
+// Dir checks the archive in dir: every leaf and root recomputed, every checkpoint's signature by the
 // epoch key that must sign it, the epoch key chain back to the identity key, index contiguity and
 // segment linkage, seals, START/STOP pairing, silences, kernel serial gaps and origin. It feeds the
 // segment files, in name order, into a Stream: the store runs exactly these checks. It returns an
 // error only when dir cannot be read; everything about the archive's content is in the Report.
-func Verify(dir string, opts VerifyOptions) (*Report, error) {
-	files, err := listSegments(dir)
+func Dir(dir string, opts Options) (*Report, error) {
+	files, err := archive.ListSegments(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +331,7 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 
 // isLive reports whether a writer holds dir's lock.
 func isLive(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, lockFile))
+	f, err := os.Open(filepath.Join(dir, archive.LockFile))
 	if err != nil {
 		return false
 	}
@@ -384,43 +386,6 @@ func fmtTime(ns int64) string {
 	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
 }
 
-// ParseSegmentName returns the first leaf index a segment's file name gives: exactly
-// seg-<20 digits>-<YYYYMMDDThhmmssZ>.aseg, one spelling per segment (no signs, spaces or paths).
-func ParseSegmentName(name string) (uint64, bool) {
-	const form = "seg-00000000000000000000-00000000T000000Z.aseg"
-	if len(name) != len(form) {
-		return 0, false
-	}
-	var first uint64
-	for i := range len(form) {
-		c := name[i]
-		if form[i] != '0' {
-			if c != form[i] {
-				return 0, false
-			}
-			continue
-		}
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		if i >= 4 && i < 24 {
-			if first > (1<<64-1-uint64(c-'0'))/10 {
-				return 0, false
-			}
-			first = first*10 + uint64(c-'0')
-		}
-	}
-	if _, err := time.Parse("20060102T150405Z", name[25:41]); err != nil {
-		return 0, false
-	}
-	return first, true
-}
-
-func nameMatches(name string, first uint64) bool {
-	n, ok := ParseSegmentName(name)
-	return ok && n == first
-}
-
 // breakChain forgets every key: what follows a gap is trusted again only from the next START.
 func (v *verifier) breakChain() {
 	v.key, v.keyVKey, v.intro, v.sigProblem = nil, "", nil, -1
@@ -428,11 +393,11 @@ func (v *verifier) breakChain() {
 
 // beginSegment checks a segment's header against what came before and starts its report. It returns
 // false when the segment's entries cannot be checked (the reason is reported); closeSegment ends it.
-func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last bool) bool {
+func (v *verifier) beginSegment(name string, h archive.SegmentHeader, herr error, last bool) bool {
 	v.r.Segments = append(v.r.Segments, SegmentReport{File: name, Status: SegmentPass})
 	v.seg, v.segLast = &v.r.Segments[len(v.r.Segments)-1], 0
 	if herr != nil {
-		var ce *CorruptError
+		var ce *archive.CorruptError
 		if errors.As(herr, &ce) && ce.Torn && last {
 			v.seg.Status = SegmentFail
 			v.problem(Incomplete, CodeTornSegment, nil, "segment is cut short inside its header (the writer publishes a segment only with a durable first block, so the file was truncated): %v", herr)
@@ -456,7 +421,7 @@ func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last b
 		v.problem(Tampered, CodeReplay, nil, "segment %d repeats leaves %d..%d already seen: an older segment was replayed",
 			h.Segment, h.FirstIndex, v.tree.Size-1)
 		return false
-	case !nameMatches(name, h.FirstIndex):
+	case !archive.NameMatches(name, h.FirstIndex):
 		v.problem(Tampered, CodeSegmentHeader, nil, "the file name does not name the segment's first leaf %d (seg-<first leaf, 20 digits>-<UTC start>.aseg): the file was renamed", h.FirstIndex)
 		return false
 	case !v.started || v.broken:
@@ -491,7 +456,7 @@ func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last b
 			v.problem(Tampered, CodeSegmentHeader, nil, "segment header numbers it %d, after segment %d", h.Segment, v.segNo)
 			h.Segment = v.segNo + 1
 		}
-		switch f, err := DecodeFrontier(h.FirstIndex, h.Frontier); {
+		switch f, err := archive.DecodeFrontier(h.FirstIndex, h.Frontier); {
 		case v.diverged && err == nil:
 			v.tree, v.diverged, v.ckGood = f, false, h.FirstIndex
 		case h.FirstIndex != v.tree.Size:
@@ -500,9 +465,9 @@ func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last b
 			v.seg.FirstIndex = v.tree.Size
 		case fmt.Sprint(h.Frontier) != fmt.Sprint(v.tree.Encode()):
 			v.problem(Tampered, CodeSegmentHeader, nil, "segment header's tree frontier does not match the leaves before it")
-		case fmt.Sprint(h.PrevKernelTimes) != fmt.Sprint(v.kernel.header()):
+		case fmt.Sprint(h.PrevKernelTimes) != fmt.Sprint(v.kernel.Header()):
 			v.problem(Tampered, CodeSegmentHeader, nil, "segment header gives the kernel time span of the segment before as %v, its events span %v: search would skip the wrong segments",
-				h.PrevKernelTimes, v.kernel.header())
+				h.PrevKernelTimes, v.kernel.Header())
 		}
 		if h.PrevCheckpoint != string(v.lastCk) {
 			v.problem(Tampered, CodeSegmentLink, nil, "segment header's previous checkpoint is not the last checkpoint before it")
@@ -511,7 +476,7 @@ func (v *verifier) beginSegment(name string, h SegmentHeader, herr error, last b
 			v.problem(Tampered, CodeSegmentHeader, nil, "segment header names an epoch key that the key chain does not")
 		}
 	}
-	v.segNo, v.kernel, v.misplaced = h.Segment, kernelRange{}, false
+	v.segNo, v.kernel, v.misplaced = h.Segment, archive.KernelRange{}, false
 	v.rootProblem, v.rootRepeats = -1, 0
 	v.lastSeal = nil
 	v.segCks = 0
@@ -529,11 +494,11 @@ func (v *verifier) closeSegment() {
 // entry verifies one entry after a segment's header. first is true until the segment's first leaf.
 func (v *verifier) entry(typ byte, p []byte, first *bool) {
 	switch typ {
-	case entryLeaf:
+	case archive.EntryLeaf:
 		v.leafEntry(p, *first)
 		*first = false
 		v.blockLeafs++
-	case entryCheckpoint:
+	case archive.EntryCheckpoint:
 		v.checkpointEntry(p)
 	default:
 		v.problem(Tampered, CodeDamaged, nil, "a second header inside the segment")
@@ -573,7 +538,7 @@ func (v *verifier) endSegment(name string, torn int64, last bool) {
 			v.pendingRec = nil // its end is unreadable (reported): the next START cannot be held to it
 		} else {
 			if v.pendingRec == nil {
-				v.pendingRec = &Recovery{Segment: name}
+				v.pendingRec = &archive.Recovery{Segment: name}
 			}
 			v.pendingRec.Unsigned = v.tree.Size - v.ckSize
 		}
@@ -589,8 +554,8 @@ func (v *verifier) endSegment(name string, torn int64, last bool) {
 // adoptHeader takes the tree and the last checkpoint from h: the segments before it are missing or
 // unreadable, so its header is all there is to continue from. Its epoch key is not: a header is not
 // signed, so until a START re-establishes the chain nothing signed after the gap is trusted.
-func (v *verifier) adoptHeader(h SegmentHeader) bool {
-	f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
+func (v *verifier) adoptHeader(h archive.SegmentHeader) bool {
+	f, err := archive.DecodeFrontier(h.FirstIndex, h.Frontier)
 	if err != nil {
 		v.problem(Tampered, CodeSegmentHeader, nil, "segment header: %v", err)
 		return false
@@ -635,7 +600,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		v.problem(Tampered, CodeSeal, idx(i), "leaf after the segment's seal")
 	}
 	l := &v.leaf
-	if err := DecodeLeaf(p, l); err != nil {
+	if err := archive.DecodeLeaf(p, l); err != nil {
 		v.problem(Tampered, CodeLeaf, idx(i), "leaf does not decode: %v", err)
 		return
 	}
@@ -646,7 +611,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		}
 	}
 	v.segLast = l.Time
-	if firstInSegment && v.pendingRec != nil && l.Kind != LeafStart {
+	if firstInSegment && v.pendingRec != nil && l.Kind != archive.LeafStart {
 		v.problem(Tampered, CodeMissingRecovery, idx(i), "the previous segment %s ends without a seal, and this segment does not begin with the START that records it", v.pendingRec.Segment)
 		v.pendingRec = nil
 	}
@@ -654,15 +619,15 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	if l.Time > v.leafMax {
 		v.leafMax = l.Time
 	}
-	if !l.Kind.control() {
-		v.kernel.add(eventKernelTime(p))
+	if !l.Kind.Control() {
+		v.kernel.Add(archive.EventKernelTime(p))
 	}
 	switch l.Kind {
-	case LeafEvent:
+	case archive.LeafEvent:
 		if v.runOpen && !v.gap {
 			v.serials.event(l.Event.Serial, l.Time)
 		}
-	case LeafLost:
+	case archive.LeafLost:
 		ev := &l.Event
 		if len(v.r.Lost) < maxListed {
 			v.r.Lost = append(v.r.Lost, LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, First: ev.Lost.First, Last: ev.Lost.Last})
@@ -670,9 +635,9 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 			v.r.Omitted.Lost++
 		}
 		v.serials.lost(ev.Lost.First, ev.Lost.Last, ev.Lost.Count)
-	case LeafStart:
+	case archive.LeafStart:
 		v.start(i, l)
-	case LeafStop:
+	case archive.LeafStop:
 		if !v.runOpen && !v.gap {
 			v.problem(Tampered, CodePairing, idx(i), "STOP without a START")
 		}
@@ -682,8 +647,8 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 			v.r.Runs[n-1].Stop, v.r.Runs[n-1].StopTime = idx(i), fmtTime(l.Time)
 		}
 		v.endedRun("stopped")
-	case LeafKey:
-		var k Key
+	case archive.LeafKey:
+		var k archive.Key
 		if err := json.Unmarshal(l.Body, &k); err != nil {
 			v.problem(Tampered, CodeLeaf, idx(i), "KEY leaf: %v", err)
 			return
@@ -698,9 +663,9 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 		}
 		// The identity key signs every re-key (the checkpoint after a KEY leaf), as it signs every START:
 		// whoever steals an epoch key cannot introduce keys of their own and so cannot sign past its epoch.
-		v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: k.EpochKey, epoch: k.Epoch, kind: LeafKey}
-	case LeafSeal:
-		var sl Seal
+		v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: k.EpochKey, epoch: k.Epoch, kind: archive.LeafKey}
+	case archive.LeafSeal:
+		var sl archive.Seal
 		if err := json.Unmarshal(l.Body, &sl); err != nil {
 			v.problem(Tampered, CodeLeaf, idx(i), "SEAL leaf: %v", err)
 			return
@@ -715,7 +680,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 				sl.Checkpoints, v.segCks)
 		}
 		v.lastSeal = &sl
-	case LeafHeartbeat, LeafClock, LeafPolicy:
+	case archive.LeafHeartbeat, archive.LeafClock, archive.LeafPolicy:
 	default:
 		v.problem(Tampered, CodeLeaf, idx(i), "unknown leaf kind %d", l.Kind)
 	}
@@ -726,19 +691,19 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 // leaf gives the step of the wall clock against the monotonic one, which the gap is corrected by: a
 // freeze hidden by stepping the clock back shows. A START after a run that did not stop is the crash's
 // downtime.
-func (v *verifier) silence(i uint64, l *Leaf) {
+func (v *verifier) silence(i uint64, l *archive.Leaf) {
 	t := l.Time
 	if v.runOpen && v.lastTime != noTime && !v.gap {
 		gap := time.Duration(t - v.lastTime)
 		how := "the daemon was stopped, frozen or its records removed"
-		if l.Kind == LeafClock {
-			var c Clock
+		if l.Kind == archive.LeafClock {
+			var c archive.Clock
 			if json.Unmarshal(l.Body, &c) == nil {
 				gap -= time.Duration(c.StepNanos)
 				how = fmt.Sprintf("the wall clock was stepped by %s meanwhile, so the leaves' times hide the gap", time.Duration(c.StepNanos).Round(time.Millisecond))
 			}
 		}
-		if l.Kind == LeafStart {
+		if l.Kind == archive.LeafStart {
 			how = "the previous run ended without STOP (crashed or killed) and this run started only then"
 		}
 		if gap > v.interval+v.opts.Grace {
@@ -746,7 +711,7 @@ func (v *verifier) silence(i uint64, l *Leaf) {
 				gap.Round(time.Millisecond), fmtTime(v.lastTime), fmtTime(t), how)
 		}
 	}
-	if l.Kind == LeafClock || v.lastTime == noTime || t > v.lastTime {
+	if l.Kind == archive.LeafClock || v.lastTime == noTime || t > v.lastTime {
 		v.lastTime = t
 	}
 	if t > v.maxTime {
@@ -763,7 +728,7 @@ func (v *verifier) endRun(live bool) {
 	}
 	cut := int64(0)
 	if live {
-		cut = v.maxTime - int64(DefaultHeartbeat)
+		cut = v.maxTime - int64(archive.DefaultHeartbeat)
 	}
 	if n, ranges, text := v.serials.report(cut); n > 0 {
 		v.problem(Incomplete, CodeSerialGap, idx(v.runStart), "the run started at leaf %d skipped %d kernel serials in %d ranges with no LOST leaf to account for them: %s",
@@ -773,8 +738,8 @@ func (v *verifier) endRun(live bool) {
 }
 
 // start handles a START leaf: a new run, signed by the identity key, naming its first epoch key.
-func (v *verifier) start(i uint64, l *Leaf) {
-	var st Start
+func (v *verifier) start(i uint64, l *archive.Leaf) {
+	var st archive.Start
 	if err := json.Unmarshal(l.Body, &st); err != nil {
 		v.problem(Tampered, CodeLeaf, idx(i), "START leaf: %v", err)
 		return
@@ -793,16 +758,16 @@ func (v *verifier) start(i uint64, l *Leaf) {
 	case id.Name() != v.identity.Name() || id.KeyHash() != v.identity.KeyHash():
 		v.problem(Tampered, CodeIdentity, idx(i), "START names identity key %q, which is not the pinned key %s+%08x", st.Identity, v.identity.Name(), v.identity.KeyHash())
 	}
-	v.interval, v.epochLen = DefaultHeartbeat, MaxEpoch
+	v.interval, v.epochLen = archive.DefaultHeartbeat, archive.MaxEpoch
 	if hb := time.Duration(st.HeartbeatMillis) * time.Millisecond; hb > 0 {
-		v.interval = min(hb, MaxHeartbeat)
+		v.interval = min(hb, archive.MaxHeartbeat)
 	}
 	if ep := time.Duration(st.EpochMillis) * time.Millisecond; ep > 0 {
-		v.epochLen = min(ep, MaxEpoch)
+		v.epochLen = min(ep, archive.MaxEpoch)
 	}
-	if time.Duration(st.HeartbeatMillis)*time.Millisecond > MaxHeartbeat || time.Duration(st.EpochMillis)*time.Millisecond > MaxEpoch {
+	if time.Duration(st.HeartbeatMillis)*time.Millisecond > archive.MaxHeartbeat || time.Duration(st.EpochMillis)*time.Millisecond > archive.MaxEpoch {
 		v.problem(Tampered, CodeLimits, idx(i), "START declares a heartbeat of %d ms and epochs of %d ms; the format allows at most %s and %s (a writer refuses more): silences and key lifetimes are judged by those limits",
-			st.HeartbeatMillis, st.EpochMillis, MaxHeartbeat, MaxEpoch)
+			st.HeartbeatMillis, st.EpochMillis, archive.MaxHeartbeat, archive.MaxEpoch)
 	}
 	// (A stream resumed from a snapshot has no report of the run it resumed in.)
 	switch {
@@ -835,7 +800,7 @@ func (v *verifier) start(i uint64, l *Leaf) {
 		v.r.Runs = v.r.Runs[:len(v.r.Runs)-1] // keep the newest run last, so that its end is recorded
 		v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
 	}
-	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: LeafStart}
+	v.intro = &intro{index: i, time: l.Time, signer: v.identity, vkey: st.EpochKey, epoch: st.Epoch, kind: archive.LeafStart}
 }
 
 // endedRun records how the open run ended, when its report is there.
@@ -871,11 +836,11 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	from := v.ckSize
 	leafMax := v.leafMax
 	v.leafMax = 0
-	if len(msg) > maxNote {
-		v.problem(Tampered, CodeCheckpoint, nil, "checkpoint of %d bytes is beyond the format's limit of %d", len(msg), maxNote)
+	if len(msg) > archive.MaxNote {
+		v.problem(Tampered, CodeCheckpoint, nil, "checkpoint of %d bytes is beyond the format's limit of %d", len(msg), archive.MaxNote)
 		return
 	}
-	c, err := peekCheckpoint(msg)
+	c, err := archive.PeekCheckpoint(msg)
 	if err != nil {
 		v.problem(Tampered, CodeCheckpoint, nil, "checkpoint does not parse: %v", err)
 		return
@@ -914,7 +879,7 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		v.unverifiedFrom(from, c.Size)
 		return
 	}
-	_, serr := OpenCheckpoint(msg, signer)
+	_, serr := archive.OpenCheckpoint(msg, signer)
 	if serr != nil {
 		if v.sigProblem >= 0 {
 			// The same key fails again: a consequence of the first failure, reported with it.
@@ -941,9 +906,9 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		v.unverifiedFrom(from, c.Size)
 		return
 	}
-	if !byIdentity && leafMax > v.epochStart+int64(v.epochLen+EpochSlack) {
+	if !byIdentity && leafMax > v.epochStart+int64(v.epochLen+archive.EpochSlack) {
 		v.problem(Tampered, CodeEpoch, idx(c.Size-1), "checkpoint for %d leaves is signed by the key of epoch %d, introduced at %s, but covers a leaf of %s, after that epoch ended (%s later at most): the key was used after it should have been erased (stolen)",
-			c.Size, v.epoch, fmtTime(v.epochStart), fmtTime(leafMax), v.epochLen+EpochSlack)
+			c.Size, v.epoch, fmtTime(v.epochStart), fmtTime(leafMax), v.epochLen+archive.EpochSlack)
 		if introducing {
 			v.adoptIntro(false)
 		}
@@ -1061,7 +1026,7 @@ func (v *verifier) finish() {
 }
 
 // receiptUnseen judges a store receipt whose size the tree never reached leaf by leaf.
-func (v *verifier) receiptUnseen(c Checkpoint) {
+func (v *verifier) receiptUnseen(c archive.Checkpoint) {
 	r := v.r
 	switch {
 	case c.Origin != v.origin:

@@ -1,10 +1,10 @@
-package archive
+package verify
 
 // Attacker tests. Each case plays someone with root on the host — or with the host's identity key, or an
 // epoch key read from the daemon's memory — who changes the archive the way a real attacker would: blocks
 // re-encoded with valid CRCs and zstd frames, checkpoints signed with keys of their own or stolen ones,
 // frontiers and previous checkpoints kept consistent so that only the key chain can tell. Every case
-// requires of Verify and of a Stream fed the files in random pieces the exact status and set of problem
+// requires of Dir and of a Stream fed the files in random pieces the exact status and set of problem
 // codes, and that no forged leaf is counted in Report.Verified or offered as a Stream's Latest checkpoint
 // (which a store would cosign).
 
@@ -29,7 +29,12 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/internal/testhook"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // ---- verdicts ----
@@ -58,15 +63,15 @@ func problemText(r *Report) string {
 	return b.String()
 }
 
-// verifyAttack verifies dir with Verify and with Streams fed its files in random pieces (two seeds), and
+// verifyAttack verifies dir with Dir and with Streams fed its files in random pieces (two seeds), and
 // requires of each exactly status and the set of problem codes (repeats aside), and the same leaf counts and
-// latest checkpoint. It returns Verify's report.
-func verifyAttack(t *testing.T, dir string, opts VerifyOptions, status string, codes ...string) *Report {
+// latest checkpoint. It returns Dir's report.
+func verifyAttack(t *testing.T, dir string, opts Options, status string, codes ...string) *Report {
 	t.Helper()
 	want := slices.Clone(codes)
 	sort.Strings(want)
 	want = slices.Compact(want)
-	r, err := Verify(dir, opts)
+	r, err := Dir(dir, opts)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -89,7 +94,7 @@ func verifyAttack(t *testing.T, dir string, opts VerifyOptions, status string, c
 
 // streamLatests feeds dir's segments to a Stream block by block, as a store receives them, and returns
 // every checkpoint the stream offered as Latest after a block (what the store would cosign) and at the end.
-func streamLatests(t *testing.T, dir string, opts VerifyOptions) []string {
+func streamLatests(t *testing.T, dir string, opts Options) []string {
 	t.Helper()
 	s := NewStream(opts)
 	var out []string
@@ -98,13 +103,13 @@ func streamLatests(t *testing.T, dir string, opts VerifyOptions) []string {
 			out = append(out, l)
 		}
 	}
-	for _, f := range tSegFiles(t, dir) {
+	for _, f := range archivetest.SegFiles(t, dir) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		name := filepath.Base(f)
-		ends := append(tBlockOffsets(data)[1:], len(data))
+		ends := append(archivetest.BlockOffsets(data)[1:], len(data))
 		off := 0
 		for _, end := range ends {
 			u, err := s.Write(name, int64(off), data[off:end])
@@ -121,13 +126,13 @@ func streamLatests(t *testing.T, dir string, opts VerifyOptions) []string {
 }
 
 // noForgedLatest fails when a Stream over dir ever offers one of the forged checkpoints as Latest.
-func noForgedLatest(t *testing.T, dir string, opts VerifyOptions, forged [][]byte) {
+func noForgedLatest(t *testing.T, dir string, opts Options, forged [][]byte) {
 	t.Helper()
 	var sizes []uint64
 	for _, l := range streamLatests(t, dir, opts) {
 		for _, f := range forged {
 			if l == string(f) {
-				c, _ := peekCheckpoint(f)
+				c, _ := archive.PeekCheckpoint(f)
 				sizes = append(sizes, c.Size)
 			}
 		}
@@ -146,7 +151,7 @@ type forger struct {
 	t      testing.TB
 	dir    string
 	origin string
-	tree   Frontier
+	tree   archive.Frontier
 	lastCk []byte
 	now    int64  // time of the last leaf (unix ns)
 	serial uint32 // kernel serial of the last event
@@ -164,7 +169,7 @@ type forger struct {
 	leaves   uint64
 	cks      uint64
 	firstT   int64
-	kern     kernelRange
+	kern     archive.KernelRange
 	prevKern []int64
 
 	signed [][]byte // every checkpoint it signed
@@ -184,7 +189,7 @@ func forgerAt(t testing.TB, dir string, segs []*tSeg) *forger {
 	t.Helper()
 	h0 := segs[0].header(t)
 	f := newForger(t, dir, h0.Origin)
-	tree, err := DecodeFrontier(h0.FirstIndex, h0.Frontier)
+	tree, err := archive.DecodeFrontier(h0.FirstIndex, h0.Frontier)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,14 +202,14 @@ func forgerAt(t testing.TB, dir string, segs []*tSeg) *forger {
 		}
 		for _, e := range s.ents {
 			switch e.typ {
-			case entryLeaf:
+			case archive.EntryLeaf:
 				tree.Append(e.p)
-				var l Leaf
-				if err := DecodeLeaf(e.p, &l); err != nil {
+				var l archive.Leaf
+				if err := archive.DecodeLeaf(e.p, &l); err != nil {
 					t.Fatal(err)
 				}
 				f.now = l.Time
-				if l.Kind == LeafEvent {
+				if l.Kind == archive.LeafEvent {
 					f.serial = l.Event.Serial
 				}
 				if last {
@@ -212,11 +217,11 @@ func forgerAt(t testing.TB, dir string, segs []*tSeg) *forger {
 						f.firstT = l.Time
 					}
 					f.leaves++
-					if !l.Kind.control() {
-						f.kern.add(eventKernelTime(e.p))
+					if !l.Kind.Control() {
+						f.kern.Add(archive.EventKernelTime(e.p))
 					}
 				}
-			case entryCheckpoint:
+			case archive.EntryCheckpoint:
 				f.lastCk = e.p
 				if last {
 					f.cks++
@@ -233,14 +238,14 @@ func forgerAt(t testing.TB, dir string, segs []*tSeg) *forger {
 
 // closeSeg leaves the open segment as it is (cut, or kept): the next openSeg numbers the one after it.
 func (f *forger) closeSeg() {
-	f.prevKern = f.kern.header()
+	f.prevKern = f.kern.Header()
 	f.segNo++
 	f.path, f.file = "", nil
 }
 
 // openSeg starts a segment at start (unix ns); rotation: its header names the epoch key in charge.
 func (f *forger) openSeg(start int64, rotation bool) {
-	h := SegmentHeader{Format: formatV1, Origin: f.origin, Segment: f.segNo, FirstIndex: f.tree.Size, Start: start,
+	h := archive.SegmentHeader{Format: archive.FormatV1, Origin: f.origin, Segment: f.segNo, FirstIndex: f.tree.Size, Start: start,
 		Frontier: f.tree.Encode(), PrevCheckpoint: string(f.lastCk), Epoch: f.epoch, PrevKernelTimes: f.prevKern}
 	if rotation {
 		h.EpochKey = f.vkey
@@ -249,30 +254,30 @@ func (f *forger) openSeg(start int64, rotation bool) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.path = filepath.Join(f.dir, segmentName(f.tree.Size, time.Unix(0, start)))
-	f.file = appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, hj))
-	f.first, f.leaves, f.cks, f.firstT, f.kern = f.tree.Size, 0, 0, 0, kernelRange{}
+	f.path = filepath.Join(f.dir, archive.SegmentName(f.tree.Size, time.Unix(0, start)))
+	f.file = archive.AppendBlock([]byte(archive.SegmentMagic), archive.AppendEntry(nil, archive.EntryHeader, hj))
+	f.first, f.leaves, f.cks, f.firstT, f.kern = f.tree.Size, 0, 0, 0, archive.KernelRange{}
 }
 
 func (f *forger) leaf(p []byte) {
-	var l Leaf
-	if err := DecodeLeaf(p, &l); err != nil {
+	var l archive.Leaf
+	if err := archive.DecodeLeaf(p, &l); err != nil {
 		f.t.Fatal(err)
 	}
-	f.blk = appendEntry(f.blk, entryLeaf, p)
+	f.blk = archive.AppendEntry(f.blk, archive.EntryLeaf, p)
 	f.tree.Append(p)
 	if f.leaves == 0 {
 		f.firstT = l.Time
 	}
 	f.leaves++
 	f.now = l.Time
-	if !l.Kind.control() {
-		f.kern.add(eventKernelTime(p))
+	if !l.Kind.Control() {
+		f.kern.Add(archive.EventKernelTime(p))
 	}
 }
 
-func (f *forger) control(kind LeafKind, at int64, body any) {
-	f.leaf(appendControlLeaf(nil, kind, at, body))
+func (f *forger) control(kind archive.LeafKind, at int64, body any) {
+	f.leaf(archive.AppendControlLeaf(nil, kind, at, body))
 }
 
 // fEvent is a small execve event with the given serial, received at at.
@@ -286,21 +291,21 @@ func fEvent(serial uint32, at int64) *audit.RawEvent {
 // event appends an EVENT leaf with the next serial.
 func (f *forger) event(at int64) {
 	f.serial++
-	f.leaf(appendEventLeaf(nil, fEvent(f.serial, at)))
+	f.leaf(archive.AppendEventLeaf(nil, fEvent(f.serial, at)))
 }
 
 func (f *forger) lost(at int64, l audit.Lost) {
 	sec, msec := at/1e9, int32(at%1e9/1e6)
-	f.leaf(appendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindLost, EOE: true, Sec: sec, Msec: msec, Received: at, Lost: l}))
+	f.leaf(archive.AppendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindLost, EOE: true, Sec: sec, Msec: msec, Received: at, Lost: l}))
 }
 
 // sign appends a checkpoint of the whole tree signed by s.
 func (f *forger) sign(s note.Signer) {
-	msg, err := signCheckpoint(Checkpoint{Origin: f.origin, Size: f.tree.Size, Root: f.tree.Root()}, s)
+	msg, err := archive.SignCheckpoint(archive.Checkpoint{Origin: f.origin, Size: f.tree.Size, Root: f.tree.Root()}, s)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.blk = appendEntry(f.blk, entryCheckpoint, msg)
+	f.blk = archive.AppendEntry(f.blk, archive.EntryCheckpoint, msg)
 	f.lastCk = msg
 	f.cks++
 	f.signed = append(f.signed, msg)
@@ -309,7 +314,7 @@ func (f *forger) sign(s note.Signer) {
 // flush ends the block being built (valid CRC, zstd with the format's dictionary).
 func (f *forger) flush() {
 	if len(f.blk) > 0 {
-		f.file = appendBlock(f.file, f.blk)
+		f.file = archive.AppendBlock(f.file, f.blk)
 		f.blk = nil
 	}
 }
@@ -333,7 +338,7 @@ func (f *forger) save() {
 
 // start appends a START leaf naming a new epoch key and its checkpoint signed by id (a daemon's, or the
 // attacker holding host.key). st's intervals default to tFastOptions'.
-func (f *forger) start(id *Identity, at int64, st Start) {
+func (f *forger) start(id *archive.Identity, at int64, st archive.Start) {
 	k, err := newEpochKey(f.origin, f.epoch+1)
 	if err != nil {
 		f.t.Fatal(err)
@@ -342,7 +347,7 @@ func (f *forger) start(id *Identity, at int64, st Start) {
 	if st.HeartbeatMillis == 0 {
 		st.CheckpointMillis, st.HeartbeatMillis, st.EpochMillis, st.SegmentMillis = 20, 200, 300, 700
 	}
-	f.control(LeafStart, at, st)
+	f.control(archive.LeafStart, at, st)
 	f.sign(id.Signer)
 	f.key, f.vkey, f.epoch = k, k.vkey, k.epoch
 	f.serial = 0
@@ -354,7 +359,7 @@ func (f *forger) rekey(at int64, by note.Signer) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.control(LeafKey, at, Key{EpochKey: k.vkey, Epoch: k.epoch})
+	f.control(archive.LeafKey, at, archive.Key{EpochKey: k.vkey, Epoch: k.epoch})
 	f.sign(by)
 	f.key, f.vkey, f.epoch = k, k.vkey, k.epoch
 }
@@ -362,12 +367,12 @@ func (f *forger) rekey(at int64, by note.Signer) {
 // seal appends the segment's SEAL and its checkpoint to the block being built, ends it, writes the file
 // and closes the segment.
 func (f *forger) seal(at int64, next bool) {
-	sl := Seal{Segment: f.segNo, FirstIndex: f.first, Leaves: f.leaves + 1, FirstTime: f.firstT, LastTime: at,
+	sl := archive.Seal{Segment: f.segNo, FirstIndex: f.first, Leaves: f.leaves + 1, FirstTime: f.firstT, LastTime: at,
 		Checkpoints: f.cks, Next: next}
 	if f.leaves == 0 {
 		sl.FirstTime = at
 	}
-	f.control(LeafSeal, at, sl)
+	f.control(archive.LeafSeal, at, sl)
 	f.block(f.key)
 	f.save()
 	f.closeSeg()
@@ -377,7 +382,7 @@ func (f *forger) seal(at int64, next bool) {
 // writes the middle of a run: each header names the epoch key signing (unsigned, as every header), blocks
 // of four events each ended by a checkpoint, a KEY of the attacker's own every other segment, seals; the
 // last segment ends the run with STOP. It returns the files written.
-func (f *forger) forgeSegments(n int, key *epochKey) []string {
+func (f *forger) forgeSegments(n int, key *forgedKey) []string {
 	f.key, f.vkey, f.epoch = key, key.vkey, key.epoch
 	at := f.now
 	for i := 0; i < n; i++ {
@@ -398,7 +403,7 @@ func (f *forger) forgeSegments(n int, key *epochKey) []string {
 		}
 		at += ms
 		if i == n-1 {
-			f.control(LeafStop, at, Stop{Reason: "stopped"})
+			f.control(archive.LeafStop, at, archive.Stop{Reason: "stopped"})
 		}
 		f.seal(at, i < n-1)
 	}
@@ -408,7 +413,7 @@ func (f *forger) forgeSegments(n int, key *epochKey) []string {
 // ---- fixture and small tools ----
 
 type attackFixture struct {
-	id   *Identity
+	id   *archive.Identity
 	pub  note.Verifier
 	dir  string      // one clean run with attackOptions: several sealed segments, many epochs
 	keys *stolenKeys // with steal: every epoch key a KEY leaf of dir introduced, read from the daemon's memory
@@ -419,26 +424,26 @@ type attackFixture struct {
 const attackEpoch = 200 * time.Millisecond
 
 // attackOptions are tFastOptions with shorter segments and epochs: the fixture takes 1.6 s to write.
-func attackOptions(id *Identity) Options {
-	o := tFastOptions(id)
+func attackOptions(id *archive.Identity) writer.Options {
+	o := archivetest.FastOptions(id)
 	o.SegmentDuration, o.EpochDuration = 400*time.Millisecond, attackEpoch
 	return o
 }
 
-// newAttackFixture writes the fixture. steal sets testEpochKeyHook while it is written: the test must not
+// newAttackFixture writes the fixture. steal sets testhook.EpochKey while it is written: the test must not
 // run in parallel with others that write.
 func newAttackFixture(t *testing.T, steal bool) *attackFixture {
 	fx := &attackFixture{}
-	fx.id, fx.pub = tIdentity(t, "host-a.example")
+	fx.id, fx.pub = archivetest.Keys(t, "host-a.example")
 	if steal {
 		fx.keys = stealEpochKeys(t)
 	}
 	fx.dir = filepath.Join(t.TempDir(), "fast")
-	tWrite(t, fx.dir, attackOptions(fx.id), 160, 1600*time.Millisecond)
+	archivetest.Write(t, fx.dir, attackOptions(fx.id), 160, 1600*time.Millisecond)
 	if steal {
-		testEpochKeyHook = nil
+		testhook.EpochKey = nil
 	}
-	r, err := Verify(fx.dir, VerifyOptions{Key: fx.pub})
+	r, err := Dir(fx.dir, Options{Key: fx.pub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,13 +457,13 @@ func newAttackFixture(t *testing.T, steal bool) *attackFixture {
 	return fx
 }
 
-func (fx *attackFixture) pinned() VerifyOptions { return VerifyOptions{Key: fx.pub} }
+func (fx *attackFixture) pinned() Options { return Options{Key: fx.pub} }
 
 // checkpoints returns the checkpoint entries of s.
 func (s *tSeg) checkpoints() [][]byte {
 	var cks [][]byte
 	for _, e := range s.ents {
-		if e.typ == entryCheckpoint {
+		if e.typ == archive.EntryCheckpoint {
 			cks = append(cks, e.p)
 		}
 	}
@@ -467,11 +472,11 @@ func (s *tSeg) checkpoints() [][]byte {
 
 // tRestart runs a writer on dir whose clock reads at (unix ns) when it starts — the daemon restarted
 // then — and closes it at once.
-func tRestart(t *testing.T, dir string, opts Options, at int64) {
+func tRestart(t *testing.T, dir string, opts writer.Options, at int64) {
 	t.Helper()
 	shift := time.Until(time.Unix(0, at))
 	opts.Now = func() time.Time { return time.Now().Add(shift) }
-	w, err := Create(dir, opts)
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -488,7 +493,7 @@ func cutAfterBlock(t *testing.T, path string, blk int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	offs := tBlockOffsets(data)
+	offs := archivetest.BlockOffsets(data)
 	if blk >= len(offs) {
 		t.Fatalf("%s has %d blocks, cannot cut after block %d", path, len(offs), blk)
 	}
@@ -497,18 +502,18 @@ func cutAfterBlock(t *testing.T, path string, blk int) {
 	}
 }
 
-// receipt is the store's receipt for the signed checkpoint ck.
-func receipt(t *testing.T, store *Cosigner, sv *CosignVerifier, ck []byte) Receipt {
+// storeReceipt is the store's receipt for the signed checkpoint ck.
+func storeReceipt(t *testing.T, store *receipt.Cosigner, sv *receipt.CosignVerifier, ck []byte) receipt.Receipt {
 	t.Helper()
 	rc, err := store.Cosign(ck, time.Unix(1_700_000_000, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, when, err := OpenReceipt(rc, sv)
+	c, when, err := receipt.Open(rc, sv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Receipt{Checkpoint: c, Time: when}
+	return receipt.Receipt{Checkpoint: c, Time: when}
 }
 
 func removeFiles(t *testing.T, dir string, segs []*tSeg) {
@@ -534,7 +539,7 @@ const ms = int64(time.Millisecond)
 func TestAttackForgeryAfterGap(t *testing.T) {
 	t.Parallel()
 	fx := newAttackFixture(t, false)
-	store, sv := tStore(t, "store.example/a")
+	store, sv := archivetest.Store(t, "store.example/a")
 	cases := []struct {
 		name   string
 		keep   int    // segments 0..keep-1 are kept whole; segment keep is deleted, all after it forged
@@ -548,14 +553,14 @@ func TestAttackForgeryAfterGap(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			dir := tCopyDir(t, fx.dir)
+			dir := archivetest.CopyDir(t, fx.dir)
 			// The attacker read the whole archive first: their forgery continues the real tree after
 			// segment keep, numbered as the real segments were.
 			f := forgerAt(t, dir, fx.segs[:c.keep+1])
 			f.closeSeg()
 			removeFiles(t, dir, fx.segs[c.keep:])
 			if c.cutEnd {
-				tCopyFile(t, fx.segs[c.keep].path, filepath.Join(dir, filepath.Base(fx.segs[c.keep].path)))
+				archivetest.CopyFile(t, fx.segs[c.keep].path, filepath.Join(dir, filepath.Base(fx.segs[c.keep].path)))
 				cutLastBlock(t, filepath.Join(dir, filepath.Base(fx.segs[c.keep].path)))
 			}
 			key, err := newEpochKey(f.origin, 1000)
@@ -591,17 +596,17 @@ func TestAttackForgeryAfterGap(t *testing.T) {
 			if c.cutEnd {
 				inGap = cks[len(cks)-1] // the seal's checkpoint: the cut removed the leaves up to it
 			}
-			opts := VerifyOptions{Key: fx.pub, Receipts: []Receipt{receipt(t, store, sv, inGap)}}
+			opts := Options{Key: fx.pub, Receipts: []receipt.Receipt{storeReceipt(t, store, sv, inGap)}}
 			r = verifyAttack(t, dir, opts, Tampered, append(codes, CodeTruncated)...)
 			if r.Receipt == nil || r.Receipt.Status != CodeTruncated {
 				t.Errorf("receipt inside the gap: %+v", r.Receipt)
 			}
 			// The store acknowledged leaves the forgery replaced: the recomputed tree differs there.
 			replaced := fx.segs[c.keep+1].checkpoints()[0]
-			if ck, _ := peekCheckpoint(replaced); ck.Size > f.tree.Size {
+			if ck, _ := archive.PeekCheckpoint(replaced); ck.Size > f.tree.Size {
 				t.Fatalf("the forgery is shorter (%d leaves) than the replaced checkpoint (%d)", f.tree.Size, ck.Size)
 			}
-			opts.Receipts = []Receipt{receipt(t, store, sv, replaced)}
+			opts.Receipts = []receipt.Receipt{storeReceipt(t, store, sv, replaced)}
 			r = verifyAttack(t, dir, opts, Tampered, append(codes, CodeFork)...)
 			if r.Receipt == nil || r.Receipt.Status != CodeFork {
 				t.Errorf("receipt over replaced leaves: %+v", r.Receipt)
@@ -623,8 +628,8 @@ func TestAttackUnsignedLeaves(t *testing.T) {
 	// crashed returns a copy of the fixture as a SIGKILL before the last block leaves it, and a forger
 	// continuing its last segment.
 	crashed := func(t *testing.T) (string, *forger) {
-		dir := tCopyDir(t, fx.dir)
-		files := tSegFiles(t, dir)
+		dir := archivetest.CopyDir(t, fx.dir)
+		files := archivetest.SegFiles(t, dir)
 		cutLastBlock(t, files[len(files)-1])
 		return dir, forgerAt(t, dir, loadArchive(t, dir).segs)
 	}
@@ -664,10 +669,9 @@ func TestAttackUnsignedLeaves(t *testing.T) {
 		}, true, Tampered, []string{CodeSignature, CodeUnverified}},
 		{"slipped-into-last-block-restart", func(t *testing.T, f *forger) {
 			// Re-encode the last genuine block with the leaves after its checkpoint.
-			offs := tBlockOffsets(f.file)
+			offs := archivetest.BlockOffsets(f.file)
 			last := offs[len(offs)-1]
-			z := f.file[last+blockHeader:]
-			ents, err := zdec.DecodeAll(z, nil)
+			ents, err := archive.OpenBlock(f.file[last:], nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -686,7 +690,7 @@ func TestAttackUnsignedLeaves(t *testing.T) {
 			f.save()
 			forged := f.tree.Size - genuine
 			if c.restart {
-				tRestart(t, dir, tFastOptions(fx.id), f.now+int64(time.Second))
+				tRestart(t, dir, archivetest.FastOptions(fx.id), f.now+int64(time.Second))
 			}
 			r := verifyAttack(t, dir, fx.pinned(), c.status, c.codes...)
 			if r.Leaves-r.Verified != forged {
@@ -717,7 +721,7 @@ func TestAttackUnsignedLeaves(t *testing.T) {
 		}
 		f.flush()
 		f.save()
-		tRestart(t, dir, tFastOptions(fx.id), killed+int64(10*time.Minute))
+		tRestart(t, dir, archivetest.FastOptions(fx.id), killed+int64(10*time.Minute))
 		r := verifyAttack(t, dir, fx.pinned(), Tampered, CodeUnsigned, CodeUnverified, CodeSilence)
 		if r.Leaves-r.Verified != f.tree.Size-genuine {
 			t.Errorf("HOLE: %d of %d leaves verified, %d forged", r.Verified, r.Leaves, f.tree.Size-genuine)
@@ -737,15 +741,15 @@ func TestAttackUnsignedLeaves(t *testing.T) {
 // from the daemon's memory), and the KEY leaf's time: when that epoch began.
 func (fx *attackFixture) stolenAt(t *testing.T) (dir string, f *forger, epochStart int64) {
 	t.Helper()
-	dir = tCopyDir(t, fx.dir)
-	files := tSegFiles(t, dir)
+	dir = archivetest.CopyDir(t, fx.dir)
+	files := archivetest.SegFiles(t, dir)
 	segIdx, blk := -1, 0
-	var key Key
+	var key archive.Key
 	for n, path := range files {
 		s := loadSeg(t, path)
 		lastBlk := s.ents[len(s.ents)-1].block
 		for _, e := range s.ents {
-			if e.typ == entryLeaf && LeafKind(e.p[0]) == LeafKey && e.block < lastBlk {
+			if e.typ == archive.EntryLeaf && archive.LeafKind(e.p[0]) == archive.LeafKey && e.block < lastBlk {
 				if err := json.Unmarshal(e.p[9:], &key); err != nil {
 					t.Fatal(err)
 				}
@@ -775,8 +779,8 @@ func (fx *attackFixture) stolenAt(t *testing.T) (dir string, f *forger, epochSta
 // indistinguishable from the daemon (the price of a stolen key), but the daemon's restart minutes later
 // shows the crash's downtime (silence).
 func TestAttackStolenEpochKey(t *testing.T) {
-	fx := newAttackFixture(t, true) // not parallel: it sets testEpochKeyHook
-	epochEnd := func(start int64) int64 { return start + int64(attackEpoch+EpochSlack) }
+	fx := newAttackFixture(t, true) // not parallel: it sets testhook.EpochKey
+	epochEnd := func(start int64) int64 { return start + int64(attackEpoch+archive.EpochSlack) }
 
 	t.Run("heartbeats-hours-later", func(t *testing.T) {
 		t.Parallel()
@@ -784,7 +788,7 @@ func TestAttackStolenEpochKey(t *testing.T) {
 		genuine := f.tree.Size
 		at := f.now + int64(3*time.Hour)
 		for i := 0; i < 4; i++ {
-			f.control(LeafHeartbeat, at, Heartbeat{Events: uint64(i)})
+			f.control(archive.LeafHeartbeat, at, archive.Heartbeat{Events: uint64(i)})
 			f.block(f.key)
 			at += 150 * ms
 		}
@@ -805,7 +809,7 @@ func TestAttackStolenEpochKey(t *testing.T) {
 		var late [][]byte
 		for i, at := 0, f.now; i < 40; i++ {
 			at += 150 * ms
-			f.control(LeafHeartbeat, at, Heartbeat{Events: uint64(i)})
+			f.control(archive.LeafHeartbeat, at, archive.Heartbeat{Events: uint64(i)})
 			f.block(f.key)
 			if at <= epochEnd(start) {
 				inside++
@@ -827,14 +831,14 @@ func TestAttackStolenEpochKey(t *testing.T) {
 		at := f.now
 		for i := 0; i < 3; i++ {
 			at += 100 * ms
-			f.control(LeafHeartbeat, at, Heartbeat{Events: uint64(i)})
+			f.control(archive.LeafHeartbeat, at, archive.Heartbeat{Events: uint64(i)})
 			f.block(f.key)
 		}
 		if at > epochEnd(start) {
 			t.Fatalf("the forged heartbeats end %s after the epoch", time.Duration(at-epochEnd(start)))
 		}
 		f.save()
-		tRestart(t, dir, tFastOptions(fx.id), at+int64(3*time.Minute))
+		tRestart(t, dir, archivetest.FastOptions(fx.id), at+int64(3*time.Minute))
 		r := verifyAttack(t, dir, fx.pinned(), Incomplete, CodeSilence)
 		if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" {
 			t.Errorf("runs %+v", r.Runs)
@@ -862,7 +866,7 @@ func TestAttackStolenEpochKey(t *testing.T) {
 		}
 		f.save()
 		forged := f.tree.Size - genuine
-		tRestart(t, dir, tFastOptions(fx.id), at+int64(time.Second))
+		tRestart(t, dir, archivetest.FastOptions(fx.id), at+int64(time.Second))
 		r := verifyAttack(t, dir, fx.pinned(), Tampered, CodeEpoch, CodeUnverified)
 		if r.Status == Pass {
 			t.Errorf("HOLE: PASS for an archive with %d EVENT leaves signed by a stolen epoch key up to %s after its epoch ended "+
@@ -880,7 +884,7 @@ func TestAttackStolenEpochKey(t *testing.T) {
 // tClockLeaves returns the step_ns of every CLOCK leaf in dir.
 func tClockLeaves(t *testing.T, dir string) []time.Duration {
 	t.Helper()
-	rd, err := Open(dir)
+	rd, err := archive.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -893,8 +897,8 @@ func tClockLeaves(t *testing.T, dir string) []time.Duration {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Kind == LeafClock {
-			var c Clock
+		if l.Kind == archive.LeafClock {
+			var c archive.Clock
 			if err := json.Unmarshal(l.Body, &c); err != nil {
 				t.Fatal(err)
 			}
@@ -905,7 +909,7 @@ func tClockLeaves(t *testing.T, dir string) []time.Duration {
 
 // freshForger starts a run of a forger holding the identity key (a daemon, or an attacker with host.key)
 // in a new directory, an hour ago: the segment's header and the START block.
-func freshForger(t *testing.T, id *Identity, st Start) (*forger, int64) {
+func freshForger(t *testing.T, id *archive.Identity, st archive.Start) (*forger, int64) {
 	f := newForger(t, filepath.Join(t.TempDir(), "arch"), id.Signer.Name())
 	at := time.Now().Add(-time.Hour).UnixNano()
 	f.openSeg(at, false)
@@ -918,16 +922,16 @@ func freshForger(t *testing.T, id *Identity, st Start) (*forger, int64) {
 // silence, the CLOCK leaf's step correcting the gap; an honest step forward passes.
 func TestAttackClockSteps(t *testing.T) {
 	t.Parallel()
-	id, pub := tIdentity(t, "host-a.example")
-	pinned := VerifyOptions{Key: pub}
+	id, pub := archivetest.Keys(t, "host-a.example")
+	pinned := Options{Key: pub}
 	// clocked returns writer options whose clock is the real one shifted by shift, and an event source
 	// stamping events with that clock (as the audit reader does with the host's wall clock).
-	clocked := func(shift *atomic.Int64) (Options, func(w *Writer, d time.Duration)) {
+	clocked := func(shift *atomic.Int64) (writer.Options, func(w *writer.Writer, d time.Duration)) {
 		clock := func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }
-		opts := tFastOptions(id)
+		opts := archivetest.FastOptions(id)
 		opts.Now = clock
 		var serial uint32
-		appendFor := func(w *Writer, d time.Duration) {
+		appendFor := func(w *writer.Writer, d time.Duration) {
 			for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(30 * time.Millisecond) {
 				serial++
 				w.Append(fEvent(serial, clock().UnixNano()))
@@ -956,7 +960,7 @@ func TestAttackClockSteps(t *testing.T) {
 			return clock()
 		}
 		dir := filepath.Join(t.TempDir(), "arch")
-		w, err := Create(dir, opts)
+		w, err := writer.Create(dir, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -972,7 +976,7 @@ func TestAttackClockSteps(t *testing.T) {
 			t.Errorf("CLOCK leaves %v, want one step of about -%s", steps, freezeFor)
 		}
 		// Grace 1 s: the writer's 200 ms heartbeat leaves no gap near 1.2 s, the freeze is 2.5 s.
-		verifyAttack(t, dir, VerifyOptions{Key: pub, Grace: time.Second}, Incomplete, CodeSilence)
+		verifyAttack(t, dir, Options{Key: pub, Grace: time.Second}, Incomplete, CodeSilence)
 	})
 
 	t.Run("writer-clock-stepped-forward-an-hour", func(t *testing.T) {
@@ -982,7 +986,7 @@ func TestAttackClockSteps(t *testing.T) {
 		var shift atomic.Int64
 		opts, appendFor := clocked(&shift)
 		dir := filepath.Join(t.TempDir(), "arch")
-		w, err := Create(dir, opts)
+		w, err := writer.Create(dir, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1006,21 +1010,21 @@ func TestAttackClockSteps(t *testing.T) {
 		// Leaves at T, then a CLOCK leaf at T+1s with step -5 min: properly signed, the wall clock says
 		// one second passed, the monotonic clock five minutes.
 		t.Parallel()
-		f, at := freshForger(t, id, Start{})
+		f, at := freshForger(t, id, archive.Start{})
 		for i := 0; i < 5; i++ {
 			at += 100 * ms
 			f.event(at)
 		}
 		f.block(f.key)
 		at += int64(time.Second)
-		f.control(LeafClock, at, Clock{StepNanos: -int64(5 * time.Minute)})
+		f.control(archive.LeafClock, at, archive.Clock{StepNanos: -int64(5 * time.Minute)})
 		for i := 0; i < 2; i++ {
 			at += 50 * ms
 			f.event(at)
 		}
 		f.block(f.key)
 		at += 50 * ms
-		f.control(LeafStop, at, Stop{Reason: "stopped"})
+		f.control(archive.LeafStop, at, archive.Stop{Reason: "stopped"})
 		f.seal(at, false)
 		r := verifyAttack(t, f.dir, pinned, Incomplete, CodeSilence)
 		if r.Verified != r.Leaves {
@@ -1032,14 +1036,14 @@ func TestAttackClockSteps(t *testing.T) {
 		// The order a writer should use when the step makes its epoch overdue: the CLOCK leaf first, then the
 		// KEY the identity key signs. Five minutes forward, nothing missed: PASS.
 		t.Parallel()
-		f, at := freshForger(t, id, Start{})
+		f, at := freshForger(t, id, archive.Start{})
 		for i := 0; i < 5; i++ {
 			at += 100 * ms
 			f.event(at)
 		}
 		f.block(f.key)
 		at += int64(5*time.Minute + 200*time.Millisecond)
-		f.control(LeafClock, at, Clock{StepNanos: int64(5 * time.Minute)})
+		f.control(archive.LeafClock, at, archive.Clock{StepNanos: int64(5 * time.Minute)})
 		f.rekey(at, id.Signer)
 		for i := 0; i < 2; i++ {
 			at += 50 * ms
@@ -1047,7 +1051,7 @@ func TestAttackClockSteps(t *testing.T) {
 		}
 		f.block(f.key)
 		at += 50 * ms
-		f.control(LeafStop, at, Stop{Reason: "stopped"})
+		f.control(archive.LeafStop, at, archive.Stop{Reason: "stopped"})
 		f.seal(at, false)
 		verifyAttack(t, f.dir, pinned, Pass)
 	})
@@ -1064,13 +1068,13 @@ func TestAttackClockSteps(t *testing.T) {
 // epoch key for twelve minutes: limits, and epoch once MaxEpoch is over.
 func TestAttackStartLimits(t *testing.T) {
 	t.Parallel()
-	id, pub := tIdentity(t, "host-a.example")
-	pinned := VerifyOptions{Key: pub}
+	id, pub := archivetest.Keys(t, "host-a.example")
+	pinned := Options{Key: pub}
 
 	t.Run("rewritten-start-24h-heartbeat", func(t *testing.T) {
 		t.Parallel()
 		dir := filepath.Join(t.TempDir(), "arch")
-		tWrite(t, dir, Options{Identity: id}, 5, 0)
+		archivetest.Write(t, dir, writer.Options{Identity: id}, 5, 0)
 		a := loadArchive(t, dir)
 		if len(a.segs) != 1 {
 			t.Fatalf("%d segments", len(a.segs))
@@ -1087,28 +1091,28 @@ func TestAttackStartLimits(t *testing.T) {
 		for n, p := range pos {
 			e := &s.ents[p]
 			switch kind := s.kind(p); {
-			case kind == LeafStart:
-				var st Start
+			case kind == archive.LeafStart:
+				var st archive.Start
 				if err := json.Unmarshal(e.p[9:], &st); err != nil {
 					t.Fatal(err)
 				}
-				st.HeartbeatMillis, st.EpochMillis, st.EpochKey = int64(24*time.Hour/time.Millisecond), int64(MaxEpoch/time.Millisecond), k.vkey
-				e.p = appendControlLeaf(nil, LeafStart, int64(binary.LittleEndian.Uint64(e.p[1:])), st)
+				st.HeartbeatMillis, st.EpochMillis, st.EpochKey = int64(24*time.Hour/time.Millisecond), int64(archive.MaxEpoch/time.Millisecond), k.vkey
+				e.p = archive.AppendControlLeaf(nil, archive.LeafStart, int64(binary.LittleEndian.Uint64(e.p[1:])), st)
 				startIndex = index[n]
-			case kind == LeafEvent:
+			case kind == archive.LeafEvent:
 				events++
 				if events > 2 {
 					binary.LittleEndian.PutUint64(e.p[6:], binary.LittleEndian.Uint64(e.p[6:])+uint64(later/time.Second))
 					binary.LittleEndian.PutUint64(e.p[18:], binary.LittleEndian.Uint64(e.p[18:])+uint64(later))
 				}
-			case kind.control() && events > 2:
+			case kind.Control() && events > 2:
 				binary.LittleEndian.PutUint64(e.p[1:], binary.LittleEndian.Uint64(e.p[1:])+uint64(later))
 			}
 		}
 		if events != 5 {
 			t.Fatalf("%d events", events)
 		}
-		a.rechain(t, 0, func(c Checkpoint) note.Signer {
+		a.rechain(t, 0, func(c archive.Checkpoint) note.Signer {
 			if c.Size == startIndex+1 {
 				return id.Signer
 			}
@@ -1125,20 +1129,20 @@ func TestAttackStartLimits(t *testing.T) {
 
 	t.Run("modified-daemon-24h-epochs", func(t *testing.T) {
 		t.Parallel()
-		f, at := freshForger(t, id, Start{CheckpointMillis: 1000, HeartbeatMillis: int64(MaxHeartbeat / time.Millisecond),
+		f, at := freshForger(t, id, archive.Start{CheckpointMillis: 1000, HeartbeatMillis: int64(archive.MaxHeartbeat / time.Millisecond),
 			EpochMillis: int64(24 * time.Hour / time.Millisecond), SegmentMillis: int64(time.Hour / time.Millisecond)})
 		start := at
 		var inside uint64 = 1 // the START
 		for i := 0; i < 15; i++ {
 			at += int64(50 * time.Second)
-			f.control(LeafHeartbeat, at, Heartbeat{Events: uint64(i)})
+			f.control(archive.LeafHeartbeat, at, archive.Heartbeat{Events: uint64(i)})
 			f.block(f.key)
-			if at <= start+int64(MaxEpoch+EpochSlack) {
+			if at <= start+int64(archive.MaxEpoch+archive.EpochSlack) {
 				inside++
 			}
 		}
 		at += int64(time.Second)
-		f.control(LeafStop, at, Stop{Reason: "stopped"})
+		f.control(archive.LeafStop, at, archive.Stop{Reason: "stopped"})
 		f.seal(at, false)
 		r := verifyAttack(t, f.dir, pinned, Tampered, CodeLimits, CodeEpoch, CodeUnverified)
 		if r.Verified != inside {
@@ -1153,16 +1157,16 @@ func TestAttackStartLimits(t *testing.T) {
 // account for the missing ones, by range or (local drops) by count.
 func TestAttackSerialGaps(t *testing.T) {
 	t.Parallel()
-	id, pub := tIdentity(t, "host-a.example")
-	pinned := VerifyOptions{Key: pub}
+	id, pub := archivetest.Keys(t, "host-a.example")
+	pinned := Options{Key: pub}
 	run := func(t *testing.T, serials []uint32, lost map[uint32]audit.Lost) string {
 		dir := filepath.Join(t.TempDir(), "arch")
-		w, err := Create(dir, tFastOptions(id))
+		w, err := writer.Create(dir, archivetest.FastOptions(id))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range serials {
-			w.Append(tEvent(s))
+			w.Append(archivetest.Event(s))
 			if l, ok := lost[s]; ok {
 				now := time.Now().UnixNano()
 				w.Append(&audit.RawEvent{Kind: audit.KindLost, EOE: true, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6), Received: now, Lost: l})
@@ -1214,17 +1218,17 @@ const hostileOrigin = "host-a.example"
 
 // hostileHeader is a segment's magic and a valid header block: segment 0, first leaf 0.
 func hostileHeader(t testing.TB) []byte {
-	hj, err := json.Marshal(SegmentHeader{Format: formatV1, Origin: hostileOrigin, Start: 1_700_000_000e9, Frontier: []string{}})
+	hj, err := json.Marshal(archive.SegmentHeader{Format: archive.FormatV1, Origin: hostileOrigin, Start: 1_700_000_000e9, Frontier: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, hj))
+	return archive.AppendBlock([]byte(archive.SegmentMagic), archive.AppendEntry(nil, archive.EntryHeader, hj))
 }
 
 // rawBlock appends z as a block's frame, whatever it holds, with a valid length and CRC.
 func rawBlock(b, z []byte) []byte {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(z)))
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(z, castagnoli))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(z, crc32.MakeTable(crc32.Castagnoli)))
 	return append(b, z...)
 }
 
@@ -1286,12 +1290,12 @@ func heapPeak(f func()) (peak, allocated uint64) {
 const memLimit = 256 << 20
 
 // TestAttackMemoryBounds: small hostile segments whose lengths, frames, record counts or header claim far
-// more than the format allows. Verify, the Reader (Open and NextLeaf, as show and search read) and a
+// more than the format allows. Dir, the Reader (Open and NextLeaf, as show and search read) and a
 // Stream each stay under 256 MiB of heap, do not panic, and report the damage. Not parallel: the heap is
 // measured while nothing else runs.
 func TestAttackMemoryBounds(t *testing.T) {
-	_, pub := tIdentity(t, hostileOrigin)
-	pinned := VerifyOptions{Key: pub, Now: time.Unix(1_700_000_000, 0)}
+	_, pub := archivetest.Keys(t, hostileOrigin)
+	pinned := Options{Key: pub, Now: time.Unix(1_700_000_000, 0)}
 	foreign, err := newEpochKey(hostileOrigin, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -1306,36 +1310,36 @@ func TestAttackMemoryBounds(t *testing.T) {
 	}
 	hdr := hostileHeader(t)
 	signedBlock := func(entries []byte, leaves ...[]byte) []byte {
-		var tree Frontier
+		var tree archive.Frontier
 		for _, l := range leaves {
 			tree.Append(l)
-			entries = appendEntry(entries, entryLeaf, l)
+			entries = archive.AppendEntry(entries, archive.EntryLeaf, l)
 		}
-		msg, err := signCheckpoint(Checkpoint{Origin: hostileOrigin, Size: tree.Size, Root: tree.Root()}, foreign)
+		msg, err := archive.SignCheckpoint(archive.Checkpoint{Origin: hostileOrigin, Size: tree.Size, Root: tree.Root()}, foreign)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return appendBlock(nil, appendEntry(entries, entryCheckpoint, msg))
+		return archive.AppendBlock(nil, archive.AppendEntry(entries, archive.EntryCheckpoint, msg))
 	}
 	// A leaf claiming a million records of 3 bytes (type, zero length): 3 MB, under MaxLeaf.
-	million := appendEventLeaf(nil, fEvent(1, 1_700_000_000e9))
+	million := archive.AppendEventLeaf(nil, fEvent(1, 1_700_000_000e9))
 	million = million[:26]
 	million = binary.AppendUvarint(million, 1_000_000)
 	million = append(million, bytes.Repeat([]byte{0x05, 0x13, 0x00}, 1_000_000)...)
 	// A record count of millions with nothing behind it.
-	claims := binary.AppendUvarint(appendEventLeaf(nil, fEvent(2, 1_700_000_000e9))[:26], 5_000_000)
-	bigHeader, err := json.Marshal(SegmentHeader{Format: formatV1, Origin: hostileOrigin, Frontier: []string{},
+	claims := binary.AppendUvarint(archive.AppendEventLeaf(nil, fEvent(2, 1_700_000_000e9))[:26], 5_000_000)
+	bigHeader, err := json.Marshal(archive.SegmentHeader{Format: archive.FormatV1, Origin: hostileOrigin, Frontier: []string{},
 		PrevCheckpoint: strings.Repeat("x", 100<<10)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Blocks of 16 MiB of minimal LOST leaves (about 2 KB each compressed): every LOST leaf is a LostReport.
 	var lost []byte
-	lostLeaf := appendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindLost, Lost: audit.Lost{Reason: audit.LostLocal, Count: 1}})
-	for len(lost)+entryHead+len(lostLeaf) < MaxBlock-1024 {
-		lost = appendEntry(lost, entryLeaf, lostLeaf)
+	lostLeaf := archive.AppendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindLost, Lost: audit.Lost{Reason: audit.LostLocal, Count: 1}})
+	for len(lost)+archive.EntryHeadSize+len(lostLeaf) < archive.MaxBlock-1024 {
+		lost = archive.AppendEntry(lost, archive.EntryLeaf, lostLeaf)
 	}
-	lostBlock := appendBlock(nil, lost)
+	lostBlock := archive.AppendBlock(nil, lost)
 	lostFile := slices.Clone(hdr)
 	for i := 0; i < 8; i++ {
 		lostFile = append(lostFile, lostBlock...)
@@ -1353,20 +1357,20 @@ func TestAttackMemoryBounds(t *testing.T) {
 	}{
 		{"block-length-4GiB", append(append(slices.Clone(hdr), 0xf0, 0xff, 0xff, 0xff, 0, 0, 0, 0), junk(26<<10)...),
 			Tampered, []string{CodeDamaged}, false},
-		{"block-length-MaxBlock-26KB-present", append(binary.LittleEndian.AppendUint32(slices.Clone(hdr), MaxBlock), junk(26<<10)...),
+		{"block-length-MaxBlock-26KB-present", append(binary.LittleEndian.AppendUint32(slices.Clone(hdr), archive.MaxBlock), junk(26<<10)...),
 			Incomplete, []string{CodeTornTail}, false},
 		{"zstd-zeros-1GiB", rawBlock(slices.Clone(hdr), zstdZeros(8192, 0)), Tampered, []string{CodeDamaged}, false},
 		{"zstd-zeros-declared-1GiB", rawBlock(slices.Clone(hdr), zstdZeros(8192, 1<<30)), Tampered, []string{CodeDamaged}, false},
 		{"zstd-8-frames-of-15MiB", rawBlock(slices.Clone(hdr), frames), Tampered, []string{CodeDamaged}, false},
-		{"header-zstd-zeros-1GiB", rawBlock([]byte(segMagic), zstdZeros(8192, 0)), Tampered, []string{CodeDamaged}, false},
-		{"entry-length-4GiB", append(slices.Clone(hdr), appendBlock(nil, []byte{entryLeaf, 0xff, 0xff, 0xff, 0xff, 1, 2, 3})...),
+		{"header-zstd-zeros-1GiB", rawBlock([]byte(archive.SegmentMagic), zstdZeros(8192, 0)), Tampered, []string{CodeDamaged}, false},
+		{"entry-length-4GiB", append(slices.Clone(hdr), archive.AppendBlock(nil, []byte{archive.EntryLeaf, 0xff, 0xff, 0xff, 0xff, 1, 2, 3})...),
 			Tampered, []string{CodeDamaged}, false},
 		{"million-records", append(slices.Clone(hdr), signedBlock(nil, million)...), Tampered, []string{CodeLeaf, CodeUnverified}, false},
 		{"record-count-claims-millions", append(slices.Clone(hdr), signedBlock(nil, claims)...), Tampered, []string{CodeLeaf, CodeUnverified}, false},
-		{"header-100KiB", appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, bigHeader)), Tampered, []string{CodeSegmentHeader}, false},
+		{"header-100KiB", archive.AppendBlock([]byte(archive.SegmentMagic), archive.AppendEntry(nil, archive.EntryHeader, bigHeader)), Tampered, []string{CodeSegmentHeader}, false},
 		// A block of 1.3 million empty leaf entries (6 MiB decoded, under MaxBlock), each of which fails to
 		// decode: after a few problems the rest of the block is not read (damaged).
-		{"6MiB-of-empty-leaves", append(slices.Clone(hdr), appendBlock(nil, bytes.Repeat([]byte{entryLeaf, 0, 0, 0, 0}, 6<<20/entryHead))...),
+		{"6MiB-of-empty-leaves", append(slices.Clone(hdr), archive.AppendBlock(nil, bytes.Repeat([]byte{archive.EntryLeaf, 0, 0, 0, 0}, 6<<20/archive.EntryHeadSize))...),
 			Tampered, []string{CodeDamaged, CodeLeaf}, false},
 		// Eight blocks of 340 000 LOST leaves each, 16 KB in all: a block holds at most MaxBlockLeaves.
 		{"8-blocks-of-LOST-leaves", lostFile, Tampered, []string{CodeDamaged}, false},
@@ -1377,7 +1381,7 @@ func TestAttackMemoryBounds(t *testing.T) {
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, segmentName(0, time.Unix(1_700_000_000, 0))), c.file, 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, archive.SegmentName(0, time.Unix(1_700_000_000, 0))), c.file, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("%d bytes", len(c.file))
@@ -1392,12 +1396,12 @@ func TestAttackMemoryBounds(t *testing.T) {
 			var r, sr *Report
 			bounded("Verify", func() {
 				var err error
-				if r, err = Verify(dir, pinned); err != nil {
+				if r, err = Dir(dir, pinned); err != nil {
 					t.Errorf("Verify: %v", err)
 				}
 			})
 			bounded("Reader", func() {
-				rd, err := Open(dir)
+				rd, err := archive.Open(dir)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1409,7 +1413,7 @@ func TestAttackMemoryBounds(t *testing.T) {
 					if err == io.EOF {
 						break
 					}
-					if err != nil && !IsCorrupt(err) {
+					if err != nil && !archive.IsCorrupt(err) {
 						t.Fatalf("NextLeaf: %v", err)
 					}
 				}
@@ -1442,7 +1446,7 @@ func TestAttackMemoryBounds(t *testing.T) {
 	// A block header that declares MaxBlock bytes, then its bytes arriving in pieces: the Stream holds at
 	// most the one block (and its header) it waits for.
 	t.Run("stream-pending-MaxBlock", func(t *testing.T) {
-		name := segmentName(0, time.Unix(1_700_000_000, 0))
+		name := archive.SegmentName(0, time.Unix(1_700_000_000, 0))
 		s := NewStream(pinned)
 		off := int64(0)
 		write := func(b []byte) {
@@ -1451,18 +1455,18 @@ func TestAttackMemoryBounds(t *testing.T) {
 				t.Fatal(err)
 			}
 			off += int64(len(b))
-			if n := len(s.Pending()); n > MaxBlock+blockHeader {
-				t.Fatalf("HOLE: %d bytes pending, over MaxBlock+%d", n, blockHeader)
+			if n := len(s.Pending()); n > archive.MaxBlock+archive.BlockHeaderSize {
+				t.Fatalf("HOLE: %d bytes pending, over MaxBlock+%d", n, archive.BlockHeaderSize)
 			}
 		}
 		peak, total := heapPeak(func() {
 			write(hdr)
-			write(append(binary.LittleEndian.AppendUint32(nil, MaxBlock), 1, 2, 3, 4, 5, 6, 7))
-			if n := len(s.Pending()); n != blockHeader+3 {
+			write(append(binary.LittleEndian.AppendUint32(nil, archive.MaxBlock), 1, 2, 3, 4, 5, 6, 7))
+			if n := len(s.Pending()); n != archive.BlockHeaderSize+3 {
 				t.Errorf("%d bytes pending after a block header and 3 bytes", n)
 			}
 			chunk := make([]byte, 1<<20)
-			for rest := MaxBlock - 3; rest > 0; rest -= min(rest, len(chunk)) {
+			for rest := archive.MaxBlock - 3; rest > 0; rest -= min(rest, len(chunk)) {
 				write(chunk[:min(rest, len(chunk))])
 			}
 		})
@@ -1486,21 +1490,21 @@ func TestAttackMemoryBounds(t *testing.T) {
 // with (fallback when there is none), after prev.
 func fuzzSegName(b []byte, fallback uint64, at time.Time, prev string) string {
 	first := fallback
-	if len(b) >= len(segMagic)+blockHeader && string(b[:len(segMagic)]) == segMagic {
-		rest := b[len(segMagic):]
-		if l, err := blockLength(rest); err == nil && len(rest) >= l {
-			if dec, err := openBlock(rest[:l], nil); err == nil {
-				if typ, p, _, err := nextEntry(dec); err == nil && typ == entryHeader {
-					if h, err := decodeHeader(p); err == nil {
+	if len(b) >= len(archive.SegmentMagic)+archive.BlockHeaderSize && string(b[:len(archive.SegmentMagic)]) == archive.SegmentMagic {
+		rest := b[len(archive.SegmentMagic):]
+		if l, err := archive.BlockLength(rest); err == nil && len(rest) >= l {
+			if dec, err := archive.OpenBlock(rest[:l], nil); err == nil {
+				if typ, p, _, err := archive.NextEntry(dec); err == nil && typ == archive.EntryHeader {
+					if h, err := archive.DecodeHeader(p); err == nil {
 						first = h.FirstIndex
 					}
 				}
 			}
 		}
 	}
-	name := segmentName(first, at)
+	name := archive.SegmentName(first, at)
 	if name <= prev {
-		name = segmentName(fallback, at)
+		name = archive.SegmentName(fallback, at)
 	}
 	return name
 }
@@ -1531,12 +1535,12 @@ func FuzzStream(f *testing.F) {
 	}
 	hdr := hostileHeader(f)
 	f.Add(append(slices.Clone(hdr), 0xf0, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3), uint32(0), false, uint64(9))
-	f.Add(append(binary.LittleEndian.AppendUint32(slices.Clone(hdr), MaxBlock), 1, 2, 3, 4, 5), uint32(0), false, uint64(10))
+	f.Add(append(binary.LittleEndian.AppendUint32(slices.Clone(hdr), archive.MaxBlock), 1, 2, 3, 4, 5), uint32(0), false, uint64(10))
 	f.Add(rawBlock(slices.Clone(hdr), zstdZeros(200, 0)), uint32(0), false, uint64(11))
 	f.Add(rawBlock(slices.Clone(hdr), zstdZeros(2, 256<<10)), uint32(0), false, uint64(12))
-	f.Add(append(slices.Clone(hdr), appendBlock(nil, bytes.Repeat([]byte{entryLeaf, 0, 0, 0, 0}, 50))...), uint32(0), false, uint64(13))
+	f.Add(append(slices.Clone(hdr), archive.AppendBlock(nil, bytes.Repeat([]byte{archive.EntryLeaf, 0, 0, 0, 0}, 50))...), uint32(0), false, uint64(13))
 	f.Add(forgedSegment(f), uint32(0), false, uint64(14))
-	f.Add([]byte(segMagic), uint32(0), false, uint64(15))
+	f.Add([]byte(archive.SegmentMagic), uint32(0), false, uint64(15))
 	f.Add([]byte{}, uint32(0), false, uint64(16))
 	t0 := time.Unix(1_700_000_000, 0)
 	f.Fuzz(func(t *testing.T, data []byte, split uint32, plain bool, seed uint64) {
@@ -1557,7 +1561,7 @@ func FuzzStream(f *testing.F) {
 			}
 			names[i] = fuzzSegName(p, uint64(i)<<32, t0.Add(time.Duration(i)*time.Hour), prev)
 		}
-		opts := VerifyOptions{Now: t0}
+		opts := Options{Now: t0}
 		if seed&1 == 0 {
 			opts.Key = id
 		}
@@ -1579,10 +1583,10 @@ func FuzzStream(f *testing.F) {
 					t.Fatalf("%s at %d: %v", names[i], off, err)
 				}
 				off += n
-				if k := len(pieces.Pending()); k > MaxBlock+blockHeader || k > off {
+				if k := len(pieces.Pending()); k > archive.MaxBlock+archive.BlockHeaderSize || k > off {
 					t.Fatalf("%d bytes pending after %d bytes", k, off)
 				}
-				if len(pieces.dec) > MaxBlock || cap(pieces.dec) > 4*MaxBlock {
+				if len(pieces.dec) > archive.MaxBlock || cap(pieces.dec) > 4*archive.MaxBlock {
 					t.Fatalf("decoded block of %d bytes (capacity %d)", len(pieces.dec), cap(pieces.dec))
 				}
 				if d := pieces.Decoded(); d < 0 || d > int64(off) {

@@ -1,4 +1,4 @@
-package archive
+package receipt_test
 
 import (
 	"bytes"
@@ -17,6 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
+	"github.com/auditarch/auditarch/internal/archivetest"
+	"github.com/auditarch/auditarch/internal/keyfile"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -62,7 +68,7 @@ func TestCosignVector(t *testing.T) {
 	if vkey != vectorVKey || line != vectorLine {
 		t.Errorf("computed from the spec:\nvkey %s\nline %q\nwant (pinned):\nvkey %s\nline %q", vkey, line, vectorVKey, vectorLine)
 	}
-	c, err := NewCosigner(skey)
+	c, err := receipt.NewCosigner(skey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,38 +82,17 @@ func TestCosignVector(t *testing.T) {
 	if want := vectorCheckpoint + line; string(got) != want {
 		t.Errorf("Cosign:\n%s\nwant:\n%s", got, want)
 	}
-	v, err := NewCosignVerifier(vkey)
+	v, err := receipt.NewCosignVerifier(vkey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, when, err := OpenReceipt(got, v)
+	ck, when, err := receipt.Open(got, v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ck.Origin != "example.com/behind-the-sofa" || ck.Size != 20852163 || !when.Equal(time.Unix(vectorTime, 0)) || when.Location() != time.UTC {
-		t.Errorf("OpenReceipt: %+v at %v", ck, when)
+		t.Errorf("Open: %+v at %v", ck, when)
 	}
-}
-
-// tStore makes a store key named name and returns its cosigner and verifier.
-func tStore(t testing.TB, name string) (*Cosigner, *CosignVerifier) {
-	t.Helper()
-	skey, vkey, err := GenerateCosignerKey(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := NewCosigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := NewCosignVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.VerifierKey() != vkey || v.String() != vkey {
-		t.Fatalf("verifier keys differ: %s, %s, %s", vkey, c.VerifierKey(), v)
-	}
-	return c, v
 }
 
 // tHostCheckpoint returns a checkpoint of size leaves signed by a new host key, and that key's verifier.
@@ -125,7 +110,7 @@ func tHostCheckpoint(t testing.TB, size uint64) ([]byte, note.Verifier) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := signCheckpoint(Checkpoint{Origin: "host-a.example", Size: size, Root: tHash(size)}, s)
+	msg, err := archive.SignCheckpoint(archive.Checkpoint{Origin: "host-a.example", Size: size, Root: tHash(size)}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,59 +120,59 @@ func tHostCheckpoint(t testing.TB, size uint64) ([]byte, note.Verifier) {
 func tHash(n uint64) (h [32]byte) { return sha256.Sum256(binary.BigEndian.AppendUint64(nil, n)) }
 
 func TestCosignRoundTrip(t *testing.T) {
-	c, v := tStore(t, "store.example/a")
+	c, v := archivetest.Store(t, "store.example/a")
 	ck, host := tHostCheckpoint(t, 42)
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	receipt, err := c.Cosign(ck, at)
+	rc, err := c.Cosign(ck, at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.HasPrefix(receipt, ck) || bytes.Count(receipt[len(ck):], []byte("\n")) != 1 {
-		t.Fatalf("the receipt is not the checkpoint plus one line:\n%s", receipt)
+	if !bytes.HasPrefix(rc, ck) || bytes.Count(rc[len(ck):], []byte("\n")) != 1 {
+		t.Fatalf("the receipt is not the checkpoint plus one line:\n%s", rc)
 	}
-	got, when, err := OpenReceipt(receipt, v)
+	got, when, err := receipt.Open(rc, v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (Checkpoint{Origin: "host-a.example", Size: 42, Root: tHash(42)}) || !when.Equal(at) {
-		t.Errorf("OpenReceipt: %+v at %v", got, when)
+	if got != (archive.Checkpoint{Origin: "host-a.example", Size: 42, Root: tHash(42)}) || !when.Equal(at) {
+		t.Errorf("Open: %+v at %v", got, when)
 	}
 	// The host's signature still opens, alone and with the store's.
-	if _, err := OpenCheckpoint(receipt, host); err != nil {
+	if _, err := archive.OpenCheckpoint(rc, host); err != nil {
 		t.Errorf("host signature: %v", err)
 	}
-	n, err := note.Open(receipt, note.VerifierList(host, v))
+	n, err := note.Open(rc, note.VerifierList(host, v))
 	if err != nil || len(n.Sigs) != 2 {
 		t.Errorf("note.Open with both keys: %v %+v", err, n)
 	}
 	// Cosigning a receipt again would give it two times.
-	if _, err := c.Cosign(receipt, at); err == nil {
+	if _, err := c.Cosign(rc, at); err == nil {
 		t.Error("Cosign of a receipt it already cosigned succeeded")
 	}
 	// Another store may cosign the same checkpoint: each verifier finds its own line.
-	c2, v2 := tStore(t, "store.example/b")
-	both, err := c2.Cosign(receipt, at.Add(time.Hour))
+	c2, v2 := archivetest.Store(t, "store.example/b")
+	both, err := c2.Cosign(rc, at.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, when, err := OpenReceipt(both, v); err != nil || !when.Equal(at) {
+	if _, when, err := receipt.Open(both, v); err != nil || !when.Equal(at) {
 		t.Errorf("first store's cosignature in a doubly cosigned receipt: %v %v", when, err)
 	}
-	if _, when, err := OpenReceipt(both, v2); err != nil || !when.Equal(at.Add(time.Hour)) {
+	if _, when, err := receipt.Open(both, v2); err != nil || !when.Equal(at.Add(time.Hour)) {
 		t.Errorf("second store's cosignature: %v %v", when, err)
 	}
 }
 
 func TestCosignRejects(t *testing.T) {
-	c, v := tStore(t, "store.example/a")
-	_, other := tStore(t, "store.example/a") // same name, another key
+	c, v := archivetest.Store(t, "store.example/a")
+	_, other := archivetest.Store(t, "store.example/a") // same name, another key
 	ck, _ := tHostCheckpoint(t, 7)
 	at := time.Unix(1_700_000_000, 0)
-	receipt, err := c.Cosign(ck, at)
+	rc, err := c.Cosign(ck, at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := string(receipt[len(ck):])
+	line := string(rc[len(ck):])
 	sig, err := base64.StdEncoding.DecodeString(strings.Fields(line)[2])
 	if err != nil {
 		t.Fatal(err)
@@ -204,21 +189,21 @@ func TestCosignRejects(t *testing.T) {
 
 	for name, r := range map[string][]byte{
 		"host checkpoint only": ck,
-		"body changed":         bytes.Replace(receipt, []byte("\n7\n"), []byte("\n8\n"), 1),
+		"body changed":         bytes.Replace(rc, []byte("\n7\n"), []byte("\n8\n"), 1),
 		"timestamp changed":    withSig(later),
 		"timestamp over 2^63":  withSig(huge),
 		"signature changed":    withSig(flipped),
 		"short signature":      withSig(sig[:40]),
-		"two cosignatures":     append(bytes.Clone(receipt), line...),
+		"two cosignatures":     append(bytes.Clone(rc), line...),
 	} {
-		if _, _, err := OpenReceipt(r, v); !errors.Is(err, ErrReceipt) {
-			t.Errorf("%s: OpenReceipt: %v, want ErrReceipt", name, err)
+		if _, _, err := receipt.Open(r, v); !errors.Is(err, receipt.ErrReceipt) {
+			t.Errorf("%s: Open: %v, want ErrReceipt", name, err)
 		}
 	}
-	if _, _, err := OpenReceipt(receipt, other); !errors.Is(err, ErrReceipt) {
+	if _, _, err := receipt.Open(rc, other); !errors.Is(err, receipt.ErrReceipt) {
 		t.Errorf("another key of the same name: %v, want ErrReceipt", err)
 	}
-	if _, _, err := OpenReceipt([]byte("not a note"), v); err == nil || errors.Is(err, ErrReceipt) {
+	if _, _, err := receipt.Open([]byte("not a note"), v); err == nil || errors.Is(err, receipt.ErrReceipt) {
 		t.Errorf("malformed receipt: %v, want a malformed-receipt error", err)
 	}
 
@@ -235,11 +220,11 @@ func TestCosignRejects(t *testing.T) {
 	}
 
 	for _, name := range []string{"", "a b", "a+b", "a\nb"} {
-		if _, _, err := GenerateCosignerKey(name); err == nil {
+		if _, _, err := receipt.GenerateCosignerKey(name); err == nil {
 			t.Errorf("GenerateCosignerKey(%q): no error", name)
 		}
 	}
-	skey, vkey, err := GenerateCosignerKey("store.example/c")
+	skey, vkey, err := receipt.GenerateCosignerKey("store.example/c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,21 +238,21 @@ func TestCosignRejects(t *testing.T) {
 		return strings.Join(p, "+")
 	}
 	for _, k := range []string{noteSkey, badID(skey), vkey, strings.ToUpper(skey[:11]) + skey[11:] + "=", "PRIVATE+KEY+x"} {
-		if _, err := NewCosigner(k); err == nil {
+		if _, err := receipt.NewCosigner(k); err == nil {
 			t.Errorf("NewCosigner(%q): no error", k)
 		}
 	}
 	for _, k := range []string{noteVkey, badID(vkey), skey, vkey + "A", "x+0000000+BA=="} {
-		if _, err := NewCosignVerifier(k); err == nil {
+		if _, err := receipt.NewCosignVerifier(k); err == nil {
 			t.Errorf("NewCosignVerifier(%q): no error", k)
 		}
 	}
 }
 
 func TestReceiptsFile(t *testing.T) {
-	c, v := tStore(t, "store.example/a")
-	c2, _ := tStore(t, "store.example/b")
-	path := filepath.Join(t.TempDir(), ReceiptsFile)
+	c, v := archivetest.Store(t, "store.example/a")
+	c2, _ := archivetest.Store(t, "store.example/b")
+	path := filepath.Join(t.TempDir(), receipt.ReceiptsFile)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +265,7 @@ func TestReceiptsFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := AppendReceipt(f, r); err != nil {
+		if err := receipt.Append(f, r); err != nil {
 			t.Fatal(err)
 		}
 		sizes = append(sizes, size)
@@ -290,33 +275,33 @@ func TestReceiptsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := AppendReceipt(f, foreign); err != nil {
+	if err := receipt.Append(f, foreign); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range [][]byte{nil, []byte("no newline"), make([]byte, MaxReceiptSize+1)} {
-		if err := AppendReceipt(f, r); err == nil {
-			t.Errorf("AppendReceipt of %d bytes: no error", len(r))
+	for _, r := range [][]byte{nil, []byte("no newline"), make([]byte, receipt.MaxReceiptSize+1)} {
+		if err := receipt.Append(f, r); err == nil {
+			t.Errorf("Append of %d bytes: no error", len(r))
 		}
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	rs, bad, err := ReadReceipts(path, v)
+	rs, bad, err := receipt.Read(path, v)
 	if err != nil || bad != 1 || len(rs) != 4 {
-		t.Fatalf("ReadReceipts: %d receipts, %d bad, %v; want 4, 1, nil", len(rs), bad, err)
+		t.Fatalf("Read: %d receipts, %d bad, %v; want 4, 1, nil", len(rs), bad, err)
 	}
 	for i, r := range rs {
 		if r.Checkpoint.Size != sizes[i] || !r.Time.Equal(base.Add(time.Duration(i)*time.Minute)) {
 			t.Errorf("receipt %d: %d leaves at %v", i, r.Checkpoint.Size, r.Time)
 		}
 	}
-	newest, ok := NewestReceipt(rs)
+	newest, ok := receipt.Newest(rs)
 	if !ok || newest.Checkpoint.Size != 9 || !newest.Time.Equal(base.Add(2*time.Minute)) {
-		t.Errorf("NewestReceipt: %+v", newest)
+		t.Errorf("Newest: %+v", newest)
 	}
-	if _, ok := NewestReceipt(nil); ok {
-		t.Error("NewestReceipt(nil) found one")
+	if _, ok := receipt.Newest(nil); ok {
+		t.Error("Newest(nil) found one")
 	}
 
 	data, err := os.ReadFile(path)
@@ -333,8 +318,8 @@ func TestReceiptsFile(t *testing.T) {
 		if err := os.WriteFile(p, data[:int64(len(data))-cut], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rs, bad, err := ReadReceipts(p, v)
-		var ce *CorruptError
+		rs, bad, err := receipt.Read(p, v)
+		var ce *archive.CorruptError
 		if !errors.As(err, &ce) || !ce.Torn || ce.Offset != lastStart || len(rs) != 4 || bad != 0 {
 			t.Errorf("cut %d bytes: %d receipts, %d bad, %v; want 4, 0 and a torn CorruptError at %d", cut, len(rs), bad, err, lastStart)
 		}
@@ -345,8 +330,8 @@ func TestReceiptsFile(t *testing.T) {
 		if err := os.WriteFile(p, append(bytes.Clone(data), bad+strings.Repeat("x", 20)...), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var ce *CorruptError
-		if _, _, err := ReadReceipts(p, v); !errors.As(err, &ce) || ce.Torn || ce.Offset != int64(len(data)) {
+		var ce *archive.CorruptError
+		if _, _, err := receipt.Read(p, v); !errors.As(err, &ce) || ce.Torn || ce.Offset != int64(len(data)) {
 			t.Errorf("header %q: %v, want a CorruptError at offset %d", bad, err, len(data))
 		}
 	}
@@ -356,8 +341,8 @@ func TestReceiptsFile(t *testing.T) {
 		if err := os.WriteFile(p, append(bytes.Clone(data), partial...), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rs, bad, err := ReadReceipts(p, v)
-		var ce *CorruptError
+		rs, bad, err := receipt.Read(p, v)
+		var ce *archive.CorruptError
 		if !errors.As(err, &ce) || !ce.Torn || ce.Offset != int64(len(data)) || len(rs) != 4 || bad != 1 {
 			t.Errorf("ends with %q: %d receipts, %d bad, %v; want 4, 1 and a torn CorruptError at %d", partial, len(rs), bad, err, len(data))
 		}
@@ -367,66 +352,66 @@ func TestReceiptsFile(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if rs, bad, err := ReadReceipts(empty, v); err != nil || bad != 0 || len(rs) != 0 {
+	if rs, bad, err := receipt.Read(empty, v); err != nil || bad != 0 || len(rs) != 0 {
 		t.Errorf("empty file: %d, %d, %v", len(rs), bad, err)
 	}
 }
 
 func TestCosignerKeyFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
-	vkey, err := CosignerKeygen(dir, "store.example/a")
+	vkey, err := receipt.CosignerKeygen(dir, "store.example/a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]os.FileMode{StoreKeyFile: 0o600, StorePubFile: 0o644, ".": 0o700} {
+	for name, want := range map[string]os.FileMode{receipt.StoreKeyFile: 0o600, receipt.StorePubFile: 0o644, ".": 0o700} {
 		st, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || st.Mode().Perm() != want {
 			t.Errorf("%s: %v %v, want mode %04o", name, st.Mode(), err, want)
 		}
 	}
-	c, err := LoadCosigner(filepath.Join(dir, StoreKeyFile))
+	c, err := receipt.LoadCosigner(filepath.Join(dir, receipt.StoreKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := LoadCosignVerifier(filepath.Join(dir, StorePubFile))
+	v, err := receipt.LoadCosignVerifier(filepath.Join(dir, receipt.StorePubFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.VerifierKey() != vkey || v.String() != vkey {
 		t.Errorf("keys: %s, %s, want %s", c.VerifierKey(), v, vkey)
 	}
-	if _, err := CosignerKeygen(dir, "store.example/a"); !errors.Is(err, os.ErrExist) {
+	if _, err := receipt.CosignerKeygen(dir, "store.example/a"); !errors.Is(err, os.ErrExist) {
 		t.Errorf("second keygen: %v, want ErrExist", err)
 	}
-	if err := os.Chmod(filepath.Join(dir, StoreKeyFile), 0o640); err != nil {
+	if err := os.Chmod(filepath.Join(dir, receipt.StoreKeyFile), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadCosigner(filepath.Join(dir, StoreKeyFile)); !errors.Is(err, ErrPermissions) {
-		t.Errorf("store.key 0640: %v, want ErrPermissions", err)
+	if _, err := receipt.LoadCosigner(filepath.Join(dir, receipt.StoreKeyFile)); !errors.Is(err, keyfile.ErrPermissions) {
+		t.Errorf("store.key 0640: %v, want keyfile.ErrPermissions", err)
 	}
-	if err := os.Chmod(filepath.Join(dir, StoreKeyFile), 0o600); err != nil {
+	if err := os.Chmod(filepath.Join(dir, receipt.StoreKeyFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadCosigner(filepath.Join(dir, StoreKeyFile)); !errors.Is(err, ErrPermissions) {
-		t.Errorf("directory 0755: %v, want ErrPermissions", err)
+	if _, err := receipt.LoadCosigner(filepath.Join(dir, receipt.StoreKeyFile)); !errors.Is(err, keyfile.ErrPermissions) {
+		t.Errorf("directory 0755: %v, want keyfile.ErrPermissions", err)
 	}
-	if _, err := LoadCosignVerifier(filepath.Join(dir, "missing.pub")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := receipt.LoadCosignVerifier(filepath.Join(dir, "missing.pub")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing store.pub: %v", err)
 	}
 }
 
 // TestVerifyReceipt: the archive must still hold what the store acknowledged in its newest receipt.
 func TestVerifyReceipt(t *testing.T) {
-	id, pub := tIdentity(t, "host-a.example")
-	store, sv := tStore(t, "store.example/a")
+	id, pub := archivetest.Keys(t, "host-a.example")
+	store, sv := archivetest.Store(t, "store.example/a")
 	at := time.Unix(1_700_000_000, 0).UTC()
 	// receiptOf cosigns the newest checkpoint of the archive in dir.
-	receiptOf := func(t *testing.T, dir string) Receipt {
+	receiptOf := func(t *testing.T, dir string) receipt.Receipt {
 		t.Helper()
-		r, err := Verify(dir, VerifyOptions{})
+		r, err := verify.Dir(dir, verify.Options{})
 		if err != nil || r.Latest == "" {
 			t.Fatalf("verify %s: %v, latest %q", dir, err, r.Latest)
 		}
@@ -434,41 +419,41 @@ func TestVerifyReceipt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, when, err := OpenReceipt(rc, sv)
+		c, when, err := receipt.Open(rc, sv)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return Receipt{Checkpoint: c, Time: when}
+		return receipt.Receipt{Checkpoint: c, Time: when}
 	}
 	// Three runs, one segment each.
 	dir := filepath.Join(t.TempDir(), "arch")
-	tWrite(t, dir, Options{Identity: id}, 5, 0)
-	one := tCopyDir(t, dir)
-	tWrite(t, dir, Options{Identity: id}, 5, 0)
-	two := tCopyDir(t, dir)
-	tWrite(t, dir, Options{Identity: id}, 5, 0)
-	otherID, _ := tIdentity(t, "host-b.example")
+	archivetest.Write(t, dir, writer.Options{Identity: id}, 5, 0)
+	one := archivetest.CopyDir(t, dir)
+	archivetest.Write(t, dir, writer.Options{Identity: id}, 5, 0)
+	two := archivetest.CopyDir(t, dir)
+	archivetest.Write(t, dir, writer.Options{Identity: id}, 5, 0)
+	otherID, _ := archivetest.Keys(t, "host-b.example")
 	otherDir := filepath.Join(t.TempDir(), "other")
-	tWrite(t, otherDir, Options{Identity: otherID}, 3, 0)
+	archivetest.Write(t, otherDir, writer.Options{Identity: otherID}, 3, 0)
 	twin := filepath.Join(t.TempDir(), "twin")
-	tWrite(t, twin, Options{Identity: id}, 2, 0) // another history under the same identity, shorter
+	archivetest.Write(t, twin, writer.Options{Identity: id}, 2, 0) // another history under the same identity, shorter
 
 	rTwo := receiptOf(t, two)
 	rAll := receiptOf(t, dir)
-	older := Receipt{Checkpoint: receiptOf(t, one).Checkpoint, Time: at.Add(time.Hour)} // newer time, smaller tree
+	older := receipt.Receipt{Checkpoint: receiptOf(t, one).Checkpoint, Time: at.Add(time.Hour)} // newer time, smaller tree
 	cases := []struct {
 		name     string
 		dir      func(t *testing.T) string
-		receipts []Receipt
+		receipts []receipt.Receipt
 		status   string
 		codes    []string // exactly these problem codes
 		receipt  string   // Report.Receipt.Status
 	}{
-		{"consistent", func(*testing.T) string { return dir }, []Receipt{older, rTwo}, Pass, nil, ReceiptConsistent},
-		{"at the archive's end", func(*testing.T) string { return two }, []Receipt{rTwo}, Pass, nil, ReceiptConsistent},
+		{"consistent", func(*testing.T) string { return dir }, []receipt.Receipt{older, rTwo}, verify.Pass, nil, verify.ReceiptConsistent},
+		{"at the archive's end", func(*testing.T) string { return two }, []receipt.Receipt{rTwo}, verify.Pass, nil, verify.ReceiptConsistent},
 		{"newest segment removed", func(t *testing.T) string {
-			d := tCopyDir(t, dir)
-			files := tSegFiles(t, d)
+			d := archivetest.CopyDir(t, dir)
+			files := archivetest.SegFiles(t, d)
 			if len(files) != 3 {
 				t.Fatalf("%d segments, want 3", len(files))
 			}
@@ -476,21 +461,21 @@ func TestVerifyReceipt(t *testing.T) {
 				t.Fatal(err)
 			}
 			return d
-		}, []Receipt{rTwo, rAll}, Tampered, []string{"truncated"}, "truncated"},
-		{"rolled back to a copy", func(*testing.T) string { return one }, []Receipt{rTwo, older}, Tampered, []string{"truncated"}, "truncated"},
-		{"fork", func(*testing.T) string { return dir }, []Receipt{receiptOf(t, twin)}, Tampered, []string{"fork"}, "fork"},
-		{"another host's receipt", func(*testing.T) string { return dir }, []Receipt{receiptOf(t, otherDir)}, Tampered, []string{"origin"}, "origin"},
+		}, []receipt.Receipt{rTwo, rAll}, verify.Tampered, []string{"truncated"}, "truncated"},
+		{"rolled back to a copy", func(*testing.T) string { return one }, []receipt.Receipt{rTwo, older}, verify.Tampered, []string{"truncated"}, "truncated"},
+		{"fork", func(*testing.T) string { return dir }, []receipt.Receipt{receiptOf(t, twin)}, verify.Tampered, []string{"fork"}, "fork"},
+		{"another host's receipt", func(*testing.T) string { return dir }, []receipt.Receipt{receiptOf(t, otherDir)}, verify.Tampered, []string{"origin"}, "origin"},
 		{"leaves at the receipt missing", func(t *testing.T) string {
-			d := tCopyDir(t, dir)
-			if err := os.Remove(tSegFiles(t, d)[1]); err != nil {
+			d := archivetest.CopyDir(t, dir)
+			if err := os.Remove(archivetest.SegFiles(t, d)[1]); err != nil {
 				t.Fatal(err)
 			}
 			return d
-		}, []Receipt{rTwo}, Tampered, []string{"missing-segment", "truncated"}, "truncated"},
+		}, []receipt.Receipt{rTwo}, verify.Tampered, []string{"missing-segment", "truncated"}, "truncated"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r, err := Verify(c.dir(t), VerifyOptions{Key: pub, Receipts: c.receipts})
+			r, err := verify.Dir(c.dir(t), verify.Options{Key: pub, Receipts: c.receipts})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -502,8 +487,8 @@ func TestVerifyReceipt(t *testing.T) {
 			if r.Status != c.status || !slices.Equal(codes, c.codes) {
 				t.Errorf("%s with problems %v, want %s with %v", r.Status, codes, c.status, c.codes)
 			}
-			newest, _ := NewestReceipt(c.receipts)
-			want := ReceiptReport{Size: newest.Checkpoint.Size, Time: newest.Time.UTC().Format(time.RFC3339), Status: c.receipt}
+			newest, _ := receipt.Newest(c.receipts)
+			want := verify.ReceiptReport{Size: newest.Checkpoint.Size, Time: newest.Time.UTC().Format(time.RFC3339), Status: c.receipt}
 			if r.Receipt == nil || *r.Receipt != want {
 				t.Errorf("Report.Receipt %+v, want %+v", r.Receipt, want)
 			}
@@ -511,24 +496,24 @@ func TestVerifyReceipt(t *testing.T) {
 	}
 
 	// The message a user reads.
-	r, err := Verify(one, VerifyOptions{Key: pub, Receipts: []Receipt{rTwo}})
+	r, err := verify.Dir(one, verify.Options{Key: pub, Receipts: []receipt.Receipt{rTwo}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "the archive holds 8 leaves, but the store acknowledged 16 leaves at 2023-11-14T22:13:20Z (receipt): the host's archive was truncated"
-	if len(r.Problems) != 1 || r.Problems[0].Message != want || r.Problems[0].Class != Tampered {
+	if len(r.Problems) != 1 || r.Problems[0].Message != want || r.Problems[0].Class != verify.Tampered {
 		t.Errorf("problems %+v, want one tampered: %s", r.Problems, want)
 	}
 	// Without receipts, no receipt report.
-	if r, err := Verify(one, VerifyOptions{Key: pub}); err != nil || r.Receipt != nil {
+	if r, err := verify.Dir(one, verify.Options{Key: pub}); err != nil || r.Receipt != nil {
 		t.Errorf("no receipts: report %+v, %v", r.Receipt, err)
 	}
 }
 
-// FuzzReceipts reads arbitrary receipts files: ReadReceipts must not panic, must return only receipts that
-// OpenReceipt accepts, and must locate any damage inside the file.
+// FuzzReceipts reads arbitrary receipts files: Read must not panic, must return only receipts that
+// Open accepts, and must locate any damage inside the file.
 func FuzzReceipts(f *testing.F) {
-	c, v := tStore(f, "store.example/fuzz")
+	c, v := archivetest.Store(f, "store.example/fuzz")
 	var file bytes.Buffer
 	for _, size := range []uint64{3, 4} {
 		ck, _ := tHostCheckpoint(f, size)
@@ -544,19 +529,19 @@ func FuzzReceipts(f *testing.F) {
 	f.Add([]byte("receipt 5\nabcde"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if ck, when, err := OpenReceipt(data, v); err == nil {
-			if _, err := ParseCheckpoint(ck.Text()); err != nil || when.Unix() < 0 {
-				t.Fatalf("OpenReceipt accepted %q: %+v at %v", data, ck, when)
+		if ck, when, err := receipt.Open(data, v); err == nil {
+			if _, err := archive.ParseCheckpoint(ck.Text()); err != nil || when.Unix() < 0 {
+				t.Fatalf("Open accepted %q: %+v at %v", data, ck, when)
 			}
 		}
 		p := filepath.Join(dir, "receipts")
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rs, bad, err := ReadReceipts(p, v)
-		var ce *CorruptError
+		rs, bad, err := receipt.Read(p, v)
+		var ce *archive.CorruptError
 		if err != nil && (!errors.As(err, &ce) || ce.Offset < 0 || ce.Offset >= int64(len(data))) {
-			t.Fatalf("ReadReceipts: %v", err)
+			t.Fatalf("Read: %v", err)
 		}
 		if len(rs)+bad > len(data)/len("receipt 1\n_") {
 			t.Fatalf("%d receipts and %d bad ones from %d bytes", len(rs), bad, len(data))

@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"encoding/base64"
@@ -8,6 +8,7 @@ import (
 
 	"time"
 
+	"github.com/auditarch/auditarch/archive"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -15,32 +16,32 @@ import (
 // what follows without reading what came before again (docs/format.md, "Store directory", state.json).
 // Reports are not carried, but for the current segment's: a resumed stream reports what it reads after.
 type streamState struct {
-	Version    int      `json:"version"`
-	Origin     string   `json:"origin"`
-	Identity   string   `json:"identity"` // the identity key's name+hash the state was verified under
-	Segment    string   `json:"segment"`  // the sealed segment the state ends with
-	Offset     int64    `json:"offset"`   // its length
-	SegNo      uint64   `json:"seg_no"`
-	SegFirst   uint64   `json:"seg_first"`
-	SegCks     uint64   `json:"seg_cks"`
-	Size       uint64   `json:"size"`
-	Frontier   []string `json:"frontier"`
-	Diverged   bool     `json:"diverged,omitempty"`
-	CkGood     uint64   `json:"ck_good"`
-	Gap        bool     `json:"gap,omitempty"`
-	Kernel     [2]int64 `json:"kernel"`
-	LastCk     string   `json:"last_ck"`
-	CkSize     uint64   `json:"ck_size"`
-	Key        string   `json:"key,omitempty"` // the epoch key in charge (verifier key); "" when unchained
-	Epoch      uint64   `json:"epoch"`
-	EpochStart int64    `json:"epoch_start"`
-	EpochLen   int64    `json:"epoch_len"`
-	Interval   int64    `json:"interval"`
-	LastTime   int64    `json:"last_time"`
-	MaxTime    int64    `json:"max_time"`
-	RunOpen    bool     `json:"run_open"`
-	RunStart   uint64   `json:"run_start"`
-	LastSeal   Seal     `json:"last_seal"`
+	Version    int          `json:"version"`
+	Origin     string       `json:"origin"`
+	Identity   string       `json:"identity"` // the identity key's name+hash the state was verified under
+	Segment    string       `json:"segment"`  // the sealed segment the state ends with
+	Offset     int64        `json:"offset"`   // its length
+	SegNo      uint64       `json:"seg_no"`
+	SegFirst   uint64       `json:"seg_first"`
+	SegCks     uint64       `json:"seg_cks"`
+	Size       uint64       `json:"size"`
+	Frontier   []string     `json:"frontier"`
+	Diverged   bool         `json:"diverged,omitempty"`
+	CkGood     uint64       `json:"ck_good"`
+	Gap        bool         `json:"gap,omitempty"`
+	Kernel     [2]int64     `json:"kernel"`
+	LastCk     string       `json:"last_ck"`
+	CkSize     uint64       `json:"ck_size"`
+	Key        string       `json:"key,omitempty"` // the epoch key in charge (verifier key); "" when unchained
+	Epoch      uint64       `json:"epoch"`
+	EpochStart int64        `json:"epoch_start"`
+	EpochLen   int64        `json:"epoch_len"`
+	Interval   int64        `json:"interval"`
+	LastTime   int64        `json:"last_time"`
+	MaxTime    int64        `json:"max_time"`
+	RunOpen    bool         `json:"run_open"`
+	RunStart   uint64       `json:"run_start"`
+	LastSeal   archive.Seal `json:"last_seal"`
 	Serials    struct {
 		Have    bool       `json:"have"`
 		Hi      uint32     `json:"hi"`
@@ -49,18 +50,18 @@ type streamState struct {
 		ExtraN  int        `json:"extra_n,omitempty"`
 		Counted uint64     `json:"counted,omitempty"`
 	} `json:"serials"`
-	Missing    [][2]uint64   `json:"missing,omitempty"`
-	Latest     string        `json:"latest,omitempty"`
-	Current    SegmentReport `json:"current"` // the report of the segment the state is in
-	SealIdx    int64         `json:"seal_idx"`
-	First      bool          `json:"first,omitempty"` // no leaf of the current segment read yet
-	PendingRec *Recovery     `json:"pending_rec,omitempty"`
-	SegLast    int64         `json:"seg_last,omitempty"`
-	LeafMax    int64         `json:"leaf_max,omitempty"`
-	CkTime     int64         `json:"ck_time,omitempty"`
-	Misplaced  bool          `json:"misplaced,omitempty"`
-	LastSealed string        `json:"last_sealed,omitempty"`
-	HaveSeal   bool          `json:"have_seal,omitempty"`
+	Missing    [][2]uint64       `json:"missing,omitempty"`
+	Latest     string            `json:"latest,omitempty"`
+	Current    SegmentReport     `json:"current"` // the report of the segment the state is in
+	SealIdx    int64             `json:"seal_idx"`
+	First      bool              `json:"first,omitempty"` // no leaf of the current segment read yet
+	PendingRec *archive.Recovery `json:"pending_rec,omitempty"`
+	SegLast    int64             `json:"seg_last,omitempty"`
+	LeafMax    int64             `json:"leaf_max,omitempty"`
+	CkTime     int64             `json:"ck_time,omitempty"`
+	Misplaced  bool              `json:"misplaced,omitempty"`
+	LastSealed string            `json:"last_sealed,omitempty"`
+	HaveSeal   bool              `json:"have_seal,omitempty"`
 }
 
 const stateVersion = 1
@@ -79,7 +80,7 @@ func (s *Stream) Snapshot() ([]byte, error) {
 	}
 	st := streamState{Version: stateVersion, Origin: v.origin, Segment: s.name, Offset: s.off,
 		SegNo: v.segNo, SegFirst: v.seg.FirstIndex, SegCks: v.segCks, Size: v.tree.Size, Frontier: v.tree.Encode(),
-		Diverged: v.diverged, CkGood: v.ckGood, Gap: v.gap, Kernel: [2]int64{v.kernel.min, v.kernel.max},
+		Diverged: v.diverged, CkGood: v.ckGood, Gap: v.gap, Kernel: [2]int64{v.kernel.Min, v.kernel.Max},
 		LastCk: base64.StdEncoding.EncodeToString(v.lastCk), CkSize: v.ckSize, Key: v.keyVKey, Epoch: v.epoch,
 		EpochStart: v.epochStart, EpochLen: int64(v.epochLen), Interval: int64(v.interval), LastTime: v.lastTime,
 		MaxTime: v.maxTime, RunOpen: v.runOpen, RunStart: v.runStart, Missing: v.missing, Latest: v.r.Latest}
@@ -101,7 +102,7 @@ func (s *Stream) Snapshot() ([]byte, error) {
 
 // ResumeStream returns a Stream that continues from a Snapshot, as if it had read everything up to that
 // point. opts.Key must be the key the snapshot was verified under.
-func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
+func ResumeStream(opts Options, snapshot []byte) (*Stream, error) {
 	var st streamState
 	if err := json.Unmarshal(snapshot, &st); err != nil {
 		return nil, fmt.Errorf("stream state: %w", err)
@@ -114,10 +115,10 @@ func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 	if v.identity == nil || st.Identity != fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash()) || st.Origin != v.origin {
 		return nil, errors.New("stream state was verified under another identity key")
 	}
-	if !nameMatches(st.Segment, st.SegFirst) || st.Size < st.SegFirst || st.Current.File != st.Segment {
+	if !archive.NameMatches(st.Segment, st.SegFirst) || st.Size < st.SegFirst || st.Current.File != st.Segment {
 		return nil, fmt.Errorf("stream state names segment %q starting at leaf %d", st.Segment, st.SegFirst)
 	}
-	f, err := DecodeFrontier(st.Size, st.Frontier)
+	f, err := archive.DecodeFrontier(st.Size, st.Frontier)
 	if err != nil {
 		return nil, fmt.Errorf("stream state: %w", err)
 	}
@@ -133,9 +134,9 @@ func ResumeStream(opts VerifyOptions, snapshot []byte) (*Stream, error) {
 		v.key, v.keyVKey = kv, st.Key
 	}
 	v.tree, v.started, v.diverged, v.ckGood, v.gap, v.segNo = f, true, st.Diverged, st.CkGood, st.Gap, st.SegNo
-	v.kernel = kernelRange{min: st.Kernel[0], max: st.Kernel[1]}
+	v.kernel = archive.KernelRange{Min: st.Kernel[0], Max: st.Kernel[1]}
 	v.lastCk, v.ckSize, v.segCks = lastCk, st.CkSize, st.SegCks
-	v.epoch, v.epochStart, v.epochLen, v.interval = st.Epoch, st.EpochStart, durationOr(st.EpochLen, MaxEpoch), durationOr(st.Interval, DefaultHeartbeat)
+	v.epoch, v.epochStart, v.epochLen, v.interval = st.Epoch, st.EpochStart, durationOr(st.EpochLen, archive.MaxEpoch), durationOr(st.Interval, archive.DefaultHeartbeat)
 	v.lastTime, v.maxTime, v.runOpen, v.runStart = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart
 	if st.HaveSeal {
 		seal := st.LastSeal

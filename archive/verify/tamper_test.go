@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"crypto/rand"
@@ -12,12 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/internal/testhook"
+	"github.com/auditarch/auditarch/archive/writer"
+	"github.com/auditarch/auditarch/internal/archivetest"
 	"golang.org/x/mod/sumdb/note"
 )
 
 // tamperFixture holds the archives the tamper cases start from. Each case works on its own copy.
 type tamperFixture struct {
-	id   *Identity
+	id   *archive.Identity
 	pub  note.Verifier
 	fast string      // one clean run with fast options: several sealed segments, many epochs
 	keys *stolenKeys // every epoch key of fast, as an attacker reading the daemon's memory saw them
@@ -29,18 +33,18 @@ type tamperFixture struct {
 
 func newTamperFixture(t *testing.T) *tamperFixture {
 	fx := &tamperFixture{}
-	fx.id, fx.pub = tIdentity(t, "host-a.example")
+	fx.id, fx.pub = archivetest.Keys(t, "host-a.example")
 	fx.keys = stealEpochKeys(t)
 	fx.fast = filepath.Join(t.TempDir(), "fast")
-	tWrite(t, fx.fast, tFastOptions(fx.id), 250, 2500*time.Millisecond)
-	testEpochKeyHook = nil
-	otherID, _ := tIdentity(t, "host-b.example")
+	archivetest.Write(t, fx.fast, archivetest.FastOptions(fx.id), 250, 2500*time.Millisecond)
+	testhook.EpochKey = nil
+	otherID, _ := archivetest.Keys(t, "host-b.example")
 	fx.other = filepath.Join(t.TempDir(), "other")
-	tWrite(t, fx.other, tFastOptions(otherID), 100, 1500*time.Millisecond)
+	archivetest.Write(t, fx.other, archivetest.FastOptions(otherID), 100, 1500*time.Millisecond)
 	fx.twin = filepath.Join(t.TempDir(), "twin")
-	tWrite(t, fx.twin, Options{Identity: fx.id}, 5, 0)
+	archivetest.Write(t, fx.twin, writer.Options{Identity: fx.id}, 5, 0)
 
-	r, err := Verify(fx.fast, VerifyOptions{Key: fx.pub})
+	r, err := Dir(fx.fast, Options{Key: fx.pub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,17 +64,17 @@ type tamperCase struct {
 	code   string   // must be among the report's problems
 	status string   // the report's status
 	only   []string // when set, the only codes the report may hold (no cascade of misleading problems)
-	tamper func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions)
+	tamper func(t *testing.T, fx *tamperFixture, dir string) (string, Options)
 	check  func(t *testing.T, r *Report) // optional further checks
 }
 
 func TestTamper(t *testing.T) {
 	fx := newTamperFixture(t)
-	pinned := func(dir string) (string, VerifyOptions) { return dir, VerifyOptions{Key: fx.pub} }
+	pinned := func(dir string) (string, Options) { return dir, Options{Key: fx.pub} }
 	// editSeg edits segment n of dir (in name order) and saves it.
 	editSeg := func(t *testing.T, dir string, n int, edit func(s *tSeg)) {
 		t.Helper()
-		files := tSegFiles(t, dir)
+		files := archivetest.SegFiles(t, dir)
 		if n < 0 {
 			n += len(files)
 		}
@@ -79,7 +83,7 @@ func TestTamper(t *testing.T) {
 		s.save(t)
 	}
 	// editHeader edits the header of segment n.
-	editHeader := func(t *testing.T, dir string, n int, edit func(h *SegmentHeader)) {
+	editHeader := func(t *testing.T, dir string, n int, edit func(h *archive.SegmentHeader)) {
 		t.Helper()
 		editSeg(t, dir, n, func(s *tSeg) {
 			h := s.header(t)
@@ -92,7 +96,7 @@ func TestTamper(t *testing.T) {
 		t.Helper()
 		pos, _ := s.leaves(t)
 		for i := 0; i+1 < len(pos); i++ {
-			if s.kind(pos[i]) == LeafEvent && pos[i+1] == pos[i]+1 && s.kind(pos[i+1]) == LeafEvent {
+			if s.kind(pos[i]) == archive.LeafEvent && pos[i+1] == pos[i]+1 && s.kind(pos[i+1]) == archive.LeafEvent {
 				return pos[i]
 			}
 		}
@@ -102,7 +106,7 @@ func TestTamper(t *testing.T) {
 
 	cases := []tamperCase{
 		{name: "untouched", status: Pass, only: []string{},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) { return pinned(dir) },
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) { return pinned(dir) },
 			check: func(t *testing.T, r *Report) {
 				if len(r.Problems) != 0 || r.Verified != r.Leaves || r.Unsigned != nil {
 					t.Errorf("untouched archive: %d problems, %d of %d leaves verified, tail %+v", len(r.Problems), r.Verified, r.Leaves, r.Unsigned)
@@ -112,7 +116,7 @@ func TestTamper(t *testing.T) {
 		// 1. One byte of a leaf changed. Re-encoded, checksums and compression are valid: only the signed
 		// root can tell. Flipped in place, the block's checksum tells.
 		{name: "leaf-byte-reencoded", code: "root", status: Tampered, only: []string{"root"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				editSeg(t, dir, 1, func(s *tSeg) {
 					p := s.ents[eventLeaf(t, s)].p
 					p[len(p)-1] ^= 0x01 // the last byte of the last record's text: the leaf still decodes
@@ -120,17 +124,17 @@ func TestTamper(t *testing.T) {
 				return pinned(dir)
 			}},
 		{name: "leaf-byte-raw", code: "damaged", status: Tampered, only: []string{"damaged"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				f := tSegFiles(t, dir)[1]
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				f := archivetest.SegFiles(t, dir)[1]
 				data, err := os.ReadFile(f)
 				if err != nil {
 					t.Fatal(err)
 				}
-				offs := tBlockOffsets(data)
+				offs := archivetest.BlockOffsets(data)
 				if len(offs) < 3 {
 					t.Fatalf("%s has %d blocks", f, len(offs))
 				}
-				data[offs[1]+blockHeader+(offs[2]-offs[1]-blockHeader)/2] ^= 0x40
+				data[offs[1]+archive.BlockHeaderSize+(offs[2]-offs[1]-archive.BlockHeaderSize)/2] ^= 0x40
 				if err := os.WriteFile(f, data, 0o600); err != nil {
 					t.Fatal(err)
 				}
@@ -139,14 +143,14 @@ func TestTamper(t *testing.T) {
 
 		// 2. A leaf removed: every checkpoint after it stands one leaf too late.
 		{name: "delete-leaf", code: "checkpoint", status: Tampered, only: []string{"checkpoint", "seal", "serial-gap"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				editSeg(t, dir, 1, func(s *tSeg) { s.remove(eventLeaf(t, s)) })
 				return pinned(dir)
 			}},
 
 		// 3. Two leaves swapped: same count, another root.
 		{name: "swap-leaves", code: "root", status: Tampered, only: []string{"root"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				editSeg(t, dir, 1, func(s *tSeg) {
 					k := eventLeaf(t, s)
 					s.ents[k].p, s.ents[k+1].p = s.ents[k+1].p, s.ents[k].p
@@ -157,8 +161,8 @@ func TestTamper(t *testing.T) {
 		// 4. The tail of the last segment cut: inside a block (torn), or exactly at a block boundary so
 		// that the STOP and the seal are gone.
 		{name: "truncate-few-bytes", code: "torn-tail", status: Incomplete, only: []string{"torn-tail", "no-stop"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				f := tSegFiles(t, dir)
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				f := archivetest.SegFiles(t, dir)
 				last := f[len(f)-1]
 				st, err := os.Stat(last)
 				if err != nil {
@@ -170,40 +174,40 @@ func TestTamper(t *testing.T) {
 				return pinned(dir)
 			}},
 		{name: "truncate-last-block", code: "no-stop", status: Incomplete, only: []string{"no-stop"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				f := tSegFiles(t, dir)
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				f := archivetest.SegFiles(t, dir)
 				cutLastBlock(t, f[len(f)-1])
 				return pinned(dir)
 			}},
 
 		// 5, 6. Whole segments deleted.
 		{name: "delete-middle-segment", code: "missing-segment", status: Incomplete, only: []string{"missing-segment"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				if err := os.Remove(tSegFiles(t, dir)[1]); err != nil {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				if err := os.Remove(archivetest.SegFiles(t, dir)[1]); err != nil {
 					t.Fatal(err)
 				}
 				return pinned(dir)
 			}},
 		{name: "delete-middle-segment-short-grace", code: "missing-segment", status: Incomplete, only: []string{"missing-segment"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				// The deleted 0.7 s are longer than heartbeat + grace: the gap is the missing segment,
 				// not also a silence.
-				if err := os.Remove(tSegFiles(t, dir)[1]); err != nil {
+				if err := os.Remove(archivetest.SegFiles(t, dir)[1]); err != nil {
 					t.Fatal(err)
 				}
-				return dir, VerifyOptions{Key: fx.pub, Grace: 300 * time.Millisecond}
+				return dir, Options{Key: fx.pub, Grace: 300 * time.Millisecond}
 			}},
 		{name: "delete-oldest-segment", code: "missing-start", status: Incomplete, only: []string{"missing-start"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				// The run's START goes with it: its STOP is then no evidence of forgery.
-				if err := os.Remove(tSegFiles(t, dir)[0]); err != nil {
+				if err := os.Remove(archivetest.SegFiles(t, dir)[0]); err != nil {
 					t.Fatal(err)
 				}
 				return pinned(dir)
 			}},
 		{name: "delete-newest-segment", code: "missing-segment", status: Incomplete, only: []string{"missing-segment", "no-stop"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				f := tSegFiles(t, dir)
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				f := archivetest.SegFiles(t, dir)
 				if err := os.Remove(f[len(f)-1]); err != nil {
 					t.Fatal(err)
 				}
@@ -211,11 +215,11 @@ func TestTamper(t *testing.T) {
 			}},
 
 		{name: "delete-segment-with-run-end", code: "missing-segment", status: Incomplete, only: []string{"missing-segment"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				// A second run follows; the segment holding the first run's STOP goes. Whether that run
 				// stopped or crashed is then unknown, which is no reason to call the next START forged.
-				tWrite(t, dir, Options{Identity: fx.id}, 5, 0)
-				f := tSegFiles(t, dir)
+				archivetest.Write(t, dir, writer.Options{Identity: fx.id}, 5, 0)
+				f := archivetest.SegFiles(t, dir)
 				if err := os.Remove(f[len(f)-2]); err != nil {
 					t.Fatal(err)
 				}
@@ -227,28 +231,28 @@ func TestTamper(t *testing.T) {
 				}
 			}},
 		{name: "cut-middle-segment-tail", code: "missing-segment", status: Incomplete, only: []string{"missing-segment"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				cutLastBlock(t, tSegFiles(t, dir)[1])
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				cutLastBlock(t, archivetest.SegFiles(t, dir)[1])
 				return pinned(dir)
 			}},
 
 		// 7. Another host's segment spliced in (pinned key, and without one).
 		{name: "splice-foreign-segment", code: "origin", status: Tampered, only: []string{"origin"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				spliceForeign(t, fx, dir)
 				return pinned(dir)
 			}},
 		{name: "splice-foreign-segment-unpinned", code: "origin", status: Tampered, only: []string{"origin"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				spliceForeign(t, fx, dir)
-				return dir, VerifyOptions{}
+				return dir, Options{}
 			}},
 
 		// 8. An older segment copied under a newer name.
 		{name: "replay-old-segment", code: "replay", status: Tampered, only: []string{"replay"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				f := tSegFiles(t, dir)
-				tCopyFile(t, f[1], filepath.Join(dir, segmentName(1<<40, time.Now().Add(time.Hour))))
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				f := archivetest.SegFiles(t, dir)
+				archivetest.CopyFile(t, f[1], filepath.Join(dir, archive.SegmentName(1<<40, time.Now().Add(time.Hour))))
 				return pinned(dir)
 			}},
 
@@ -258,12 +262,12 @@ func TestTamper(t *testing.T) {
 
 		// 10. Checkpoints removed.
 		{name: "drop-checkpoint-sealed", code: "missing-checkpoint", status: Tampered, only: []string{"missing-checkpoint", "unsigned"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				editSeg(t, dir, 1, func(s *tSeg) {
 					for k := 1; k < len(s.ents); k++ {
 						prev := s.ents[k-1]
-						if s.ents[k].typ == entryCheckpoint && prev.typ == entryLeaf && !tIsIntro(s.kind(k-1)) &&
-							s.kind(k-1) != LeafSeal {
+						if s.ents[k].typ == archive.EntryCheckpoint && prev.typ == archive.EntryLeaf && !tIsIntro(s.kind(k-1)) &&
+							s.kind(k-1) != archive.LeafSeal {
 							s.remove(k)
 							return
 						}
@@ -273,10 +277,10 @@ func TestTamper(t *testing.T) {
 				return pinned(dir)
 			}},
 		{name: "drop-checkpoint-after-key", code: "unsigned-key", status: Tampered, only: []string{"unsigned-key", "missing-checkpoint", "unsigned"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				editSeg(t, dir, 1, func(s *tSeg) {
 					for k := 1; k+1 < len(s.ents); k++ {
-						if s.ents[k].typ == entryLeaf && s.kind(k) == LeafKey && s.ents[k+1].typ == entryCheckpoint {
+						if s.ents[k].typ == archive.EntryLeaf && s.kind(k) == archive.LeafKey && s.ents[k+1].typ == archive.EntryCheckpoint {
 							s.remove(k + 1)
 							return
 						}
@@ -288,36 +292,36 @@ func TestTamper(t *testing.T) {
 
 		// 11. Rolled back to an earlier copy, or replaced by another history of the same identity.
 		{name: "rollback", code: "rollback", status: Tampered, only: []string{"rollback"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				// dir is the state at T1; a second run continues a copy, which a verifier witnesses.
-				later := tCopyDir(t, dir)
-				tWrite(t, later, Options{Identity: fx.id}, 5, 0)
-				r, err := Verify(later, VerifyOptions{Key: fx.pub})
+				later := archivetest.CopyDir(t, dir)
+				archivetest.Write(t, later, writer.Options{Identity: fx.id}, 5, 0)
+				r, err := Dir(later, Options{Key: fx.pub})
 				if err != nil || r.Status != Pass {
 					t.Fatalf("the continued archive: %v %+v", err, r)
 				}
-				return dir, VerifyOptions{Key: fx.pub, Witness: []byte(r.Latest)}
+				return dir, Options{Key: fx.pub, Witness: []byte(r.Latest)}
 			}},
 		{name: "fork", code: "fork", status: Tampered, only: []string{"fork"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				// The witness saw twin, a history signed by the same identity key; dir is another one.
-				r, err := Verify(fx.twin, VerifyOptions{Key: fx.pub})
+				r, err := Dir(fx.twin, Options{Key: fx.pub})
 				if err != nil || r.Status != Pass {
 					t.Fatalf("twin: %v %+v", err, r)
 				}
-				return dir, VerifyOptions{Key: fx.pub, Witness: []byte(r.Latest)}
+				return dir, Options{Key: fx.pub, Witness: []byte(r.Latest)}
 			}},
 
 		// 12. Segment headers altered.
 		{name: "header-first-index", code: "segment-header", status: Tampered, only: []string{"segment-header", "missing-segment"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				editHeader(t, dir, 2, func(h *SegmentHeader) { h.FirstIndex++ })
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) { h.FirstIndex++ })
 				return pinned(dir)
 			}},
 		{name: "header-frontier", code: "segment-header", status: Tampered, only: []string{"segment-header"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				editHeader(t, dir, 2, func(h *SegmentHeader) {
-					f, err := DecodeFrontier(h.FirstIndex, h.Frontier)
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) {
+					f, err := archive.DecodeFrontier(h.FirstIndex, h.Frontier)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -327,30 +331,30 @@ func TestTamper(t *testing.T) {
 				return pinned(dir)
 			}},
 		{name: "header-prev-checkpoint", code: "segment-link", status: Tampered, only: []string{"segment-link"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				prev := tSegFiles(t, dir)[1]
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				prev := archivetest.SegFiles(t, dir)[1]
 				h1 := loadSeg(t, prev).header(t)
-				editHeader(t, dir, 2, func(h *SegmentHeader) { h.PrevCheckpoint = h1.PrevCheckpoint })
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) { h.PrevCheckpoint = h1.PrevCheckpoint })
 				return pinned(dir)
 			}},
 		{name: "header-epoch-key", code: "segment-header", status: Tampered, only: []string{"segment-header"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				_, vkey, err := note.GenerateKey(rand.Reader, fx.pub.Name())
 				if err != nil {
 					t.Fatal(err)
 				}
-				editHeader(t, dir, 2, func(h *SegmentHeader) { h.EpochKey = vkey })
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) { h.EpochKey = vkey })
 				return pinned(dir)
 			}},
 		{name: "header-segment-number", code: "seal", status: Tampered, only: []string{"segment-header", "seal"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				editHeader(t, dir, 2, func(h *SegmentHeader) { h.Segment += 7 })
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) { h.Segment += 7 })
 				return pinned(dir)
 			}},
 		{name: "header-prev-kernel-times", code: "segment-header", status: Tampered, only: []string{"segment-header"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 				// Without the span, search takes the segment before for one without events and skips it.
-				editHeader(t, dir, 2, func(h *SegmentHeader) {
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) {
 					if len(h.PrevKernelTimes) != 2 {
 						t.Fatalf("header has kernel times %v", h.PrevKernelTimes)
 					}
@@ -359,16 +363,16 @@ func TestTamper(t *testing.T) {
 				return pinned(dir)
 			}},
 		{name: "header-origin", code: "origin", status: Tampered, only: []string{"origin", "missing-segment"},
-			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
-				editHeader(t, dir, 2, func(h *SegmentHeader) { h.Origin = "host-b.example" })
+			tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
+				editHeader(t, dir, 2, func(h *archive.SegmentHeader) { h.Origin = "host-b.example" })
 				return pinned(dir)
 			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			dir, opts := c.tamper(t, fx, tCopyDir(t, fx.fast))
-			r, err := Verify(dir, opts)
+			dir, opts := c.tamper(t, fx, archivetest.CopyDir(t, fx.fast))
+			r, err := Dir(dir, opts)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -409,20 +413,20 @@ func TestTamper(t *testing.T) {
 	}
 }
 
-func tIsIntro(k LeafKind) bool { return k == LeafStart || k == LeafKey }
+func tIsIntro(k archive.LeafKind) bool { return k == archive.LeafStart || k == archive.LeafKey }
 
 // spliceForeign copies a middle segment of another host's archive into dir.
 func spliceForeign(t *testing.T, fx *tamperFixture, dir string) {
 	t.Helper()
-	f := tSegFiles(t, fx.other)
+	f := archivetest.SegFiles(t, fx.other)
 	if len(f) < 2 {
 		t.Fatalf("the other host's archive has %d segments", len(f))
 	}
-	h, err := readSegmentHeader(f[1])
+	h, err := archive.ReadSegmentHeader(f[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	tCopyFile(t, f[1], filepath.Join(dir, fmt.Sprintf("seg-%020d-99991231T235959Z.aseg", h.FirstIndex)))
+	archivetest.CopyFile(t, f[1], filepath.Join(dir, fmt.Sprintf("seg-%020d-99991231T235959Z.aseg", h.FirstIndex)))
 }
 
 // stolenKeyCase: the attacker holds the newest epoch key (read from the daemon's memory), alters an EVENT
@@ -433,14 +437,14 @@ func spliceForeign(t *testing.T, fx *tamperFixture, dir string) {
 func stolenKeyCase() tamperCase {
 	var keyLeaf uint64 // index of the KEY leaf introducing the stolen key
 	return tamperCase{name: "resign-with-stolen-key", code: "signature", status: Tampered, only: []string{"signature"},
-		tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, VerifyOptions) {
+		tamper: func(t *testing.T, fx *tamperFixture, dir string) (string, Options) {
 			a := loadArchive(t, dir)
 			var stolen string
 			for _, s := range a.segs {
 				pos, index := s.leaves(t)
 				for i, k := range pos {
-					if s.kind(k) == LeafKey {
-						var key Key
+					if s.kind(k) == archive.LeafKey {
+						var key archive.Key
 						if err := json.Unmarshal(s.ents[k].p[9:], &key); err != nil {
 							t.Fatal(err)
 						}
@@ -453,7 +457,7 @@ func stolenKeyCase() tamperCase {
 			pos, index := s.leaves(t)
 			var altered uint64
 			for i, k := range pos {
-				if s.kind(k) == LeafEvent {
+				if s.kind(k) == archive.LeafEvent {
 					p := s.ents[k].p
 					p[len(p)-1] ^= 0x01
 					altered = index[i]
@@ -463,10 +467,10 @@ func stolenKeyCase() tamperCase {
 			if altered == 0 || altered >= keyLeaf {
 				t.Fatalf("altered leaf %d, stolen key introduced at %d", altered, keyLeaf)
 			}
-			a.rechain(t, altered, func(Checkpoint) note.Signer { return signer })
+			a.rechain(t, altered, func(archive.Checkpoint) note.Signer { return signer })
 			a.save(t)
 			t.Logf("altered leaf %d, stolen epoch key introduced by the KEY leaf %d", altered, keyLeaf)
-			return dir, VerifyOptions{Key: fx.pub}
+			return dir, Options{Key: fx.pub}
 		},
 		check: func(t *testing.T, r *Report) {
 			for _, p := range r.Problems {
@@ -487,7 +491,7 @@ func cutLastBlock(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	offs := tBlockOffsets(data)
+	offs := archivetest.BlockOffsets(data)
 	if err := os.Truncate(path, int64(offs[len(offs)-1])); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package archive
+package verify
 
 // Independent review: attacks on the claimed guarantees that the attacker tests do not cover. A failing
 // test names a hole ("HOLE: ..."); a passing one pins a defence that held.
@@ -14,14 +14,17 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/internal/archivetest"
 )
 
 // ---- stolen epoch key ----
 
 // TestReviewStolenKey: the attacker read the current epoch key from the daemon's memory (not host.key).
 func TestReviewStolenKey(t *testing.T) {
-	fx := newAttackFixture(t, true) // not parallel: it sets testEpochKeyHook
-	epochEnd := func(start int64) int64 { return start + int64(attackEpoch+EpochSlack) }
+	fx := newAttackFixture(t, true) // not parallel: it sets testhook.EpochKey
+	epochEnd := func(start int64) int64 { return start + int64(attackEpoch+archive.EpochSlack) }
 
 	// A CLOCK leaf at time 0, signed inside the stolen key's epoch (0 is before its end), sets lastTime to
 	// 0, which silence() takes for "no leaf yet": the hour between the kill and the restart is not
@@ -33,11 +36,11 @@ func TestReviewStolenKey(t *testing.T) {
 		if last > epochEnd(start) {
 			t.Fatalf("the fixture's last leaf is after the epoch")
 		}
-		f.control(LeafClock, 0, Clock{StepNanos: 0})
+		f.control(archive.LeafClock, 0, archive.Clock{StepNanos: 0})
 		f.block(f.key)
 		f.save()
-		tRestart(t, dir, tFastOptions(fx.id), last+int64(time.Hour))
-		r, err := Verify(dir, fx.pinned())
+		tRestart(t, dir, archivetest.FastOptions(fx.id), last+int64(time.Hour))
+		r, err := Dir(dir, fx.pinned())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +64,7 @@ func TestReviewStolenKey(t *testing.T) {
 		var late [][]byte
 		for at < end {
 			at += 100 * ms
-			f.control(LeafHeartbeat, at, Heartbeat{})
+			f.control(archive.LeafHeartbeat, at, archive.Heartbeat{})
 			f.block(f.key)
 			at += 50 * ms
 			f.rekey(at, f.key) // signed by the key in charge: the thief's own after the first
@@ -73,8 +76,8 @@ func TestReviewStolenKey(t *testing.T) {
 			}
 		}
 		f.save()
-		tRestart(t, dir, tFastOptions(fx.id), at+int64(time.Second))
-		r, err := Verify(dir, fx.pinned())
+		tRestart(t, dir, archivetest.FastOptions(fx.id), at+int64(time.Second))
+		r, err := Dir(dir, fx.pinned())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +110,7 @@ func garbageSig(origin string, hash uint32, size uint64) []byte {
 // path) and fails silently (unverified, not a tampering problem), so maxBlockProblems never stops the
 // block: one block costs ~60000 Ed25519 verifications.
 func TestReviewBlockSignatureCPU(t *testing.T) {
-	id, pub := tIdentity(t, hostileOrigin)
+	id, pub := archivetest.Keys(t, hostileOrigin)
 	k, err := newEpochKey(hostileOrigin, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -115,17 +118,17 @@ func TestReviewBlockSignatureCPU(t *testing.T) {
 	var ents []byte
 	const pairs = 50000
 	for i := uint64(0); i < pairs; i++ {
-		ents = appendEntry(ents, entryLeaf, appendControlLeaf(nil, LeafKey, 1_700_000_000e9, Key{EpochKey: k.vkey, Epoch: 1}))
-		ents = appendEntry(ents, entryCheckpoint, garbageSig(hostileOrigin, id.Signer.KeyHash(), i+1))
+		ents = archive.AppendEntry(ents, archive.EntryLeaf, archive.AppendControlLeaf(nil, archive.LeafKey, 1_700_000_000e9, archive.Key{EpochKey: k.vkey, Epoch: 1}))
+		ents = archive.AppendEntry(ents, archive.EntryCheckpoint, garbageSig(hostileOrigin, id.Signer.KeyHash(), i+1))
 	}
-	if len(ents) > MaxBlock {
+	if len(ents) > archive.MaxBlock {
 		t.Fatalf("block of %d bytes", len(ents))
 	}
-	seg := appendBlock(hostileHeader(t), ents)
+	seg := archive.AppendBlock(hostileHeader(t), ents)
 	t.Logf("hostile segment: %d bytes on disk, %d decompressed", len(seg), len(ents))
-	s := NewStream(VerifyOptions{Key: pub, Now: time.Unix(1_700_000_000, 0)})
+	s := NewStream(Options{Key: pub, Now: time.Unix(1_700_000_000, 0)})
 	begin := time.Now()
-	u, err := s.Write(segmentName(0, time.Unix(1_700_000_000, 0)), 0, seg)
+	u, err := s.Write(archive.SegmentName(0, time.Unix(1_700_000_000, 0)), 0, seg)
 	took := time.Since(begin)
 	if err != nil {
 		t.Fatal(err)
@@ -151,21 +154,21 @@ func TestReviewBlockSignatureCPU(t *testing.T) {
 // LoadCursor or lead to the leaves at its position, not to a follower that fails forever or mislabels
 // leaves.
 func TestReviewFollowerHostileCursor(t *testing.T) {
-	id, _ := tIdentity(t, "follow.example")
+	id, _ := archivetest.Keys(t, "follow.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	tWrite(t, dir, tFastOptions(id), 20, 0)
-	seg := filepath.Base(tSegFiles(t, dir)[0])
+	archivetest.Write(t, dir, archivetest.FastOptions(id), 20, 0)
+	seg := filepath.Base(archivetest.SegFiles(t, dir)[0])
 
 	t.Run("negative-offset", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "cursor")
 		if err := os.WriteFile(path, []byte(fmt.Sprintf(`{"segment":%q,"offset":-100,"first":0,"index":0}`, seg)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := LoadCursor(path)
+		c, err := archive.LoadCursor(path)
 		if err != nil {
 			return // refused: fine
 		}
-		f := NewFollower(dir, nil, c)
+		f := archive.NewFollower(dir, nil, c)
 		defer f.Close()
 		var errs []error
 		for i := 0; i < 3; i++ {
@@ -174,7 +177,7 @@ func TestReviewFollowerHostileCursor(t *testing.T) {
 				return
 			}
 			errs = append(errs, err)
-			if errors.Is(err, ErrCorrupt) {
+			if errors.Is(err, archive.ErrCorrupt) {
 				continue
 			}
 		}
@@ -187,9 +190,9 @@ func TestReviewFollowerHostileCursor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		offs := tBlockOffsets(data)
-		c := Cursor{Segment: seg, Offset: int64(offs[1]), First: 1000, Index: 1000}
-		f := NewFollower(dir, nil, c)
+		offs := archivetest.BlockOffsets(data)
+		c := archive.Cursor{Segment: seg, Offset: int64(offs[1]), First: 1000, Index: 1000}
+		f := archive.NewFollower(dir, nil, c)
 		defer f.Close()
 		_, i, err := f.Next(context.Background())
 		if err == nil && i == 1000 {
@@ -209,12 +212,12 @@ func TestReviewSegmentNameCanonical(t *testing.T) {
 		"seg-+0000000000000000500-20240101T000000Z.aseg",
 		"seg- 0000000000000000500-20240101T000000Z.aseg",
 	} {
-		if first, ok := ParseSegmentName(name); ok {
+		if first, ok := archive.ParseSegmentName(name); ok {
 			t.Errorf("HOLE (low): %q is taken as the name of a segment starting at leaf %d (verify.go parseSegmentName: Sscanf %%020d skips leading spaces "+
 				"where a digit must be), and it sorts before seg-00000000000000000001-…", name, first)
 		}
 	}
-	if _, ok := ParseSegmentName("seg-00000000000000000500-20240101T000000Z.aseg"); !ok {
+	if _, ok := archive.ParseSegmentName("seg-00000000000000000500-20240101T000000Z.aseg"); !ok {
 		t.Error("a canonical name is refused")
 	}
 }
@@ -227,7 +230,7 @@ func TestReviewLateKeyByStolenKey(t *testing.T) {
 	fx := newAttackFixture(t, true)
 	dir, f, start := fx.stolenAt(t)
 	genuine := f.tree.Size
-	at := start + int64(attackEpoch+EpochSlack) + int64(time.Second)
+	at := start + int64(attackEpoch+archive.EpochSlack) + int64(time.Second)
 	if at-f.now > int64(4*time.Second) {
 		t.Fatalf("fixture: last leaf %s before the KEY", time.Duration(at-f.now))
 	}
@@ -235,11 +238,11 @@ func TestReviewLateKeyByStolenKey(t *testing.T) {
 	f.flush()
 	for i := 0; i < 3; i++ {
 		at += 100 * ms
-		f.control(LeafHeartbeat, at, Heartbeat{})
+		f.control(archive.LeafHeartbeat, at, archive.Heartbeat{})
 		f.block(f.key)
 	}
 	f.save()
-	r, err := Verify(dir, fx.pinned())
+	r, err := Dir(dir, fx.pinned())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
-package archive
-
-// Store receipts: the store acknowledges a checkpoint it holds by cosigning it (C2SP tlog-cosignature,
-// https://c2sp.org/tlog-cosignature, Ed25519 cosignature/v1). The format is written down in
-// docs/format.md, "Receipts".
+// Package receipt holds store receipts: the store acknowledges a checkpoint it holds by cosigning it
+// (C2SP tlog-cosignature, https://c2sp.org/tlog-cosignature, Ed25519 cosignature/v1), and a host keeps
+// the receipts it was sent in its archive directory. The format is written down in docs/format.md,
+// "Receipts".
+package receipt
 
 import (
 	"bufio"
@@ -24,6 +24,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/internal/keyfile"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -31,7 +33,7 @@ import (
 const (
 	StoreKeyFile = "store.key" // cosigner private key, 0600
 	StorePubFile = "store.pub" // cosigner verifier key: what a verifier pins (verify --store-key)
-	ReceiptsFile = "receipts"  // in an archive directory: the store's receipts, framed as ReadReceipts reads them
+	ReceiptsFile = "receipts"  // in an archive directory: the store's receipts, framed as Read reads them
 )
 
 const (
@@ -64,7 +66,7 @@ var _ note.Verifier = (*CosignVerifier)(nil)
 
 // Receipt is a receipt whose cosignature verified: the store held the checkpoint at Time.
 type Receipt struct {
-	Checkpoint Checkpoint
+	Checkpoint archive.Checkpoint
 	Time       time.Time // the cosignature's timestamp (whole seconds, UTC)
 }
 
@@ -114,7 +116,7 @@ func parseCosignKey(key string, size int) (name string, id uint32, raw []byte, e
 	if err != nil || len(hash) != 8 {
 		return "", 0, nil, errors.New("malformed key: the key ID is not 8 hex digits")
 	}
-	raw, err = decodeB64(b64)
+	raw, err = archive.DecodeBase64(b64)
 	if err != nil || len(raw) != 1+size || raw[0] != cosignAlg {
 		return "", 0, nil, errors.New("not an Ed25519 cosignature/v1 key (type 0x04)")
 	}
@@ -162,7 +164,7 @@ func (c *Cosigner) Cosign(checkpoint []byte, t time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("cosign: malformed signed checkpoint: %w", err)
 	}
 	body := un.Note.Text
-	if _, err := ParseCheckpoint(body); err != nil {
+	if _, err := archive.ParseCheckpoint(body); err != nil {
 		return nil, fmt.Errorf("cosign: %w", err)
 	}
 	ts := uint64(t.Unix())
@@ -221,33 +223,33 @@ func (v *CosignVerifier) keyName() string { return fmt.Sprintf("%s+%08x", v.name
 // ErrReceipt is wrapped when a receipt does not carry a valid cosignature by the pinned store key.
 var ErrReceipt = errors.New("receipt is not signed by the pinned store key")
 
-// OpenReceipt checks the store's cosignature on receipt and returns the checkpoint it covers and the time
-// in it. It does not check the host's signature: Verify checks the checkpoint against the archive. A
+// Open checks the store's cosignature on receipt and returns the checkpoint it covers and the time
+// in it. It does not check the host's signature: verify.Dir checks the checkpoint against the archive. A
 // receipt without exactly one valid cosignature by store gives an error wrapping ErrReceipt.
-func OpenReceipt(receipt []byte, store *CosignVerifier) (Checkpoint, time.Time, error) {
+func Open(receipt []byte, store *CosignVerifier) (archive.Checkpoint, time.Time, error) {
 	n, err := note.Open(receipt, note.VerifierList(store))
 	if err != nil {
 		var un *note.UnverifiedNoteError
 		var inv *note.InvalidSignatureError
 		switch {
 		case errors.As(err, &un):
-			return Checkpoint{}, time.Time{}, fmt.Errorf("%w %s: it carries no cosignature by that key", ErrReceipt, store.keyName())
+			return archive.Checkpoint{}, time.Time{}, fmt.Errorf("%w %s: it carries no cosignature by that key", ErrReceipt, store.keyName())
 		case errors.As(err, &inv):
-			return Checkpoint{}, time.Time{}, fmt.Errorf("%w %s: its cosignature does not verify", ErrReceipt, store.keyName())
+			return archive.Checkpoint{}, time.Time{}, fmt.Errorf("%w %s: its cosignature does not verify", ErrReceipt, store.keyName())
 		}
-		return Checkpoint{}, time.Time{}, fmt.Errorf("malformed receipt: %w", err)
+		return archive.Checkpoint{}, time.Time{}, fmt.Errorf("malformed receipt: %w", err)
 	}
 	// note.Open verifies the first line of a key and skips the others: a receipt has one time.
 	if k := countSigs(receipt, store); k != 1 {
-		return Checkpoint{}, time.Time{}, fmt.Errorf("%w %s: it carries %d cosignatures by that key, not one", ErrReceipt, store.keyName(), k)
+		return archive.Checkpoint{}, time.Time{}, fmt.Errorf("%w %s: it carries %d cosignatures by that key, not one", ErrReceipt, store.keyName(), k)
 	}
 	sig, err := base64.StdEncoding.DecodeString(n.Sigs[0].Base64)
 	if err != nil || len(sig) != 4+cosigSize {
-		return Checkpoint{}, time.Time{}, fmt.Errorf("malformed receipt: cosignature of %d bytes", len(sig))
+		return archive.Checkpoint{}, time.Time{}, fmt.Errorf("malformed receipt: cosignature of %d bytes", len(sig))
 	}
-	c, err := ParseCheckpoint(n.Text)
+	c, err := archive.ParseCheckpoint(n.Text)
 	if err != nil {
-		return Checkpoint{}, time.Time{}, fmt.Errorf("receipt: %w", err)
+		return archive.Checkpoint{}, time.Time{}, fmt.Errorf("receipt: %w", err)
 	}
 	return c, time.Unix(int64(binary.BigEndian.Uint64(sig[4:])), 0).UTC(), nil
 }
@@ -269,12 +271,12 @@ func countSigs(msg []byte, v note.Verifier) int {
 	return k
 }
 
-// AppendReceipt writes receipt to f as one record of a receipts file: the line "receipt <length>\n",
+// Append writes receipt to f as one record of a receipts file: the line "receipt <length>\n",
 // then the receipt's bytes (which end with a newline). Both go out in one write, so f should be opened
 // with O_APPEND, by f's only writer. A write cut short (a full disk) is undone: the file is truncated
 // back to where the record began, so that the next record does not follow a torn one. The caller
 // decides when to fsync.
-func AppendReceipt(f *os.File, receipt []byte) error {
+func Append(f *os.File, receipt []byte) error {
 	if len(receipt) == 0 || len(receipt) > MaxReceiptSize || receipt[len(receipt)-1] != '\n' {
 		return fmt.Errorf("append receipt: a receipt of %d bytes must be 1..%d bytes ending with a newline", len(receipt), MaxReceiptSize)
 	}
@@ -296,12 +298,12 @@ func AppendReceipt(f *os.File, receipt []byte) error {
 	return nil
 }
 
-// ReadReceipts reads the receipts file at path (records as AppendReceipt writes them) and returns, in file
+// Read reads the receipts file at path (records as Append writes them) and returns, in file
 // order, the receipts whose cosignature by store verifies, and the number of records that do not (another
 // key, a bad signature, or not a signed checkpoint). A record header that is not "receipt <length>" gives a
 // *CorruptError; so does a file that ends inside a record (Torn set: the writer stopped mid-append), with
 // the receipts before it. Cost: one Ed25519 verification per record.
-func ReadReceipts(path string, store *CosignVerifier) (receipts []Receipt, bad int, err error) {
+func Read(path string, store *CosignVerifier) (receipts []Receipt, bad int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read receipts: %w", err)
@@ -310,7 +312,7 @@ func ReadReceipts(path string, store *CosignVerifier) (receipts []Receipt, bad i
 	br := bufio.NewReader(f)
 	var off int64
 	corrupt := func(torn bool, format string, args ...any) error {
-		return &CorruptError{Path: path, Offset: off, Reason: fmt.Sprintf(format, args...), Torn: torn}
+		return &archive.CorruptError{Path: path, Offset: off, Reason: fmt.Sprintf(format, args...), Torn: torn}
 	}
 	var buf []byte
 	for {
@@ -339,7 +341,7 @@ func ReadReceipts(path string, store *CosignVerifier) (receipts []Receipt, bad i
 			return receipts, bad, fmt.Errorf("read receipts: %w", err)
 		}
 		off += int64(len(line) + size)
-		c, t, err := OpenReceipt(buf, store)
+		c, t, err := Open(buf, store)
 		if err != nil {
 			bad++
 			continue
@@ -358,9 +360,9 @@ func tornHeader(line string) bool {
 	return ok && strings.Trim(n, "0123456789") == ""
 }
 
-// NewestReceipt returns the receipt for the largest tree (of those, the latest). ok is false when there
+// Newest returns the receipt for the largest tree (of those, the latest). ok is false when there
 // is none.
-func NewestReceipt(receipts []Receipt) (r Receipt, ok bool) {
+func Newest(receipts []Receipt) (r Receipt, ok bool) {
 	for i, x := range receipts {
 		if i == 0 || x.Checkpoint.Size > r.Checkpoint.Size || x.Checkpoint.Size == r.Checkpoint.Size && x.Time.After(r.Time) {
 			r = x
@@ -375,17 +377,17 @@ func CosignerKeygen(dir, name string) (vkey string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create key directory: %w", err)
 	}
-	if err := checkPrivate(dir); err != nil {
+	if err := keyfile.CheckPrivate(dir); err != nil {
 		return "", err
 	}
 	skey, vkey, err := GenerateCosignerKey(name)
 	if err != nil {
 		return "", err
 	}
-	if err := writeNew(filepath.Join(dir, StoreKeyFile), skey+"\n", 0o600); err != nil {
+	if err := keyfile.WriteNew(filepath.Join(dir, StoreKeyFile), skey+"\n", 0o600); err != nil {
 		return "", err
 	}
-	if err := writeNew(filepath.Join(dir, StorePubFile), vkey+"\n", 0o644); err != nil {
+	if err := keyfile.WriteNew(filepath.Join(dir, StorePubFile), vkey+"\n", 0o644); err != nil {
 		return "", err
 	}
 	return vkey, nil
@@ -394,7 +396,7 @@ func CosignerKeygen(dir, name string) (vkey string, err error) {
 // LoadCosigner reads the store's private key file. The file must be 0600 (or stricter) and its directory
 // 0700: a key others can read acknowledges nothing.
 func LoadCosigner(path string) (*Cosigner, error) {
-	skey, err := readPrivateKey(path, "store key")
+	skey, err := keyfile.ReadPrivate(path, "store key")
 	if err != nil {
 		return nil, err
 	}
@@ -417,3 +419,9 @@ func LoadCosignVerifier(path string) (*CosignVerifier, error) {
 	}
 	return v, nil
 }
+
+// TLSKey returns the store key for TLS: the store's certificate carries it, and hosts pin it.
+func (c *Cosigner) TLSKey() ed25519.PrivateKey { return c.priv }
+
+// PublicKey returns the store key's Ed25519 public key (what a host's TLS client pins).
+func (v *CosignVerifier) PublicKey() ed25519.PublicKey { return v.pub }

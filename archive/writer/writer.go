@@ -1,4 +1,4 @@
-package archive
+package writer
 
 import (
 	"encoding/binary"
@@ -14,8 +14,10 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/durable"
+	"github.com/auditarch/auditarch/internal/keyfile"
 )
 
 // DiskFullAction says what the writer does when the disk refuses a write (auditd's disk_full_action).
@@ -43,18 +45,18 @@ const (
 
 // Options configure a Writer. Zero values take the defaults.
 type Options struct {
-	Identity          *Identity     // required: signs the checkpoint of each START leaf
-	SegmentDuration   time.Duration // segments are cut at multiples of this (UTC); default 1 h
-	EpochDuration     time.Duration // lifetime of an epoch key; default 60 s, at most MaxEpoch
-	HeartbeatInterval time.Duration // a HEARTBEAT leaf after this long without leaves; default DefaultHeartbeat, at most MaxHeartbeat
-	FlushInterval     time.Duration // how often a batch is written and signed; default 100 ms
-	FlushBytes        int           // write early when this much is buffered (and cut blocks at it); default 1 MiB, at most MaxFlushBytes
-	MaxPending        int           // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
+	Identity          *archive.Identity // required: signs the checkpoint of each START leaf
+	SegmentDuration   time.Duration     // segments are cut at multiples of this (UTC); default 1 h
+	EpochDuration     time.Duration     // lifetime of an epoch key; default 60 s, at most MaxEpoch
+	HeartbeatInterval time.Duration     // a HEARTBEAT leaf after this long without leaves; default DefaultHeartbeat, at most MaxHeartbeat
+	FlushInterval     time.Duration     // how often a batch is written and signed; default 100 ms
+	FlushBytes        int               // write early when this much is buffered (and cut blocks at it); default 1 MiB, at most MaxFlushBytes
+	MaxPending        int               // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
 	Sync              SyncPolicy
 	DiskFull          DiskFullAction
 	// Start fills the START leaf: Version, ConfigDigest, Kernel, Hostname, BootID. The writer sets the
 	// key, epoch, interval and recovery fields.
-	Start Start
+	Start archive.Start
 	Log   zerolog.Logger
 	// Now is the writer's clock; default time.Now (benchmarks generate months of archive in seconds).
 	Now func() time.Time
@@ -71,10 +73,10 @@ func (o *Options) defaults() error {
 	}
 	def(&o.SegmentDuration, time.Hour)
 	def(&o.EpochDuration, time.Minute)
-	def(&o.HeartbeatInterval, DefaultHeartbeat)
+	def(&o.HeartbeatInterval, archive.DefaultHeartbeat)
 	def(&o.FlushInterval, 100*time.Millisecond)
-	if o.HeartbeatInterval > MaxHeartbeat || o.EpochDuration > MaxEpoch {
-		return fmt.Errorf("archive: heartbeat %s and epoch %s: the format allows at most %s and %s", o.HeartbeatInterval, o.EpochDuration, MaxHeartbeat, MaxEpoch)
+	if o.HeartbeatInterval > archive.MaxHeartbeat || o.EpochDuration > archive.MaxEpoch {
+		return fmt.Errorf("archive: heartbeat %s and epoch %s: the format allows at most %s and %s", o.HeartbeatInterval, o.EpochDuration, archive.MaxHeartbeat, archive.MaxEpoch)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -82,8 +84,8 @@ func (o *Options) defaults() error {
 	if o.FlushBytes <= 0 {
 		o.FlushBytes = 1 << 20
 	}
-	if o.FlushBytes > MaxFlushBytes {
-		return fmt.Errorf("archive: flush bytes %d: the format allows at most %d", o.FlushBytes, MaxFlushBytes)
+	if o.FlushBytes > archive.MaxFlushBytes {
+		return fmt.Errorf("archive: flush bytes %d: the format allows at most %d", o.FlushBytes, archive.MaxFlushBytes)
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 256 << 20
@@ -125,8 +127,8 @@ type Writer struct {
 	shed      uint64 // events refused while the shipping backlog is over its bound, since the last LOST leaf
 	shedding  bool
 	appended  uint64
-	durable   uint64   // tree size on stable storage
-	durPos    Position // where that tree size ends in the segment files
+	durable   uint64           // tree size on stable storage
+	durPos    archive.Position // where that tree size ends in the segment files
 	durNote   chan struct{}
 	werr      error // the last write's outcome: nil once the disk takes the blocks again
 	closed    bool
@@ -139,7 +141,7 @@ type Writer struct {
 	writeWait []pendingWrite // owned by the flusher
 
 	// Owned by the flusher goroutine (and Create before it starts).
-	tree       Frontier
+	tree       archive.Frontier
 	seg        *segment
 	key        *epochKey
 	epochStart time.Time
@@ -166,32 +168,7 @@ type segment struct {
 	firstTime   int64
 	lastTime    int64
 	leaves      uint64
-	kernel      kernelRange // kernel timestamps of its event and LOST leaves
-}
-
-// kernelRange is the span of kernel timestamps (unix ns) of a segment's events.
-type kernelRange struct{ min, max int64 }
-
-func (k *kernelRange) add(t int64) {
-	if k.min == 0 || t < k.min {
-		k.min = t
-	}
-	if t > k.max {
-		k.max = t
-	}
-}
-
-// header returns the range for the next segment's header (nil when there were no events).
-func (k kernelRange) header() []int64 {
-	if k.max == 0 {
-		return nil
-	}
-	return []int64{k.min, k.max}
-}
-
-// eventKernelTime returns the kernel timestamp (unix ns) of an EVENT or LOST leaf.
-func eventKernelTime(leaf []byte) int64 {
-	return int64(binary.LittleEndian.Uint64(leaf[6:]))*1e9 + int64(int32(binary.LittleEndian.Uint32(leaf[14:])))*1e6
+	kernel      archive.KernelRange // kernel timestamps of its event and LOST leaves
 }
 
 type pendingWrite struct {
@@ -214,10 +191,10 @@ func Create(dir string, opts Options) (*Writer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create archive directory: %w", err)
 	}
-	if err := checkPrivate(dir); err != nil {
+	if err := keyfile.CheckPrivate(dir); err != nil {
 		return nil, err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := os.OpenFile(filepath.Join(dir, archive.LockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("archive lock: %w", err)
 	}
@@ -237,99 +214,99 @@ func Create(dir string, opts Options) (*Writer, error) {
 
 // tail is what a starting writer learns from the archive's last segment.
 type tail struct {
-	tree    Frontier
+	tree    archive.Frontier
 	lastCk  []byte
 	ckSize  uint64
 	segment uint64 // number of the next segment
 	epoch   uint64 // next epoch number
-	rec     *Recovery
-	kernel  kernelRange // of the last segment's events
+	rec     *archive.Recovery
+	kernel  archive.KernelRange // of the last segment's events
 }
 
 // recoverTail reads the last segment of dir. It never modifies a file: a torn block stays where it is,
 // and the START leaf of the new run records it.
 func recoverTail(dir, origin string) (tail, error) {
 	var t tail
-	files, err := listSegments(dir)
+	files, err := archive.ListSegments(dir)
 	if err != nil || len(files) == 0 {
 		return t, err
 	}
 	// A segment appears under its name only with a durable first block (publish): its header is
 	// always readable unless the file was damaged, and then this writer must not continue it.
 	i := len(files) - 1
-	s, err := openSegment(files[i])
+	s, err := archive.OpenSegment(files[i])
 	if err != nil {
 		return t, err
 	}
 	defer s.Close()
-	h, err := s.readHeader()
+	h, err := s.ReadHeader()
 	if err != nil {
 		return t, err
 	}
 	if h.Origin != origin {
 		return t, fmt.Errorf("archive %s belongs to origin %q, this identity key is %q", dir, h.Origin, origin)
 	}
-	if t.tree, err = DecodeFrontier(h.FirstIndex, h.Frontier); err != nil {
-		return t, &CorruptError{Path: files[i], Reason: "segment header: " + err.Error()}
+	if t.tree, err = archive.DecodeFrontier(h.FirstIndex, h.Frontier); err != nil {
+		return t, &archive.CorruptError{Path: files[i], Reason: "segment header: " + err.Error()}
 	}
 	t.lastCk = []byte(h.PrevCheckpoint)
 	if h.PrevCheckpoint != "" {
-		c, err := peekCheckpoint(t.lastCk)
+		c, err := archive.PeekCheckpoint(t.lastCk)
 		if err != nil {
-			return t, &CorruptError{Path: files[i], Reason: "segment header: previous checkpoint: " + err.Error()}
+			return t, &archive.CorruptError{Path: files[i], Reason: "segment header: previous checkpoint: " + err.Error()}
 		}
 		t.ckSize = c.Size
 	}
 	t.segment = h.Segment + 1
 	t.epoch = h.Epoch + 1
-	rec := &Recovery{Segment: filepath.Base(files[i])}
-	var ce *CorruptError
-	var lastKind LeafKind
-	var lastSeal Seal
-	var leaf Leaf
+	rec := &archive.Recovery{Segment: filepath.Base(files[i])}
+	var ce *archive.CorruptError
+	var lastKind archive.LeafKind
+	var lastSeal archive.Seal
+	var leaf archive.Leaf
 	for {
-		typ, p, err := s.next()
+		typ, p, err := s.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if errors.As(err, &ce) && ce.Torn {
-			rec.TornOffset, rec.TornBytes = ce.Offset, s.size-ce.Offset
+			rec.TornOffset, rec.TornBytes = ce.Offset, s.Size()-ce.Offset
 			break
 		}
 		if err != nil {
 			return t, err
 		}
 		switch typ {
-		case entryLeaf:
+		case archive.EntryLeaf:
 			t.tree.Append(p)
-			if err := DecodeLeaf(p, &leaf); err != nil {
-				return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
+			if err := archive.DecodeLeaf(p, &leaf); err != nil {
+				return t, &archive.CorruptError{Path: files[i], Offset: s.BlockOffset(), Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
 			}
 			lastKind = leaf.Kind
-			if !leaf.Kind.control() {
-				t.kernel.add(eventKernelTime(p))
+			if !leaf.Kind.Control() {
+				t.kernel.Add(archive.EventKernelTime(p))
 			}
 			switch leaf.Kind {
-			case LeafStart, LeafKey:
-				var k Key
+			case archive.LeafStart, archive.LeafKey:
+				var k archive.Key
 				if json.Unmarshal(leaf.Body, &k) == nil {
 					t.epoch = k.Epoch + 1
 				}
-			case LeafSeal:
-				lastSeal = Seal{}
+			case archive.LeafSeal:
+				lastSeal = archive.Seal{}
 				json.Unmarshal(leaf.Body, &lastSeal)
 			}
-		case entryCheckpoint:
-			c, err := peekCheckpoint(p)
+		case archive.EntryCheckpoint:
+			c, err := archive.PeekCheckpoint(p)
 			if err != nil {
-				return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: err.Error()}
+				return t, &archive.CorruptError{Path: files[i], Offset: s.BlockOffset(), Reason: err.Error()}
 			}
 			t.lastCk, t.ckSize = append([]byte(nil), p...), c.Size
 		default:
-			return t, &CorruptError{Path: files[i], Offset: s.blockOff, Reason: "header entry inside a segment"}
+			return t, &archive.CorruptError{Path: files[i], Offset: s.BlockOffset(), Reason: "header entry inside a segment"}
 		}
 	}
-	rec.Sealed = lastKind == LeafSeal
+	rec.Sealed = lastKind == archive.LeafSeal
 	rec.Unsigned = t.tree.Size - t.ckSize
 	if rec.Sealed && !lastSeal.Next && rec.TornBytes == 0 {
 		rec = nil // the last run stopped cleanly
@@ -346,12 +323,12 @@ func (w *Writer) start() error {
 	}
 	w.tree, w.lastCk, w.ckSize = t.tree, t.lastCk, t.ckSize
 	// Segments a crash left unpublished hold no block that was ever durable.
-	stale, _ := filepath.Glob(filepath.Join(w.dir, segPattern+tmpSuffix))
+	stale, _ := filepath.Glob(filepath.Join(w.dir, archive.SegmentPattern+tmpSuffix))
 	for _, f := range stale {
 		os.Remove(f)
 	}
 	now := w.opts.Now()
-	if err := w.openSegment(t.segment, now, "", t.kernel.header()); err != nil {
+	if err := w.openSegment(t.segment, now, "", t.kernel.Header()); err != nil {
 		return err
 	}
 	if t.rec != nil {
@@ -369,7 +346,7 @@ func (w *Writer) start() error {
 	st.EpochMillis = w.opts.EpochDuration.Milliseconds()
 	st.SegmentMillis = w.opts.SegmentDuration.Milliseconds()
 	st.Recovered = t.rec
-	ent := w.addControl(nil, LeafStart, now, st)
+	ent := w.addControl(nil, archive.LeafStart, now, st)
 	if ent, err = w.checkpoint(ent, w.opts.Identity.Signer, now); err != nil {
 		return err
 	}
@@ -384,19 +361,19 @@ func (w *Writer) start() error {
 // openSegment creates segment number n under its temporary name (publish gives it its name with its
 // first block), writes its header durably and makes it current.
 func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKernel []int64) error {
-	name := segmentName(w.tree.Size, now)
+	name := archive.SegmentName(w.tree.Size, now)
 	path := filepath.Join(w.dir, name) + tmpSuffix
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
-	h := SegmentHeader{Format: formatV1, Origin: w.origin, Segment: n, FirstIndex: w.tree.Size, Start: now.UnixNano(),
+	h := archive.SegmentHeader{Format: archive.FormatV1, Origin: w.origin, Segment: n, FirstIndex: w.tree.Size, Start: now.UnixNano(),
 		Frontier: w.tree.Encode(), PrevCheckpoint: string(w.lastCk), EpochKey: epochKey, PrevKernelTimes: prevKernel}
 	if w.key != nil {
 		h.Epoch = w.key.epoch
 	}
 	hj, _ := json.Marshal(h)
-	data := appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, hj))
+	data := archive.AppendBlock([]byte(archive.SegmentMagic), archive.AppendEntry(nil, archive.EntryHeader, hj))
 	if err = durable.WriteAll(f, data); err == nil {
 		err = f.Sync()
 	}
@@ -461,16 +438,16 @@ func (w *Writer) Append(ev *raw.Event) {
 // appendEvent encodes ev as a leaf entry into buf. w.mu is held.
 func (w *Writer) appendEvent(ev *raw.Event) {
 	n0 := len(w.buf)
-	w.buf = append(w.buf, entryLeaf, 0, 0, 0, 0)
-	w.buf = appendEventLeaf(w.buf, ev)
-	if l := len(w.buf) - n0 - entryHead; l > MaxLeaf || len(ev.Records) > MaxRecords {
+	w.buf = append(w.buf, archive.EntryLeaf, 0, 0, 0, 0)
+	w.buf = archive.AppendEventLeaf(w.buf, ev)
+	if l := len(w.buf) - n0 - archive.EntryHeadSize; l > archive.MaxLeaf || len(ev.Records) > archive.MaxRecords {
 		w.buf = w.buf[:n0]
 		w.dropped++
 		w.opts.Log.Error().Int("bytes", l).Int("records", len(ev.Records)).Uint32("serial", ev.Serial).
 			Msg("event beyond the format's leaf limits: not kept, counted in a LOST leaf")
 		return
 	}
-	binary.LittleEndian.PutUint32(w.buf[n0+1:], uint32(len(w.buf)-n0-entryHead))
+	binary.LittleEndian.PutUint32(w.buf[n0+1:], uint32(len(w.buf)-n0-archive.EntryHeadSize))
 	w.held += len(w.buf) - n0
 	w.appended++
 }
@@ -519,16 +496,9 @@ func (w *Writer) Shed(on bool) {
 	}
 }
 
-// Position is a place in the archive's segment files: the end of the durable bytes.
-type Position struct {
-	Segment string // file name of the segment (seg-….aseg)
-	Offset  int64  // bytes of it that are durable, whole blocks only
-	Size    uint64 // tree size those bytes complete
-}
-
 // Durable returns the end of what is durable: every segment file before Segment is complete, and Segment
 // holds Offset durable bytes. Readers (the shipper) must not read past it.
-func (w *Writer) Durable() Position {
+func (w *Writer) Durable() archive.Position {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.durPos

@@ -1,4 +1,4 @@
-package archive_test
+package writer_test
 
 import (
 	"bytes"
@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/internal/archivetest"
 )
@@ -34,8 +36,8 @@ const (
 )
 
 // crashOptions flush, checkpoint, re-key and rotate many times a second, so that kills land in each.
-func crashOptions(id *archive.Identity) archive.Options {
-	return archive.Options{Identity: id, FlushInterval: 15 * time.Millisecond,
+func crashOptions(id *archive.Identity) writer.Options {
+	return writer.Options{Identity: id, FlushInterval: 15 * time.Millisecond,
 		EpochDuration: 200 * time.Millisecond, SegmentDuration: 300 * time.Millisecond, HeartbeatInterval: 250 * time.Millisecond}
 }
 
@@ -75,7 +77,7 @@ func crashChild() int {
 	if idle {
 		opts.HeartbeatInterval = 2 * time.Second
 	}
-	w, err := archive.Create(os.Getenv(crashChildEnv), opts)
+	w, err := writer.Create(os.Getenv(crashChildEnv), opts)
 	if err != nil {
 		return fail(err)
 	}
@@ -220,8 +222,8 @@ func readCrashArchive(t *testing.T, dir string) (leaves []leafInfo, torn int) {
 
 // checkCrashArchive checks dir after runs (the last one killed unless clean): the events every run
 // appended form, run after run, a gapless sequence of serials (gaps only where a LOST leaf counts them),
-// everything a run reported durable is there, and Verify finds nothing but the crashes' tails.
-func checkCrashArchive(t *testing.T, dir, pub string, runs []crashRun, clean bool, st *crashStats) *archive.Report {
+// everything a run reported durable is there, and verify.Dir finds nothing but the crashes' tails.
+func checkCrashArchive(t *testing.T, dir, pub string, runs []crashRun, clean bool, st *crashStats) *verify.Report {
 	t.Helper()
 	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.aseg"))
 	if len(segs) == 0 {
@@ -319,17 +321,17 @@ func checkCrashArchive(t *testing.T, dir, pub string, runs []crashRun, clean boo
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := archive.Verify(dir, archive.VerifyOptions{Key: v})
+	rep, err := verify.Dir(dir, verify.Options{Key: v})
 	if err != nil {
 		t.Fatal(err)
 	}
 	report := func() string {
 		js, _ := json.MarshalIndent(struct {
 			Status   string
-			Problems []archive.Problem
-			Runs     []archive.Run
-			Unsigned *archive.Tail
-			Segments []archive.SegmentReport
+			Problems []verify.Problem
+			Runs     []verify.Run
+			Unsigned *verify.Tail
+			Segments []verify.SegmentReport
 		}{rep.Status, rep.Problems, rep.Runs, rep.Unsigned, rep.Segments}, "", "  ")
 		return string(js)
 	}
@@ -354,10 +356,10 @@ func checkCrashArchive(t *testing.T, dir, pub string, runs []crashRun, clean boo
 		}
 	}
 	if clean {
-		if rep.Status != archive.Pass || len(rep.Problems) != 0 || rep.Verified != L || rep.Unsigned != nil {
+		if rep.Status != verify.Pass || len(rep.Problems) != 0 || rep.Verified != L || rep.Unsigned != nil {
 			t.Fatalf("verify after a clean stop: %s, %d of %d leaves signed\n%s", rep.Status, rep.Verified, L, report())
 		}
-	} else if rep.Status != archive.Incomplete || noStop != 1 {
+	} else if rep.Status != verify.Incomplete || noStop != 1 {
 		t.Fatalf("verify after a kill: %s with %d no-stop, want INCOMPLETE with one\n%s", rep.Status, noStop, report())
 	}
 	// Everything is signed but exactly the unsigned tail it reports: the latest valid checkpoint covers
@@ -575,7 +577,7 @@ func TestCrashBetweenSealAndSuccessor(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		live, err := archive.Verify(dir, archive.VerifyOptions{Key: v})
+		live, err := verify.Dir(dir, verify.Options{Key: v})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -588,12 +590,12 @@ func TestCrashBetweenSealAndSuccessor(t *testing.T) {
 			}
 			continue // published meanwhile: try again
 		}
-		if live.Status != archive.Pass || !live.Live || live.Runs[0].Ended != "running" {
+		if live.Status != verify.Pass || !live.Live || live.Runs[0].Ended != "running" {
 			t.Fatalf("live verify between a seal and its successor: %s live=%v %+v %+v", live.Status, live.Live, live.Runs, live.Problems)
 		}
 		break
 	}
-	r, err := archive.Verify(dir, archive.VerifyOptions{Key: v})
+	r, err := verify.Dir(dir, verify.Options{Key: v})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -601,7 +603,7 @@ func TestCrashBetweenSealAndSuccessor(t *testing.T) {
 	for _, p := range r.Problems {
 		codes[p.Code] = p.Message
 	}
-	if r.Status != archive.Incomplete || len(codes) != 2 || codes["no-stop"] == "" ||
+	if r.Status != verify.Incomplete || len(codes) != 2 || codes["no-stop"] == "" ||
 		!strings.Contains(codes["missing-segment"], "crashed right after sealing") || r.Unsigned != nil || r.Verified != r.Leaves {
 		t.Fatalf("verify after the kill: %s, %d of %d leaves signed, tail %+v, problems %+v", r.Status, r.Verified, r.Leaves, r.Unsigned, r.Problems)
 	}
@@ -617,11 +619,11 @@ func TestCrashBetweenSealAndSuccessor(t *testing.T) {
 	if tmp, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(tmp) != 0 {
 		t.Fatalf("unpublished segments left behind: %v", tmp)
 	}
-	r, err = archive.Verify(dir, archive.VerifyOptions{Key: v})
+	r, err = verify.Dir(dir, verify.Options{Key: v})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != archive.Pass || len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" {
+	if r.Status != verify.Pass || len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" {
 		t.Fatalf("verify after the next run: %s, runs %+v, problems %+v", r.Status, r.Runs, r.Problems)
 	}
 	if rec := r.Runs[1].Recovered; rec == nil || !rec.Sealed || rec.Segment != sealed.File || rec.Unsigned != 0 || rec.TornBytes != 0 {

@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"fmt"
@@ -10,14 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/internal/archivetest"
 	"golang.org/x/mod/sumdb/note"
 )
 
 // streamVerify feeds dir's segment files to a Stream in random pieces, in name order, as a store receives
-// them, and finishes the report as Verify does.
-func streamVerify(t testing.TB, dir string, opts VerifyOptions, rng *rand.Rand) *Report {
+// them, and finishes the report as Dir does.
+func streamVerify(t testing.TB, dir string, opts Options, rng *rand.Rand) *Report {
 	t.Helper()
-	files := tSegFiles(t, dir)
+	files := archivetest.SegFiles(t, dir)
 	s := NewStream(opts)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -33,7 +35,7 @@ func streamVerify(t testing.TB, dir string, opts VerifyOptions, rng *rand.Rand) 
 			off += n
 		}
 	}
-	// The last segment is the newest: Verify reads a torn end of it as its torn tail, not a crash's.
+	// The last segment is the newest: Dir reads a torn end of it as its torn tail, not a crash's.
 	s.v.r.Live = false
 	return s.Finish()
 }
@@ -47,19 +49,19 @@ func problemCodes(r *Report) []string {
 	return codes
 }
 
-// TestStreamMatchesVerify: an archive fed in random pieces gives Verify's verdict, leaf count and latest
+// TestStreamMatchesVerify: an archive fed in random pieces gives Dir's verdict, leaf count and latest
 // checkpoint.
 func TestStreamMatchesVerify(t *testing.T) {
-	id, pub := tIdentity(t, "host-a.example")
+	id, pub := archivetest.Keys(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "a")
-	tWrite(t, dir, tFastOptions(id), 200, 1500*time.Millisecond)
-	tWrite(t, dir, tFastOptions(id), 50, 300*time.Millisecond)
-	want, err := Verify(dir, VerifyOptions{Key: pub})
+	archivetest.Write(t, dir, archivetest.FastOptions(id), 200, 1500*time.Millisecond)
+	archivetest.Write(t, dir, archivetest.FastOptions(id), 50, 300*time.Millisecond)
+	want, err := Dir(dir, Options{Key: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for seed := uint64(0); seed < 5; seed++ {
-		got := streamVerify(t, dir, VerifyOptions{Key: pub}, rand.New(rand.NewPCG(seed, 1)))
+		got := streamVerify(t, dir, Options{Key: pub}, rand.New(rand.NewPCG(seed, 1)))
 		if got.Status != want.Status || got.Leaves != want.Leaves || got.Verified != want.Verified || got.Latest != want.Latest ||
 			fmt.Sprint(problemCodes(got)) != fmt.Sprint(problemCodes(want)) || len(got.Segments) != len(want.Segments) {
 			t.Fatalf("seed %d: stream %s %d/%d leaves %v, verify %s %d/%d leaves %v", seed, got.Status, got.Verified, got.Leaves,
@@ -73,12 +75,12 @@ func TestStreamMatchesVerify(t *testing.T) {
 
 // TestStreamOrder: bytes that do not continue the stream are refused and not taken.
 func TestStreamOrder(t *testing.T) {
-	id, pub := tIdentity(t, "host-a.example")
+	id, pub := archivetest.Keys(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "a")
-	tWrite(t, dir, tFastOptions(id), 20, 0)
-	files := tSegFiles(t, dir)
+	archivetest.Write(t, dir, archivetest.FastOptions(id), 20, 0)
+	files := archivetest.SegFiles(t, dir)
 	data, _ := os.ReadFile(files[0])
-	s := NewStream(VerifyOptions{Key: pub})
+	s := NewStream(Options{Key: pub})
 	name := filepath.Base(files[0])
 	if _, err := s.Write(name, 5, data[:10]); err == nil {
 		t.Fatal("a new segment at offset 5 was taken")
@@ -101,15 +103,15 @@ func TestStreamOrder(t *testing.T) {
 // A stream resumed from the snapshot at a sealed segment gives what the whole stream gives: the same
 // size, latest checkpoint, status and problems for what follows, tampering after it included.
 func TestSnapshotResume(t *testing.T) {
-	id, pub := tIdentity(t, "snap.example")
+	id, pub := archivetest.Keys(t, "snap.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	tWrite(t, dir, tFastOptions(id), 120, 1500*time.Millisecond)
-	tWrite(t, dir, tFastOptions(id), 60, 800*time.Millisecond) // a second run: START after STOP
-	files := tSegFiles(t, dir)
+	archivetest.Write(t, dir, archivetest.FastOptions(id), 120, 1500*time.Millisecond)
+	archivetest.Write(t, dir, archivetest.FastOptions(id), 60, 800*time.Millisecond) // a second run: START after STOP
+	files := archivetest.SegFiles(t, dir)
 	if len(files) < 4 {
 		t.Fatalf("%d segments", len(files))
 	}
-	opts := VerifyOptions{Key: pub}
+	opts := Options{Key: pub}
 	feed := func(s *Stream, fs []string) {
 		for _, f := range fs {
 			data, err := os.ReadFile(f)
@@ -147,7 +149,7 @@ func TestSnapshotResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	offs := append(tBlockOffsets(data), len(data))
+	offs := append(archivetest.BlockOffsets(data), len(data))
 	for k := 2; k < len(offs); k++ {
 		s := NewStream(opts)
 		feed(s, files[:1])
@@ -175,23 +177,23 @@ func TestSnapshotResume(t *testing.T) {
 	s := NewStream(opts)
 	feed(s, files[:2])
 	snap, _ := s.Snapshot()
-	other, _ := tIdentity(t, "snap.example")
-	if _, err := ResumeStream(VerifyOptions{Key: otherVerifier(t, other)}, snap); err == nil {
+	other, _ := archivetest.Keys(t, "snap.example")
+	if _, err := ResumeStream(Options{Key: otherVerifier(t, other)}, snap); err == nil {
 		t.Error("a snapshot resumed under another identity key")
 	}
 	r, _ := ResumeStream(opts, snap)
-	d := tCopyDir(t, dir)
+	d := archivetest.CopyDir(t, dir)
 	a := loadArchive(t, d)
-	a.rechain(t, 0, func(Checkpoint) note.Signer { return other.Signer })
+	a.rechain(t, 0, func(archive.Checkpoint) note.Signer { return other.Signer })
 	a.save(t)
-	feed(r, tSegFiles(t, d)[2:])
+	feed(r, archivetest.SegFiles(t, d)[2:])
 	if codes := problemCodes(r.Finish()); !slices.Contains(codes, Tampered+"/"+CodeSignature) {
 		t.Errorf("re-signed segments after the snapshot: problems %v", codes)
 	}
 	// Bytes after the seal of the resumed segment are refused like any others.
 	r, _ = ResumeStream(opts, snap)
 	name, off := r.Position()
-	extra := appendBlock(nil, appendEntry(nil, entryLeaf, appendControlLeaf(nil, LeafHeartbeat, 1, Heartbeat{})))
+	extra := archive.AppendBlock(nil, archive.AppendEntry(nil, archive.EntryLeaf, archive.AppendControlLeaf(nil, archive.LeafHeartbeat, 1, archive.Heartbeat{})))
 	u, err := r.Write(name, off, extra)
 	if err != nil || len(u.Problems) == 0 || u.Problems[0].Code != CodeSeal {
 		t.Errorf("a leaf after the resumed seal: %v, %+v", err, u.Problems)
@@ -201,7 +203,7 @@ func TestSnapshotResume(t *testing.T) {
 	}
 }
 
-func otherVerifier(t *testing.T, id *Identity) note.Verifier {
+func otherVerifier(t *testing.T, id *archive.Identity) note.Verifier {
 	v, err := note.NewVerifier(id.VKey)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package archive
+package verify
 
 import (
 	"bytes"
@@ -15,7 +15,10 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/capfile"
 )
 
@@ -24,10 +27,10 @@ import (
 
 const fuzzOrigin = "auditarch/fuzz.example"
 
-// fuzzEvents returns the first n events of ../testdata/workload.cap and a LOST leaf's event.
+// fuzzEvents returns the first n events of ../../testdata/workload.cap and a LOST leaf's event.
 func fuzzEvents(tb testing.TB, n int) []*audit.RawEvent {
 	tb.Helper()
-	f, err := os.Open(filepath.Join("..", "testdata", "workload.cap"))
+	f, err := os.Open(filepath.Join("..", "..", "testdata", "workload.cap"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -58,11 +61,11 @@ func fuzzArchive(tb testing.TB) (segs []string, id note.Verifier) {
 		writeFuzzArchive(tb, root)
 		tb.Setenv(fuzzArchiveEnv, root)
 	}
-	id, _, err := LoadVerifierKey(filepath.Join(root, "keys", IdentityPubFile))
+	id, _, err := archive.LoadVerifierKey(filepath.Join(root, "keys", archive.IdentityPubFile))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	segs, err = listSegments(filepath.Join(root, "arch"))
+	segs, err = archive.ListSegments(filepath.Join(root, "arch"))
 	if err != nil || len(segs) < 2 {
 		tb.Fatalf("%d segments in %s (%v)", len(segs), root, err)
 	}
@@ -71,10 +74,10 @@ func fuzzArchive(tb testing.TB) (segs []string, id note.Verifier) {
 
 func writeFuzzArchive(tb testing.TB, root string) {
 	keys := filepath.Join(root, "keys")
-	if _, err := Keygen(keys, fuzzOrigin); err != nil {
+	if _, err := archive.Keygen(keys, fuzzOrigin); err != nil {
 		tb.Fatal(err)
 	}
-	ident, err := LoadIdentity(filepath.Join(keys, IdentityKeyFile))
+	ident, err := archive.LoadIdentity(filepath.Join(keys, archive.IdentityKeyFile))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -87,11 +90,11 @@ func writeFuzzArchive(tb testing.TB, root string) {
 		}
 		evs = append(evs, ev)
 	}
-	fast := Options{Identity: ident, SegmentDuration: 150 * time.Millisecond, EpochDuration: 100 * time.Millisecond,
+	fast := writer.Options{Identity: ident, SegmentDuration: 150 * time.Millisecond, EpochDuration: 100 * time.Millisecond,
 		HeartbeatInterval: 100 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
 	// The first run is one whole segment: alone, it verifies.
-	for run, opts := range []Options{{Identity: ident}, fast} {
-		w, err := Create(filepath.Join(root, "arch"), opts)
+	for run, opts := range []writer.Options{{Identity: ident}, fast} {
+		w, err := writer.Create(filepath.Join(root, "arch"), opts)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -110,30 +113,36 @@ func writeFuzzArchive(tb testing.TB, root string) {
 // segWalk reads the segment at path as far as it decodes. It returns the blocks decompressed, the content
 // (every leaf and checkpoint entry, type byte and payload, after the header) and the number of leaf entries.
 func segWalk(path string) (blocks [][]byte, content []byte, leaves int) {
-	s, err := openSegment(path)
-	if err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil || !bytes.HasPrefix(data, []byte(archive.SegmentMagic)) {
 		return nil, nil, 0
 	}
-	defer s.Close()
-	for {
-		if len(s.p) == 0 {
-			if err := s.nextBlock(); err != nil {
+	for rest := data[len(archive.SegmentMagic):]; len(rest) >= archive.BlockHeaderSize; {
+		l, err := archive.BlockLength(rest[:archive.BlockHeaderSize])
+		if err != nil || l > len(rest) {
+			break
+		}
+		blk, err := archive.OpenBlock(rest[:l], nil)
+		if err != nil {
+			break
+		}
+		rest = rest[l:]
+		blocks = append(blocks, blk)
+		for p := blk; len(p) > 0; {
+			typ, payload, next, err := archive.NextEntry(p)
+			if err != nil {
 				return blocks, content, leaves
 			}
-			blocks = append(blocks, append([]byte(nil), s.buf...))
-			continue
-		}
-		typ, p, err := s.next()
-		if err != nil {
-			return blocks, content, leaves
-		}
-		if typ == entryLeaf {
-			leaves++
-		}
-		if typ != entryHeader {
-			content = appendEntry(content, typ, p)
+			p = next
+			if typ == archive.EntryLeaf {
+				leaves++
+			}
+			if typ != archive.EntryHeader {
+				content = archive.AppendEntry(content, typ, payload)
+			}
 		}
 	}
+	return blocks, content, leaves
 }
 
 // plainSegment is a segment file with its blocks decompressed: the blocks after the magic, each as
@@ -152,26 +161,26 @@ func plainSegment(blocks [][]byte) []byte {
 // and checksummed as the writer does, so that the fuzzer reaches the entries behind the CRC. A last block
 // that is cut short is copied as it is: a torn write.
 func frameSegment(plain []byte) []byte {
-	b := []byte(segMagic)
+	b := []byte(archive.SegmentMagic)
 	for len(plain) > 0 {
-		if len(plain) < blockHeader {
+		if len(plain) < archive.BlockHeaderSize {
 			return append(b, plain...)
 		}
 		n := binary.LittleEndian.Uint32(plain)
-		if uint64(n) > uint64(len(plain)-blockHeader) {
+		if uint64(n) > uint64(len(plain)-archive.BlockHeaderSize) {
 			return append(b, plain...)
 		}
-		b = appendBlock(b, plain[blockHeader:blockHeader+int(n)])
-		plain = plain[blockHeader+int(n):]
+		b = archive.AppendBlock(b, plain[archive.BlockHeaderSize:archive.BlockHeaderSize+int(n)])
+		plain = plain[archive.BlockHeaderSize+int(n):]
 	}
 	return b
 }
 
 // Whatever a segment file holds, the Reader returns leaves, *CorruptError or io.EOF and never panics or
-// loops, and Verify returns a report that is PASS only for what a writer signed: every leaf covered by a
+// loops, and Dir returns a report that is PASS only for what a writer signed: every leaf covered by a
 // checkpoint and, with the identity key pinned, exactly the leaves and checkpoints of a real segment (its
 // header and block framing may differ). With plain set, data is the segment with its blocks decompressed
-// (plainSegment). Two seeds were forgeries Verify passed: the first run without its SEAL and checkpoint
+// (plainSegment). Two seeds were forgeries Dir passed: the first run without its SEAL and checkpoint
 // (leaves up to STOP unsigned), and forgedSegment.
 func FuzzSegment(f *testing.F) {
 	segs, id := fuzzArchive(f)
@@ -184,8 +193,8 @@ func FuzzSegment(f *testing.F) {
 		blocks, content, _ := segWalk(path)
 		genuine[string(content)] = true
 		f.Add(file, false)
-		f.Add(file[:len(file)-1], false)                 // torn last block
-		f.Add(file[:len(segMagic)+blockHeader+3], false) // torn header block
+		f.Add(file[:len(file)-1], false)                                         // torn last block
+		f.Add(file[:len(archive.SegmentMagic)+archive.BlockHeaderSize+3], false) // torn header block
 		flip := bytes.Clone(file)
 		flip[len(flip)-2] ^= 0x40 // checksum mismatch
 		f.Add(flip, false)
@@ -202,12 +211,12 @@ func FuzzSegment(f *testing.F) {
 		}
 	}
 	f.Add(forgedSegment(f), false)
-	f.Add([]byte(segMagic), false)
-	f.Add([]byte(segMagic[:7]), false)
+	f.Add([]byte(archive.SegmentMagic), false)
+	f.Add([]byte(archive.SegmentMagic[:7]), false)
 	f.Add([]byte{}, false)
 	f.Add([]byte{}, true)
 	dir := f.TempDir()
-	path := filepath.Join(dir, segmentName(0, time.Unix(1_700_000_000, 0)))
+	path := filepath.Join(dir, archive.SegmentName(0, time.Unix(1_700_000_000, 0)))
 	now := time.Unix(1_700_000_000, 0)
 	f.Fuzz(func(t *testing.T, data []byte, plain bool) {
 		file := data
@@ -224,7 +233,7 @@ func FuzzSegment(f *testing.F) {
 		_, content, leaves := segWalk(path)
 		fuzzRead(t, dir, path, int64(len(file)), leaves)
 		for _, key := range []note.Verifier{nil, id} {
-			r, err := Verify(dir, VerifyOptions{Key: key, Now: now})
+			r, err := Dir(dir, Options{Key: key, Now: now})
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -252,7 +261,7 @@ func FuzzSegment(f *testing.F) {
 // forgedSegment is a forger's first segment: its header names an epoch key of the forger's, which signs
 // the leaves after it; no START introduces the key.
 func forgedSegment(tb testing.TB) []byte {
-	skey, vkey, err := keyFromSeed(fuzzOrigin, bytes.Repeat([]byte{9}, 32))
+	skey, vkey, err := archivetest.KeyFromSeed(fuzzOrigin, bytes.Repeat([]byte{9}, 32))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -260,32 +269,32 @@ func forgedSegment(tb testing.TB) []byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h, err := json.Marshal(SegmentHeader{Format: formatV1, Origin: fuzzOrigin, Start: 1_700_000_000e9, Frontier: []string{},
+	h, err := json.Marshal(archive.SegmentHeader{Format: archive.FormatV1, Origin: fuzzOrigin, Start: 1_700_000_000e9, Frontier: []string{},
 		EpochKey: vkey, Epoch: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var tree Frontier
+	var tree archive.Frontier
 	var ent []byte
 	for _, ev := range fuzzEvents(tb, 2) {
-		leaf := appendEventLeaf(nil, ev)
+		leaf := archive.AppendEventLeaf(nil, ev)
 		tree.Append(leaf)
-		ent = appendEntry(ent, entryLeaf, leaf)
+		ent = archive.AppendEntry(ent, archive.EntryLeaf, leaf)
 	}
-	msg, err := signCheckpoint(Checkpoint{Origin: fuzzOrigin, Size: tree.Size, Root: tree.Root()}, signer)
+	msg, err := archive.SignCheckpoint(archive.Checkpoint{Origin: fuzzOrigin, Size: tree.Size, Root: tree.Root()}, signer)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	file := appendBlock([]byte(segMagic), appendEntry(nil, entryHeader, h))
-	return appendBlock(file, appendEntry(ent, entryCheckpoint, msg))
+	file := archive.AppendBlock([]byte(archive.SegmentMagic), archive.AppendEntry(nil, archive.EntryHeader, h))
+	return archive.AppendBlock(file, archive.AppendEntry(ent, archive.EntryCheckpoint, msg))
 }
 
 // lastEntry returns the offset of the last whole entry of a decompressed block.
 func lastEntry(blk []byte) int {
 	last := 0
-	for off := 0; off+entryHead <= len(blk); {
+	for off := 0; off+archive.EntryHeadSize <= len(blk); {
 		last = off
-		off += entryHead + int(binary.LittleEndian.Uint32(blk[off+1:]))
+		off += archive.EntryHeadSize + int(binary.LittleEndian.Uint32(blk[off+1:]))
 	}
 	return last
 }
@@ -293,7 +302,7 @@ func lastEntry(blk []byte) int {
 // fuzzRead reads the one segment in dir with a Reader to the end. leaves is the number of leaf entries in
 // the file: every call returns one of them or ends the segment.
 func fuzzRead(t *testing.T, dir, path string, size int64, leaves int) {
-	r, err := Open(dir)
+	r, err := archive.Open(dir)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -307,8 +316,8 @@ func fuzzRead(t *testing.T, dir, path string, size int64, leaves int) {
 			break
 		}
 		if err != nil {
-			var ce *CorruptError
-			if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
+			var ce *archive.CorruptError
+			if !errors.As(err, &ce) || !errors.Is(err, archive.ErrCorrupt) {
 				t.Fatalf("NextLeaf: %v (%T), want a *CorruptError or io.EOF", err, err)
 			}
 			if ce.Path != path || ce.Offset < 0 || ce.Offset > size {
@@ -320,7 +329,7 @@ func fuzzRead(t *testing.T, dir, path string, size int64, leaves int) {
 			t.Fatalf("leaf %d has index %d, want %d", n, i, next)
 		}
 		n, next = n+1, i+1
-		if _, ok := leafNames[l.Kind]; !ok {
+		if !l.Kind.Known() {
 			t.Fatalf("leaf of kind %d", l.Kind)
 		}
 	}
@@ -332,7 +341,7 @@ func fuzzRead(t *testing.T, dir, path string, size int64, leaves int) {
 // fuzzKey is a fixed key of fuzzOrigin made from a seed of 32 bytes b.
 func fuzzKey(tb testing.TB, b byte) (note.Signer, note.Verifier) {
 	tb.Helper()
-	skey, vkey, err := keyFromSeed(fuzzOrigin, bytes.Repeat([]byte{b}, 32))
+	skey, vkey, err := archivetest.KeyFromSeed(fuzzOrigin, bytes.Repeat([]byte{b}, 32))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -353,13 +362,13 @@ func fuzzKey(tb testing.TB, b byte) (note.Signer, note.Verifier) {
 func FuzzCheckpoint(f *testing.F) {
 	s, v := fuzzKey(f, 7)
 	other, _ := fuzzKey(f, 8)
-	for _, c := range []Checkpoint{
+	for _, c := range []archive.Checkpoint{
 		{Origin: fuzzOrigin, Size: 13, Root: tlog.RecordHash([]byte("x"))},
 		{Origin: fuzzOrigin},
 		{Origin: "o", Size: 1<<64 - 1},
 	} {
 		f.Add(c.Text())
-		msg, err := signCheckpoint(c, s)
+		msg, err := archive.SignCheckpoint(c, s)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -376,12 +385,12 @@ func FuzzCheckpoint(f *testing.F) {
 	f.Add("\n\n")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, text string) {
-		if c, err := ParseCheckpoint(text); err == nil {
+		if c, err := archive.ParseCheckpoint(text); err == nil {
 			if got := c.Text(); got != text {
 				t.Fatalf("ParseCheckpoint(%q) = %+v, whose text is %q", text, c, got)
 			}
 		}
-		c, err := OpenCheckpoint([]byte(text), v)
+		c, err := archive.OpenCheckpoint([]byte(text), v)
 		if err != nil {
 			return
 		}
@@ -392,7 +401,7 @@ func FuzzCheckpoint(f *testing.F) {
 		if n.Text != c.Text() {
 			t.Fatalf("OpenCheckpoint(%q) = %+v, whose text is not the signed text", text, c)
 		}
-		if p, err := peekCheckpoint([]byte(text)); err != nil || p != c {
+		if p, err := archive.PeekCheckpoint([]byte(text)); err != nil || p != c {
 			t.Fatalf("peekCheckpoint(%q) = %+v, %v; OpenCheckpoint gives %+v", text, p, err, c)
 		}
 	})
@@ -402,38 +411,38 @@ func FuzzCheckpoint(f *testing.F) {
 // bytes, a control leaf is a known kind, its time and its JSON body.
 func FuzzDecodeLeaf(f *testing.F) {
 	for _, ev := range fuzzEvents(f, 8) {
-		f.Add(appendEventLeaf(nil, ev))
+		f.Add(archive.AppendEventLeaf(nil, ev))
 	}
-	f.Add(appendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindEvent, Late: true, Serial: 1<<32 - 1, Sec: -1, Msec: -1,
+	f.Add(archive.AppendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindEvent, Late: true, Serial: 1<<32 - 1, Sec: -1, Msec: -1,
 		Records: []audit.Record{{Type: 1300, Text: []byte("audit(1.002:3): \x00\xff")}, {Type: 0xffff}}}))
-	f.Add(appendControlLeaf(nil, LeafStart, 1_700_000_000e9, Start{Origin: fuzzOrigin, Recovered: &Recovery{Segment: "s"}}))
-	f.Add(appendControlLeaf(nil, LeafSeal, -1, Seal{Checkpoints: 2}))
-	f.Add(appendControlLeaf(nil, LeafPolicy, 0, nil))
+	f.Add(archive.AppendControlLeaf(nil, archive.LeafStart, 1_700_000_000e9, archive.Start{Origin: fuzzOrigin, Recovered: &archive.Recovery{Segment: "s"}}))
+	f.Add(archive.AppendControlLeaf(nil, archive.LeafSeal, -1, archive.Seal{Checkpoints: 2}))
+	f.Add(archive.AppendControlLeaf(nil, archive.LeafPolicy, 0, nil))
 	// A record count of 0 in two bytes (an overlong uvarint): the same event as the canonical leaf.
-	f.Add(append(appendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindEvent})[:26], 0x80, 0))
-	f.Add([]byte{byte(LeafEvent)})
+	f.Add(append(archive.AppendEventLeaf(nil, &audit.RawEvent{Kind: audit.KindEvent})[:26], 0x80, 0))
+	f.Add([]byte{byte(archive.LeafEvent)})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		var l Leaf
-		if err := DecodeLeaf(p, &l); err != nil {
+		var l archive.Leaf
+		if err := archive.DecodeLeaf(p, &l); err != nil {
 			return
 		}
 		switch l.Kind {
-		case LeafEvent, LeafLost:
-			if (l.Kind == LeafLost) != (l.Event.Kind == audit.KindLost) {
+		case archive.LeafEvent, archive.LeafLost:
+			if (l.Kind == archive.LeafLost) != (l.Event.Kind == audit.KindLost) {
 				t.Fatalf("%s leaf decodes to an event of kind %d", l.Kind, l.Event.Kind)
 			}
-			if l.Kind == LeafEvent && l.Event.Lost != (audit.Lost{}) {
+			if l.Kind == archive.LeafEvent && l.Event.Lost != (audit.Lost{}) {
 				t.Fatalf("EVENT leaf with %+v", l.Event.Lost)
 			}
 			if l.Time != l.Event.Received {
 				t.Fatalf("time %d, received %d", l.Time, l.Event.Received)
 			}
-			if got := appendEventLeaf(nil, &l.Event); !bytes.Equal(got, p) {
+			if got := archive.AppendEventLeaf(nil, &l.Event); !bytes.Equal(got, p) {
 				t.Fatalf("leaf %x decodes to %+v, which encodes as %x", p, l.Event, got)
 			}
 		default:
-			if _, ok := leafNames[l.Kind]; !ok || !l.Kind.control() {
+			if !l.Kind.Known() || !l.Kind.Control() {
 				t.Fatalf("leaf of kind %d accepted", l.Kind)
 			}
 			got := binary.LittleEndian.AppendUint64([]byte{byte(l.Kind)}, uint64(l.Time))

@@ -1,4 +1,4 @@
-package archive
+package writer_test
 
 // The writer when the disk lags or refuses: backpressure (MaxPending), a partial write resumed, a full
 // disk with DiskFullKeep and DiskFullExit, and a Close that cannot complete. White-box: the flusher is
@@ -19,7 +19,11 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/internal/archivetest"
 	"github.com/auditarch/auditarch/internal/privtest"
 )
 
@@ -36,34 +40,10 @@ func dfEvent(serial uint32, size int) *audit.RawEvent {
 		Records: []audit.Record{{Type: 1300, Text: text}}}
 }
 
-// dfFlushNow makes the flusher take what is buffered and waits until it has written it or failed.
-func dfFlushNow(t *testing.T, w *Writer) {
-	t.Helper()
-	w.mu.Lock()
-	pending := len(w.buf)
-	w.mu.Unlock()
-	if pending == 0 {
-		t.Fatal("dfFlushNow: nothing buffered")
-	}
-	w.kick <- struct{}{}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		w.mu.Lock()
-		done := len(w.buf) == 0 && (w.held == 0 || w.werr != nil)
-		w.mu.Unlock()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dfFlushNow: the flusher did not take the buffer")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // dfRead reads every event and LOST leaf of dir.
 func dfRead(t *testing.T, dir string) []*audit.RawEvent {
 	t.Helper()
-	r, err := Open(dir)
+	r, err := archive.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,13 +61,13 @@ func dfRead(t *testing.T, dir string) []*audit.RawEvent {
 }
 
 // dfVerify verifies dir with the pinned key and fails unless it passes.
-func dfVerify(t *testing.T, dir string, key note.Verifier) *Report {
+func dfVerify(t *testing.T, dir string, key note.Verifier) *verify.Report {
 	t.Helper()
-	r, err := Verify(dir, VerifyOptions{Key: key})
+	r, err := verify.Dir(dir, verify.Options{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != Pass {
+	if r.Status != verify.Pass {
 		t.Fatalf("verify: %s: %+v", r.Status, r.Problems)
 	}
 	return r
@@ -109,11 +89,11 @@ func dfSequence(evs []*audit.RawEvent) string {
 // Events beyond MaxPending are dropped and counted; once the flusher has freed room, the next Append
 // writes a LOST leaf (local_drop, the exact count) before its event, and the archive verifies.
 func TestBackpressureLostLeaf(t *testing.T) {
-	id, key := tIdentity(t, "backpressure.example")
+	id, key := archivetest.Keys(t, "backpressure.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	entry := entryHead + len(appendEventLeaf(nil, dfEvent(100, 300)))
-	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: MaxFlushBytes, MaxPending: 3 * entry,
-		SegmentDuration: never, EpochDuration: MaxEpoch, HeartbeatInterval: MaxHeartbeat})
+	entry := archive.EntryHeadSize + len(archive.AppendEventLeaf(nil, dfEvent(100, 300)))
+	w, err := writer.Create(dir, writer.Options{Identity: id, FlushInterval: never, FlushBytes: archive.MaxFlushBytes, MaxPending: 3 * entry,
+		SegmentDuration: never, EpochDuration: archive.MaxEpoch, HeartbeatInterval: archive.MaxHeartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +103,7 @@ func TestBackpressureLostLeaf(t *testing.T) {
 	if appended, dropped, _ := w.Stats(); appended != 3 || dropped != 7 {
 		t.Fatalf("Stats = %d appended, %d dropped; want 3, 7", appended, dropped)
 	}
-	dfFlushNow(t, w)
+	writer.FlushNow(t, w)
 	if appended, dropped, durable := w.Stats(); appended != 3 || dropped != 7 || durable != 4 {
 		t.Fatalf("after the flush: Stats = %d appended, %d dropped, %d durable; want 3, 7, 4 (START and 3 events)", appended, dropped, durable)
 	}
@@ -170,7 +150,7 @@ func withFileSizeLimit(t *testing.T, limit uint64, f func()) {
 // dfSegment returns the path of dir's only segment and its size.
 func dfSegment(t *testing.T, dir string) (string, int64) {
 	t.Helper()
-	files, err := listSegments(dir)
+	files, err := archive.ListSegments(dir)
 	if err != nil || len(files) != 1 {
 		t.Fatalf("segments %v, %v; want one", files, err)
 	}
@@ -185,10 +165,10 @@ func dfSegment(t *testing.T, dir string) (string, int64) {
 // the segment never holds a torn block followed by whole ones, nor a block twice, and nothing counts as
 // durable before it is written.
 func TestPartialWriteResumes(t *testing.T) {
-	id, key := tIdentity(t, "partial.example")
+	id, key := archivetest.Keys(t, "partial.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	w, err := Create(dir, Options{Identity: id, FlushInterval: never, FlushBytes: MaxFlushBytes,
-		SegmentDuration: never, EpochDuration: MaxEpoch, HeartbeatInterval: MaxHeartbeat})
+	w, err := writer.Create(dir, writer.Options{Identity: id, FlushInterval: never, FlushBytes: archive.MaxFlushBytes,
+		SegmentDuration: never, EpochDuration: archive.MaxEpoch, HeartbeatInterval: archive.MaxHeartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,10 +185,8 @@ func TestPartialWriteResumes(t *testing.T) {
 	var werr error
 	var size int64
 	withFileSizeLimit(t, limit, func() {
-		dfFlushNow(t, w)
-		w.mu.Lock()
-		werr = w.werr
-		w.mu.Unlock()
+		writer.FlushNow(t, w)
+		werr = writer.WriteError(w)
 		if fi, err := os.Stat(seg); err == nil {
 			size = fi.Size()
 		}
@@ -272,14 +250,14 @@ func fillDisk(t *testing.T, dir string, n int) string {
 }
 
 // diskFullOptions flush every 10 ms and keep a 64 kB backlog in memory.
-func diskFullOptions(id *Identity, segment time.Duration) Options {
-	return Options{Identity: id, FlushInterval: 10 * time.Millisecond,
-		MaxPending: 64 << 10, SegmentDuration: segment, EpochDuration: 250 * time.Millisecond, HeartbeatInterval: MaxHeartbeat}
+func diskFullOptions(id *archive.Identity, segment time.Duration) writer.Options {
+	return writer.Options{Identity: id, FlushInterval: 10 * time.Millisecond,
+		MaxPending: 64 << 10, SegmentDuration: segment, EpochDuration: 250 * time.Millisecond, HeartbeatInterval: archive.MaxHeartbeat}
 }
 
 // appendTracked appends ev and records in want what the archive must hold for it: its serial, after a
 // LOST leaf with the drops it reported, or nothing when it was dropped. It returns how long Append took.
-func appendTracked(w *Writer, ev *audit.RawEvent, want *[]string) (dropped bool, took time.Duration) {
+func appendTracked(w *writer.Writer, ev *audit.RawEvent, want *[]string) (dropped bool, took time.Duration) {
 	a0, d0, _ := w.Stats()
 	start := time.Now()
 	w.Append(ev)
@@ -306,11 +284,11 @@ func TestDiskFullKeep(t *testing.T) {
 		segment time.Duration
 	}{{"one segment", never}, {"rotating", 200 * time.Millisecond}} {
 		t.Run(tc.name, func(t *testing.T) {
-			id, key := tIdentity(t, "diskfull.example")
+			id, key := archivetest.Keys(t, "diskfull.example")
 			disk := smallDisk(t, "2m")
 			filler := fillDisk(t, disk, 1536<<10)
 			dir := filepath.Join(disk, "arch")
-			w, err := Create(dir, diskFullOptions(id, tc.segment))
+			w, err := writer.Create(dir, diskFullOptions(id, tc.segment))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -398,13 +376,13 @@ func TestDiskFullKeep(t *testing.T) {
 // after its retries and says so; the run then counts as crashed, and the next run, with space again,
 // records its end: everything that was durable verifies.
 func TestDiskFullExit(t *testing.T) {
-	id, key := tIdentity(t, "diskfull.example")
+	id, key := archivetest.Keys(t, "diskfull.example")
 	disk := smallDisk(t, "2m")
 	filler := fillDisk(t, disk, 1536<<10)
 	dir := filepath.Join(disk, "arch")
 	opts := diskFullOptions(id, never)
-	opts.DiskFull = DiskFullExit
-	w, err := Create(dir, opts)
+	opts.DiskFull = writer.DiskFullExit
+	w, err := writer.Create(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +417,7 @@ func TestDiskFullExit(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	tWrite(t, dir, diskFullOptions(id, never), 3, 0)
+	archivetest.Write(t, dir, diskFullOptions(id, never), 3, 0)
 	r := dfVerify(t, dir, key)
 	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" || r.Runs[1].Recovered == nil {
 		t.Fatalf("runs %+v, want a crashed run recorded by a stopped one", r.Runs)
@@ -454,10 +432,10 @@ func TestDiskFullExit(t *testing.T) {
 // and says so. The archive then ends like a crash: a torn block at worst, reported as the unsigned tail;
 // the next run records it, and everything that was durable verifies.
 func TestPartialWriteCloseFails(t *testing.T) {
-	id, key := tIdentity(t, "partial.example")
+	id, key := archivetest.Keys(t, "partial.example")
 	dir := filepath.Join(t.TempDir(), "arch")
-	w, err := Create(dir, Options{Identity: id, FlushInterval: 2 * time.Millisecond,
-		SegmentDuration: never, EpochDuration: MaxEpoch, HeartbeatInterval: MaxHeartbeat})
+	w, err := writer.Create(dir, writer.Options{Identity: id, FlushInterval: 2 * time.Millisecond,
+		SegmentDuration: never, EpochDuration: archive.MaxEpoch, HeartbeatInterval: archive.MaxHeartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +469,7 @@ func TestPartialWriteCloseFails(t *testing.T) {
 	if fi, err := os.Stat(seg); err != nil || fi.Size() != size+1000 {
 		t.Fatalf("segment: %v, %v; want %d bytes", fi, err, size+1000)
 	}
-	r, err := Verify(dir, VerifyOptions{Key: key})
+	r, err := verify.Dir(dir, verify.Options{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,24 +477,24 @@ func TestPartialWriteCloseFails(t *testing.T) {
 	for _, p := range r.Problems {
 		codes[p.Code] = true
 	}
-	if r.Status != Incomplete || len(codes) != 2 || !codes["torn-tail"] || !codes["no-stop"] ||
+	if r.Status != verify.Incomplete || len(codes) != 2 || !codes["torn-tail"] || !codes["no-stop"] ||
 		r.Unsigned == nil || r.Unsigned.Torn != 1000 || r.Leaves != 11 || r.Unsigned.First+r.Unsigned.Leaves != 11 {
 		t.Fatalf("verify after the failed Close: %s, %d leaves, tail %+v, problems %+v", r.Status, r.Leaves, r.Unsigned, r.Problems)
 	}
 
-	tWrite(t, dir, Options{Identity: id}, 1, 0)
+	archivetest.Write(t, dir, writer.Options{Identity: id}, 1, 0)
 	r = dfVerify(t, dir, key)
 	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Recovered == nil || r.Runs[1].Recovered.TornBytes != 1000 {
 		t.Fatalf("runs after recovery: %+v", r.Runs)
 	}
-	rd, err := Open(dir)
+	rd, err := archive.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	events, torn := 0, 0
 	for {
 		_, _, err := rd.Next()
-		var ce *CorruptError
+		var ce *archive.CorruptError
 		if errors.As(err, &ce) && ce.Torn {
 			torn++
 			continue
