@@ -33,8 +33,8 @@ type Capture struct {
 	Tap func(typ uint16, text []byte)
 	// Reregistered counts how often the kernel had dropped the daemon and it registered again.
 	Reregistered int
-	// Baseline is the kernel's lost counter at the capture's first reading: every increase after it is
-	// reported as LOST events, none before it. Set by Run before it reads any record.
+	// Baseline is the kernel's lost counter from which every increase is reported as LOST: the value
+	// given to Since, or else Run's first reading.
 	Baseline uint32
 
 	lost      uint32
@@ -45,6 +45,13 @@ type Capture struct {
 	// exists because go-libaudit's GetStatus sleeps 50 ms whenever the reply is not already queued (about
 	// one call in three here): on the capture loop that stalled every event for 50 ms each second.
 	ctl sync.Mutex
+}
+
+// Since sets the kernel's lost counter as read at registration (st.Lost right after Register): records
+// the kernel loses while the daemon starts up (the archive opening, the rules loading, before Run reads)
+// are then reported too.
+func (c *Capture) Since(lost uint32) {
+	c.lost, c.lostKnown, c.Baseline = lost, true, lost
 }
 
 // statusReply is one reading of the kernel's audit status by the poller.

@@ -23,6 +23,8 @@ const (
 	LostLocal   = raw.LostLocal
 	LostSocket  = raw.LostSocket
 	LostBacklog = raw.LostBacklog
+
+	LostUnregistered = raw.LostUnregistered
 )
 
 // Record types the reassembler treats specially (linux/audit.h).
@@ -97,7 +99,7 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 		p.ev.Add(typ, text)
 		return nil
 	}
-	late := h.Serial != 0 && !r.gaps.observe(h.Serial, now+int64(r.Grace))
+	late := h.Serial != 0 && !r.gaps.observe(h.Serial, now, now+int64(r.Grace))
 	if typ == TypeEOE {
 		if late {
 			// The EOE of an event already emitted by timeout: nothing to add, nothing lost.
@@ -149,8 +151,27 @@ func (r *Reassembler) Lost(l Lost, now int64) {
 	r.emit(ev)
 }
 
-func (r *Reassembler) lost(first, last uint32, count uint64, now int64) {
-	r.Lost(Lost{Reason: LostGap, Count: count, First: first, Last: last}, now)
+// Resume continues the serial accounting of the archive's previous run in this boot: last is the last
+// serial it archived, and since the time of its last leaf (unix ns). The serials between last and the
+// first one this run receives were issued while no daemon was registered; those that do not arrive
+// within Grace (the kernel's hold queue delivers them first, when it has them) are reported as one LOST
+// event (LostUnregistered) whose kernel time is since. Call it before the first Push.
+func (r *Reassembler) Resume(last uint32, since int64) {
+	r.gaps.started, r.gaps.next, r.gaps.since = true, nextSerial(last), since
+}
+
+func (r *Reassembler) lost(m gap, now int64) {
+	l := Lost{Reason: LostGap, Count: span(m.lo, m.hi), First: m.lo, Last: m.hi}
+	if m.since == 0 {
+		r.Lost(l, now)
+		return
+	}
+	// The interval with no daemon: from the previous run's last leaf to this run's first record.
+	l.Reason = LostUnregistered
+	ev := r.get()
+	ev.Kind, ev.Received, ev.Lost, ev.EOE = KindLost, m.found, l, true
+	ev.Sec, ev.Msec = m.since/1e9, int32(m.since%1e9/1e6)
+	r.emit(ev)
 }
 
 func (r *Reassembler) remove(i int) {
@@ -179,13 +200,16 @@ func (r *Reassembler) emit(ev *RawEvent) {
 type gapTracker struct {
 	started bool
 	next    uint32 // the serial after the highest seen
+	since   int64  // Resume: the previous run's last leaf time, until the first serial is seen
 	missing []gap
 }
 
 type gap struct {
 	lo, hi   uint32 // inclusive
 	deadline int64
-	silent   bool // before the capture started: never reported
+	silent   bool  // before the capture started: never reported
+	since    int64 // the serials no daemon received (Resume): when that began; 0 for a gap in the run
+	found    int64 // when the gap was found (its first serial after it arrived)
 }
 
 // preStart is how many serials below the first one seen may still arrive as new events.
@@ -221,7 +245,7 @@ func span(lo, hi uint32) uint64 {
 
 // observe records serial s and reports whether it is new: the first record of its event. A serial that
 // fills a known gap is new; one below the highest seen and not missing has been seen already (late).
-func (g *gapTracker) observe(s uint32, deadline int64) bool {
+func (g *gapTracker) observe(s uint32, now, deadline int64) bool {
 	if !g.started {
 		// Events in flight when the capture starts may arrive just after a higher serial. The serials
 		// right below the first one are a silent range: they count as new if they arrive, and are not
@@ -232,10 +256,16 @@ func (g *gapTracker) observe(s uint32, deadline int64) bool {
 	}
 	if d := int32(s - g.next); d >= 0 {
 		if s != g.next {
-			g.missing = append(g.missing, gap{lo: g.next, hi: prevSerial(s), deadline: deadline})
+			g.missing = append(g.missing, gap{lo: g.next, hi: prevSerial(s), deadline: deadline, since: g.since, found: now})
 		}
-		g.next = nextSerial(s)
+		g.next, g.since = nextSerial(s), 0
 		return true
+	}
+	if g.since != 0 {
+		// The first serial of a resumed run is not after the last one archived: the counter restarted
+		// (a reboot the caller did not see). Account from here as a fresh capture does.
+		g.started, g.since = false, 0
+		return g.observe(s, now, deadline)
 	}
 	for i := range g.missing {
 		m := &g.missing[i]
@@ -252,7 +282,8 @@ func (g *gapTracker) observe(s uint32, deadline int64) bool {
 		default:
 			hi := m.hi
 			m.hi = prevSerial(s)
-			rest := gap{lo: nextSerial(s), hi: hi, deadline: m.deadline, silent: m.silent}
+			rest := *m
+			rest.lo, rest.hi = nextSerial(s), hi
 			g.missing = append(g.missing, gap{})
 			copy(g.missing[i+2:], g.missing[i+1:])
 			g.missing[i+1] = rest
@@ -263,12 +294,12 @@ func (g *gapTracker) observe(s uint32, deadline int64) bool {
 }
 
 // expire reports ranges whose deadline has passed, oldest first, and trims the list to maxMissing.
-func (g *gapTracker) expire(now int64, all bool, report func(first, last uint32, count uint64, now int64)) {
+func (g *gapTracker) expire(now int64, all bool, report func(m gap, now int64)) {
 	kept := g.missing[:0]
 	for i, m := range g.missing {
 		if all || m.deadline <= now || len(g.missing)-i > maxMissing {
 			if !m.silent {
-				report(m.lo, m.hi, span(m.lo, m.hi), now)
+				report(m, now)
 			}
 			continue
 		}

@@ -215,9 +215,7 @@ func checkNothingLost(t *testing.T, hostDir, storeDir, pub string, want ...seria
 		if err != nil {
 			t.Fatalf("verify %s: %v", dir, err)
 		}
-		if r.Status != verify.Pass {
-			t.Fatalf("verify %s: %s, problems %+v", dir, r.Status, r.Problems)
-		}
+		shiptest.OnlyCrashes(t, dir, r)
 		reports[i] = r
 	}
 	if reports[0].Leaves != reports[1].Leaves || reports[0].Latest != reports[1].Latest {

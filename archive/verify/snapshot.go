@@ -41,11 +41,12 @@ type streamState struct {
 	MaxTime    int64        `json:"max_time"`
 	RunOpen    bool         `json:"run_open"`
 	RunStart   uint64       `json:"run_start"`
+	BootID     string       `json:"boot_id,omitempty"`
 	LastSeal   archive.Seal `json:"last_seal"`
 	Serials    struct {
 		Have    bool       `json:"have"`
 		Hi      uint32     `json:"hi"`
-		Missing [][3]int64 `json:"missing,omitempty"` // lo, hi, at
+		Missing [][4]int64 `json:"missing,omitempty"` // lo, hi, at, index
 		Extra   uint64     `json:"extra,omitempty"`
 		ExtraN  int        `json:"extra_n,omitempty"`
 		Counted uint64     `json:"counted,omitempty"`
@@ -64,7 +65,7 @@ type streamState struct {
 	HaveSeal   bool              `json:"have_seal,omitempty"`
 }
 
-const stateVersion = 1
+const stateVersion = 2
 
 // ErrNoSnapshot is returned by Snapshot when the stream is not at a point it can be resumed from.
 var ErrNoSnapshot = errors.New("the stream is not between two blocks of a segment whose header it accepted")
@@ -83,7 +84,7 @@ func (s *Stream) Snapshot() ([]byte, error) {
 		Diverged: v.diverged, CkGood: v.ckGood, Gap: v.gap, Kernel: [2]int64{v.kernel.Min, v.kernel.Max},
 		LastCk: base64.StdEncoding.EncodeToString(v.lastCk), CkSize: v.ckSize, Key: v.keyVKey, Epoch: v.epoch,
 		EpochStart: v.epochStart, EpochLen: int64(v.epochLen), Interval: int64(v.interval), LastTime: v.lastTime,
-		MaxTime: v.maxTime, RunOpen: v.runOpen, RunStart: v.runStart, Missing: v.missing, Latest: v.r.Latest}
+		MaxTime: v.maxTime, RunOpen: v.runOpen, RunStart: v.runStart, BootID: v.bootID, Missing: v.missing, Latest: v.r.Latest}
 	if v.identity != nil {
 		st.Identity = fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash())
 	}
@@ -95,7 +96,7 @@ func (s *Stream) Snapshot() ([]byte, error) {
 	t := &v.serials
 	st.Serials.Have, st.Serials.Hi, st.Serials.Extra, st.Serials.ExtraN, st.Serials.Counted = t.have, t.hi, t.extra, t.extraN, t.counted
 	for _, m := range t.missing {
-		st.Serials.Missing = append(st.Serials.Missing, [3]int64{int64(m.lo), int64(m.hi), m.at})
+		st.Serials.Missing = append(st.Serials.Missing, [4]int64{int64(m.lo), int64(m.hi), m.at, int64(m.index)})
 	}
 	return json.Marshal(st)
 }
@@ -137,7 +138,7 @@ func ResumeStream(opts Options, snapshot []byte) (*Stream, error) {
 	v.kernel = archive.KernelRange{Min: st.Kernel[0], Max: st.Kernel[1]}
 	v.lastCk, v.ckSize, v.segCks = lastCk, st.CkSize, st.SegCks
 	v.epoch, v.epochStart, v.epochLen, v.interval = st.Epoch, st.EpochStart, durationOr(st.EpochLen, archive.MaxEpoch), durationOr(st.Interval, archive.DefaultHeartbeat)
-	v.lastTime, v.maxTime, v.runOpen, v.runStart = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart
+	v.lastTime, v.maxTime, v.runOpen, v.runStart, v.bootID = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart, st.BootID
 	if st.HaveSeal {
 		seal := st.LastSeal
 		v.lastSeal = &seal
@@ -151,7 +152,7 @@ func ResumeStream(opts Options, snapshot []byte) (*Stream, error) {
 		return nil, errors.New("stream state: too many serial ranges")
 	}
 	for _, m := range st.Serials.Missing {
-		t.missing = append(t.missing, serialRange{lo: uint32(m[0]), hi: uint32(m[1]), at: m[2]})
+		t.missing = append(t.missing, serialRange{lo: uint32(m[0]), hi: uint32(m[1]), at: m[2], index: uint64(m[3])})
 	}
 	cur := st.Current
 	cur.Problems = 0

@@ -11,6 +11,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/audit/raw"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 )
@@ -117,14 +118,17 @@ type Run struct {
 	Recovered *archive.Recovery `json:"recovered,omitempty"`
 }
 
-// LostReport is a LOST leaf: events the kernel, the socket or the archive could not keep.
+// LostReport is a LOST leaf: records or events the kernel, the socket or the archive could not keep.
 type LostReport struct {
 	Index  uint64 `json:"index"`
 	Time   string `json:"time"`
 	Reason string `json:"reason"`
 	Count  uint64 `json:"count"`
+	Unit   string `json:"unit"` // raw.UnitRecords (the kernel's lost counter) or raw.UnitEvents
 	First  uint32 `json:"first_seq,omitempty"`
 	Last   uint32 `json:"last_seq,omitempty"`
+	// Since is when an interval with no daemon registered began (reason no_daemon); Time is when it ended.
+	Since string `json:"since,omitempty"`
 }
 
 // Tail describes leaves after the last checkpoint of the last segment.
@@ -152,6 +156,7 @@ type Report struct {
 	Problems   []Problem       `json:"problems"`
 	Runs       []Run           `json:"runs"`
 	Lost       []LostReport    `json:"lost"`
+	Partial    uint64          `json:"partial_events"` // events archived with some of their records missing (raw.Event.Partial)
 	Unsigned   *Tail           `json:"unsigned_tail,omitempty"`
 	Latest     string          `json:"latest_checkpoint,omitempty"` // the last valid signed checkpoint
 	Receipt    *ReceiptReport  `json:"receipt,omitempty"`           // the newest store receipt, when given
@@ -247,6 +252,7 @@ type verifier struct {
 	lastSealed string
 	pendingRec *archive.Recovery // what the next START must record about the previous segment's end
 	serials    serialTracker
+	bootID     string      // of the open (or last) run's START: runs of one boot share the kernel's serials
 	missing    [][2]uint64 // leaf ranges [from, to) known to be missing
 
 	witness     *archive.Checkpoint
@@ -625,12 +631,19 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 	switch l.Kind {
 	case archive.LeafEvent:
 		if v.runOpen && !v.gap {
-			v.serials.event(l.Event.Serial, l.Time)
+			v.serials.event(l.Event.Serial, i, l.Time)
+		}
+		if l.Event.Partial() {
+			v.r.Partial++
 		}
 	case archive.LeafLost:
 		ev := &l.Event
 		if len(v.r.Lost) < maxListed {
-			v.r.Lost = append(v.r.Lost, LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, First: ev.Lost.First, Last: ev.Lost.Last})
+			lr := LostReport{Index: i, Time: fmtTime(l.Time), Reason: ev.Lost.Reason.String(), Count: ev.Lost.Count, Unit: ev.Lost.Reason.Unit(), First: ev.Lost.First, Last: ev.Lost.Last}
+			if ev.Lost.Reason == raw.LostUnregistered {
+				lr.Since = fmtTime(ev.Time().UnixNano())
+			}
+			v.r.Lost = append(v.r.Lost, lr)
 		} else {
 			v.r.Omitted.Lost++
 		}
@@ -719,8 +732,9 @@ func (v *verifier) silence(i uint64, l *archive.Leaf) {
 	}
 }
 
-// endRun reports the kernel serials that the run's events skipped with no LOST leaf to account for them.
-// live: the run is still being written, and the newest gaps may still be reported by the writer.
+// endRun reports the kernel serials skipped with no LOST leaf to account for them, up to the end of the
+// run; the next run of the same boot continues from its last serial (start). live: the run is still
+// being written, and the newest gaps may still be reported by the writer.
 func (v *verifier) endRun(live bool) {
 	if !v.runOpen || v.gap {
 		v.serials = serialTracker{}
@@ -730,11 +744,11 @@ func (v *verifier) endRun(live bool) {
 	if live {
 		cut = v.maxTime - int64(archive.DefaultHeartbeat)
 	}
-	if n, ranges, text := v.serials.report(cut); n > 0 {
-		v.problem(Incomplete, CodeSerialGap, idx(v.runStart), "the run started at leaf %d skipped %d kernel serials in %d ranges with no LOST leaf to account for them: %s",
-			v.runStart, n, ranges, text)
+	if n, ranges, at, text := v.serials.report(cut); n > 0 {
+		v.problem(Incomplete, CodeSerialGap, idx(at), "%d kernel serials in %d ranges are neither archived nor counted by a LOST leaf: %s",
+			n, ranges, text)
 	}
-	v.serials = serialTracker{}
+	v.serials.clear()
 }
 
 // start handles a START leaf: a new run, signed by the identity key, naming its first epoch key.
@@ -777,9 +791,17 @@ func (v *verifier) start(i uint64, l *archive.Leaf) {
 		v.endedRun("crashed")
 		if st.Recovered == nil {
 			v.problem(Tampered, CodePairing, idx(i), "the previous run has no STOP, and this START does not record a recovery: its end was removed")
+		} else {
+			v.problem(Incomplete, CodeNoStop, idx(v.runStart), "the run started at leaf %d ended without STOP (crashed or killed) before leaf %d; the next run started at %s",
+				v.runStart, i, fmtTime(l.Time))
 		}
 	}
 	v.endRun(false)
+	if st.BootID == "" || st.BootID != v.bootID || v.gap {
+		// Kernel serials restart at boot: only a run of the same boot continues the previous one's.
+		v.serials = serialTracker{}
+	}
+	v.bootID = st.BootID
 	v.gap = false
 	if pr := v.pendingRec; pr != nil {
 		rec := st.Recovered

@@ -38,6 +38,13 @@ const (
 	// LostBacklog counts events auditarch did not keep because what it had not yet shipped to the store
 	// exceeded its configured bound (the local disk would otherwise fill while the store is away).
 	LostBacklog LostReason = 5
+	// LostUnregistered is a range of serial numbers the kernel issued while no daemon was registered
+	// (between two runs, or after a crash), found by comparing the first serial a run receives with the
+	// last one the archive holds from the same boot. The kernel printed those records to its log, or
+	// dropped them (without audit=1 on its command line it keeps no hold queue), and counted nothing.
+	// The LOST event's kernel time (Sec, Msec) is when the interval began (the previous run's last leaf)
+	// and Received when it ended (this run's first record).
+	LostUnregistered LostReason = 6
 )
 
 // String names the reason as it is printed.
@@ -53,8 +60,26 @@ func (r LostReason) String() string {
 		return "socket_overrun"
 	case LostBacklog:
 		return "ship_backlog"
+	case LostUnregistered:
+		return "no_daemon"
 	}
 	return "unknown"
+}
+
+// Units a LOST count is in.
+const (
+	UnitRecords = "records"
+	UnitEvents  = "events"
+)
+
+// Unit says what a LOST count of this reason counts: the kernel's lost counter counts records (one event
+// may lose some of its records, and is then archived partial); every other reason counts events (serials,
+// or events received whole).
+func (r LostReason) Unit() string {
+	if r == LostKernel {
+		return UnitRecords
+	}
+	return UnitEvents
 }
 
 // Lost describes a KindLost event. For LostGap, First..Last is the missing serial range (inclusive, and
@@ -82,6 +107,39 @@ type Event struct {
 	Lost    Lost
 
 	buf []byte // backing store for the records' text
+}
+
+// exitRecord reports whether records of type t come only from the kernel's syscall-exit logging
+// (audit_log_exit in kernel/auditsc.c), which writes the SYSCALL record, these, and then always an EOE.
+// Other 13xx records (CONFIG_CHANGE, SECCOMP, NETFILTER_CFG, BPF...) are also logged on their own.
+func exitRecord(t uint16) bool {
+	switch t {
+	case 1300, // SYSCALL
+		1302, 1303, 1304, 1306, 1307, 1309, // PATH, IPC, SOCKETCALL, SOCKADDR, CWD, EXECVE
+		1311, 1312, 1313, 1314, 1315, // IPC_SET_PERM, MQ_OPEN, MQ_SENDRECV, MQ_NOTIFY, MQ_GETSETATTR
+		1317, 1318, 1321, 1322, 1323, 1327, 1337: // FD_PAIR, OBJ_PID, BPRM_FCAPS, CAPSET, MMAP, PROCTITLE, OPENAT2
+		return true
+	}
+	return false
+}
+
+// Partial reports whether some of the event's kernel records are missing: it holds records of a
+// syscall's exit but the kernel's EOE never came (lost, or the event timed out before it), or it ends
+// with an EOE but its SYSCALL record is missing. A Late event is the rest of an event already emitted,
+// and is not counted again.
+func (e *Event) Partial() bool {
+	if e.Kind != KindEvent || e.Late {
+		return false
+	}
+	exit, syscall := false, false
+	for _, r := range e.Records {
+		exit = exit || exitRecord(r.Type)
+		syscall = syscall || r.Type == 1300
+	}
+	if e.EOE {
+		return !syscall
+	}
+	return exit
 }
 
 // Time returns the kernel timestamp of the event.

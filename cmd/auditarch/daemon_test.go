@@ -232,7 +232,8 @@ func TestSigkillAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != verify.Pass || len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" ||
+	shiptest.OnlyCrashes(t, "after the restart", r)
+	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" ||
 		r.Runs[1].Recovered == nil || r.Verified != r.Leaves {
 		t.Errorf("verify after the restart: %s %+v runs %+v, %d of %d verified", r.Status, r.Problems, r.Runs, r.Verified, r.Leaves)
 	}
@@ -279,8 +280,6 @@ func checkStoreCopy(t *testing.T, dir string, pub note.Verifier) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Status != verify.Pass {
-			t.Errorf("verify %s with the store's receipts: %s %+v", d, r.Status, r.Problems)
-		}
+		shiptest.OnlyCrashes(t, d+" with the store's receipts", r)
 	}
 }

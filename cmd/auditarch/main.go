@@ -43,10 +43,11 @@ Commands:
             (exit status as verify).
     keygen  Create the host identity key pair: DIR/host.key (private, 0600) and DIR/host.pub.
     verify  Prove each archive complete and untampered, or say exactly what is missing or altered.
-            Exit status 0: every check passed; 3: evidence is incomplete (missing segments, a crash,
-            an unsigned tail, a silence); 4: tampering (altered, re-signed, spliced, replayed,
-            rolled-back or truncated data); 1: the archive could not be read, or a store receipt
-            is not signed by the store key.
+            Exit status 0: every check passed, and every kernel serial is archived or counted by a
+            LOST leaf (listed); 3: evidence is incomplete (missing segments, a run that crashed or
+            was killed, an unsigned tail, a silence, serials neither archived nor counted); 4:
+            tampering (altered, re-signed, spliced, replayed, rolled-back or truncated data); 1: the
+            archive could not be read, or a store receipt is not signed by the store key.
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
     search  Print the events that match every given filter, like show.
     rules   Print the effective audit rules in auditctl syntax.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,6 +127,16 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 		return &hinted{err, hint}
 	}
+	re := audit.NewReassembler(nil)
+	re.Timeout, re.Grace = cfg.EventTimeout, cfg.GapGrace
+	if prev := w.Previous(); prev.Serial != 0 {
+		if boot, err := bootTime(); err == nil && prev.KernelTime >= boot.UnixNano() {
+			// The same boot: every serial since the previous run's last one is ours to account for.
+			re.Resume(prev.Serial, prev.LeafTime)
+			log.Info().Uint32("last_serial", prev.Serial).Time("since", time.Unix(0, prev.LeafTime)).
+				Bool("hold_queue", holdQueue()).Msg("continuing the previous run's serials")
+		}
+	}
 	ship, err := startShipping(cfg, id, w, log)
 	if err != nil {
 		conn.Unregister()
@@ -175,8 +186,6 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	log.Info().Str("archive", w.Dir()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
 		Uint32("backlog_limit", st.BacklogLimit).Msg("capturing")
 
-	re := audit.NewReassembler(nil)
-	re.Timeout, re.Grace = cfg.EventTimeout, cfg.GapGrace
 	c := &audit.Capture{Conn: conn, Reassembler: re, PollInterval: cfg.LostPoll, Log: log,
 		BeforeUnregister: func() {
 			if applied == nil {
@@ -190,6 +199,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 				log.Error().Err(err).Msg("remove the saved kernel state")
 			}
 		}}
+	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
 	capErr := c.Run(ctx, w)
 	closeErr := w.Close()
 	shipErr := ship.stop(w, 10*time.Second)
@@ -227,36 +237,56 @@ func readKernelState(path string) (*rules.Found, error) {
 	return &f, nil
 }
 
-// writeKernelState writes f durably (temporary file, fsync, rename, directory fsync).
+// writeKernelState writes f durably (durable.Replace).
 func writeKernelState(path string, f rules.Found) error {
 	data, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	return durable.Replace(path, data, 0o600)
+}
+
+// bootTime is when the kernel booted (/proc/stat btime): kernel serials restart at every boot.
+func bootTime() (time.Time, error) {
+	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
-	_, err = fh.Write(data)
-	if err == nil {
-		err = fh.Sync()
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return time.Unix(sec, 0), err
+		}
 	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
+	return time.Time{}, errors.New("/proc/stat has no btime")
+}
+
+// holdQueue reports whether the kernel keeps records while no daemon is registered: only when booted
+// with audit=1 (audit_default), in a hold queue of at most backlog_limit records (0: unbounded;
+// kernel/audit.c, kauditd_hold_skb), and the next daemon receives them first. Without it, records
+// issued between two runs are printed to the kernel log (rate-limited) and lost.
+func holdQueue() bool {
+	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
-		os.Remove(tmp)
-		return err
+		return false
 	}
-	return durable.SyncDir(filepath.Dir(path))
+	for _, f := range strings.Fields(string(cmdline)) {
+		if v, ok := strings.CutPrefix(f, "audit="); ok {
+			return v == "1" || strings.EqualFold(v, "on")
+		}
+	}
+	return false
 }
 
 // version is recorded in every START leaf.
 const version = "auditarch 0.3.0-dev"
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // archiveOptions builds the writer's options; the START leaf records the configuration's digest and the
 // kernel's audit status.
@@ -283,7 +313,7 @@ func (c Config) archiveOptions(id *archive.Identity, set *rules.Set, st *libaudi
 			ConfigDigest: hex.EncodeToString(h.Sum(nil)),
 			Kernel: map[string]uint32{"enabled": st.Enabled, "failure": st.Failure, "pid": st.PID,
 				"rate_limit": st.RateLimit, "backlog_limit": st.BacklogLimit, "lost": st.Lost, "backlog": st.Backlog,
-				"backlog_wait_time": st.BacklogWaitTime},
+				"backlog_wait_time": st.BacklogWaitTime, "hold_queue": b2u(holdQueue())},
 		},
 	}
 }

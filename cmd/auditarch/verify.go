@@ -225,11 +225,17 @@ func printReport(w io.Writer, r *verify.Report) {
 		fmt.Fprintln(w)
 	}
 	for _, l := range r.Lost {
-		fmt.Fprintf(w, "  lost at leaf %d (%s): %d events, reason %s", l.Index, l.Time, l.Count, l.Reason)
+		fmt.Fprintf(w, "  lost at leaf %d (%s): %d %s, reason %s", l.Index, l.Time, l.Count, l.Unit, l.Reason)
+		if l.Since != "" {
+			fmt.Fprintf(w, ", no daemon registered from %s", l.Since)
+		}
 		if l.First != 0 {
 			fmt.Fprintf(w, ", kernel serials %d..%d", l.First, l.Last)
 		}
 		fmt.Fprintln(w)
+	}
+	if r.Partial > 0 {
+		fmt.Fprintf(w, "  partial events: %d archived with some of their kernel records missing (the kernel's lost records)\n", r.Partial)
 	}
 	if rc := r.Receipt; rc != nil {
 		what := rc.Status

@@ -20,6 +20,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/receipt"
+	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/forward"
@@ -202,4 +203,27 @@ func ShipArchive(tb testing.TB, st *Store, opts writer.Options, n int, every tim
 		tb.Fatalf("not shipped: %v", err)
 	}
 	return dir
+}
+
+// OnlyCrashes fails unless the only problems r reports are the runs that crashed (killed daemons): one
+// no-stop per crashed run, INCOMPLETE when there is one, PASS otherwise.
+func OnlyCrashes(tb testing.TB, what string, r *verify.Report) {
+	tb.Helper()
+	crashed := 0
+	for _, run := range r.Runs {
+		if run.Ended == "crashed" {
+			crashed++
+		}
+	}
+	want := verify.Pass
+	if crashed > 0 {
+		want = verify.Incomplete
+	}
+	ok := r.Status == want && len(r.Problems) == crashed
+	for _, p := range r.Problems {
+		ok = ok && p.Code == verify.CodeNoStop
+	}
+	if !ok {
+		tb.Fatalf("verify %s: %s with problems %+v; want %s with one no-stop for each of %d crashed runs", what, r.Status, r.Problems, want, crashed)
+	}
 }
