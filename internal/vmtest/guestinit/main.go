@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,7 +129,10 @@ func run(start time.Time) int {
 	cmd.Env = append(append([]string(nil), baseEnv...), cfg.Env...)
 	cmd.Dir = cfg.Dir
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	fmt.Fprintf(os.Stdout, "guestinit: set up in %v, running %q\n", time.Since(start).Round(time.Millisecond), cfg.Argv)
+	uptime, _ := os.ReadFile("/proc/uptime") // seconds since the kernel started, then idle seconds
+	up, _, _ := strings.Cut(string(uptime), " ")
+	fmt.Fprintf(os.Stdout, "guestinit: kernel up %ss, init set up in %v, running %q\n",
+		up, time.Since(start).Round(time.Millisecond), cfg.Argv)
 	err = cmd.Run()
 	var exitErr *exec.ExitError
 	switch {
