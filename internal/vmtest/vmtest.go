@@ -42,7 +42,7 @@
 // five runs): the kernel reaches init 2.1-3.2 s after qemu starts, init mounts and configures in about
 // 0.1 s, and the guest test has passed and printed its exit marker 3.4-4.8 s after qemu started; the host
 // test takes 4.5-6.7 s in all, builds (cached) and initramfs (about 6 MB, written uncompressed) included.
-// This package's own tests (four boots) take about 15 s.
+// This package's own tests (four boots) take about 15 s alone and 24 s within the whole suite.
 // The first build on a machine compiles the standard library for CGO_ENABLED=0 once: about 35 s more.
 // Each guest costs up to 1 GiB of memory and two busy host threads while it runs.
 package vmtest
