@@ -10,17 +10,19 @@ import (
 // Event is the decoded view of a RawEvent. It is derived: the raw records in Records are the evidence and
 // are always kept beside it. Fields absent from the records are omitted, never invented.
 type Event struct {
-	Index  uint64 `json:"index"` // position in the archive, set by the reader
-	Seq    uint32 `json:"seq"`   // kernel serial number
-	Time   string `json:"time"`  // kernel timestamp, RFC 3339 with nanoseconds, UTC
-	Type   string `json:"type"`  // "event" or "LOST"
-	Kind   string `json:"record_type,omitempty"`
-	Late   bool   `json:"late,omitempty"`
-	NoEOE  bool   `json:"no_eoe,omitempty"`
-	Arch   string `json:"arch,omitempty"`
-	Sys    string `json:"syscall,omitempty"`
-	SysNr  *int   `json:"syscall_nr,omitempty"`
-	Socket string `json:"socketcall,omitempty"` // i386 socketcall: the call it multiplexes
+	Index uint64 `json:"index"` // position in the archive, set by the reader
+	Seq   uint32 `json:"seq"`   // kernel serial number
+	Time  string `json:"time"`  // kernel timestamp, RFC 3339 with nanoseconds, UTC
+	Type  string `json:"type"`  // "event" or "LOST"
+	Kind  string `json:"record_type,omitempty"`
+	Late  bool   `json:"late,omitempty"`
+	NoEOE bool   `json:"no_eoe,omitempty"`
+	// Partial: some of the event's kernel records are missing (raw.Event.Partial).
+	Partial bool   `json:"partial,omitempty"`
+	Arch    string `json:"arch,omitempty"`
+	Sys     string `json:"syscall,omitempty"`
+	SysNr   *int   `json:"syscall_nr,omitempty"`
+	Socket  string `json:"socketcall,omitempty"` // i386 socketcall: the call it multiplexes
 
 	Success    *bool    `json:"success,omitempty"`
 	Exit       *int64   `json:"exit,omitempty"`
@@ -59,6 +61,7 @@ type Event struct {
 
 	LostReason string  `json:"reason,omitempty"`
 	LostCount  *uint64 `json:"lost,omitempty"`
+	LostUnit   string  `json:"unit,omitempty"` // what LostCount counts: records or events
 	LostFirst  uint32  `json:"first_seq,omitempty"`
 	LostLast   uint32  `json:"last_seq,omitempty"`
 
@@ -110,12 +113,12 @@ func Decode(ev *RawEvent) *Event {
 		out.Type = "LOST"
 		out.LostReason = ev.Lost.Reason.String()
 		n := ev.Lost.Count
-		out.LostCount = &n
+		out.LostCount, out.LostUnit = &n, ev.Lost.Reason.Unit()
 		out.LostFirst, out.LostLast = ev.Lost.First, ev.Lost.Last
 		return out
 	}
 	out.Type = "event"
-	out.NoEOE = !ev.EOE
+	out.NoEOE, out.Partial = !ev.EOE, ev.Partial()
 	if len(ev.Records) > 0 {
 		out.Kind = TypeName(ev.Records[0].Type)
 	}

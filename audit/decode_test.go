@@ -322,7 +322,11 @@ func TestDecode(t *testing.T) {
 			if got.Seq != 4567 || got.Time != "2024-11-22T04:33:20.123000000Z" || got.NoEOE {
 				t.Errorf("seq %d time %q no_eoe %v", got.Seq, got.Time, got.NoEOE)
 			}
-			got.Records, got.Seq, got.Time = nil, 0, ""
+			if got.Partial != ev.Partial() {
+				t.Errorf("partial %v, the event's %v", got.Partial, ev.Partial())
+			}
+			// (Most cases are one record of a syscall event: their completeness is TestPartial's.)
+			got.Records, got.Seq, got.Time, got.Partial = nil, 0, "", false
 			if !reflect.DeepEqual(*got, tc.want) {
 				g, _ := json.MarshalIndent(got, "", " ")
 				w, _ := json.MarshalIndent(tc.want, "", " ")
@@ -357,11 +361,11 @@ func TestDecodeLost(t *testing.T) {
 		t.Errorf("Decode(lost) = %+v", got)
 	}
 	b, err := json.Marshal(got)
-	if err != nil || !bytes.Contains(b, []byte(`"type":"LOST","reason":"serial_gap","lost":2,"first_seq":21,"last_seq":22,"records":[]`)) {
+	if err != nil || !bytes.Contains(b, []byte(`"type":"LOST","reason":"serial_gap","lost":2,"unit":"events","first_seq":21,"last_seq":22,"records":[]`)) {
 		t.Errorf("json %s, %v", b, err)
 	}
 	for r, want := range map[LostReason]string{LostKernel: "kernel", LostGap: "serial_gap", LostLocal: "local_drop",
-		LostSocket: "socket_overrun", 0: "unknown", 99: "unknown"} {
+		LostSocket: "socket_overrun", LostUnregistered: "no_daemon", 0: "unknown", 99: "unknown"} {
 		if r.String() != want {
 			t.Errorf("LostReason(%d) = %q, want %q", r, r.String(), want)
 		}

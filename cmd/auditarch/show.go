@@ -55,7 +55,7 @@ func summary(ev *audit.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#%d %s seq=%d", ev.Index, ev.Time, ev.Seq)
 	if ev.Type == "LOST" {
-		fmt.Fprintf(&b, " LOST reason=%s lost=%d", ev.LostReason, *ev.LostCount)
+		fmt.Fprintf(&b, " LOST reason=%s lost=%d unit=%s", ev.LostReason, *ev.LostCount, ev.LostUnit)
 		if ev.LostFirst != 0 {
 			fmt.Fprintf(&b, " first_seq=%d last_seq=%d", ev.LostFirst, ev.LostLast)
 		}
@@ -123,6 +123,9 @@ func summary(ev *audit.Event) string {
 	kv("msg", quoteIf(ev.Msg))
 	if ev.Late {
 		b.WriteString(" late")
+	}
+	if ev.Partial {
+		b.WriteString(" partial")
 	}
 	return b.String()
 }
