@@ -398,3 +398,52 @@ func TestReassembleAllocs(t *testing.T) {
 		t.Errorf("%.2f allocations per 5-record event; want 0", allocs)
 	}
 }
+
+// TestReassembleResume: a run that continues the archive's previous run of the same boot reports the
+// serials issued while no daemon was registered as one no_daemon LOST, from the previous run's last leaf
+// to its first record; held records (the kernel's hold queue) arriving first fill it; no silent range.
+func TestReassembleResume(t *testing.T) {
+	since := t0 - 30*sec
+	t.Run("gap", func(t *testing.T) {
+		r, c := newTestReassembler()
+		r.Resume(100, since)
+		pushEvent(t, r, 150, t0)
+		pushEvent(t, r, 151, t0)
+		r.Tick(t0 + int64(r.Grace))
+		evs := expect(t, c, "E150/2", "E151/2", "LOST101-149x49?no_daemon")
+		if l := evs[2]; l.Received != t0 || l.Time().UnixNano() != since || l.Lost.Reason.Unit() != "events" {
+			t.Errorf("no_daemon LOST received %d (want %d), kernel time %d (want %d)", l.Received, t0, l.Time().UnixNano(), since)
+		}
+		// A later gap inside the run is a serial gap again.
+		pushEvent(t, r, 155, t0+10*sec)
+		r.Flush(t0 + 20*sec)
+		expect(t, c, "E155/2", "LOST152-154x3")
+	})
+	t.Run("held records fill it", func(t *testing.T) {
+		r, c := newTestReassembler()
+		r.Resume(100, since)
+		for s := uint32(101); s <= 110; s++ { // the hold queue is delivered first, in order
+			pushEvent(t, r, s, t0)
+		}
+		r.Flush(t0 + 10*sec)
+		if got := describe(c.take()); len(got) != 10 || got[0] != "E101/2" || got[9] != "E110/2" {
+			t.Errorf("emitted %v, want the ten held events and no LOST", got)
+		}
+	})
+	t.Run("partly filled, late arrivals", func(t *testing.T) {
+		r, c := newTestReassembler()
+		r.Resume(100, since)
+		pushEvent(t, r, 110, t0)
+		pushEvent(t, r, 103, t0+sec) // an event in flight at the restart
+		r.Tick(t0 + int64(r.Grace))
+		expect(t, c, "E110/2", "E103/2", "LOST101-102x2?no_daemon", "LOST104-109x6?no_daemon")
+	})
+	t.Run("counter restarted", func(t *testing.T) {
+		r, c := newTestReassembler()
+		r.Resume(5000, since) // the first serial is not after the last archived one: not this boot
+		pushEvent(t, r, 7, t0)
+		pushEvent(t, r, 9, t0)
+		r.Flush(t0 + 10*sec)
+		expect(t, c, "E7/2", "E9/2", "LOST8-8x1")
+	})
+}

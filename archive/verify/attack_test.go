@@ -1214,6 +1214,69 @@ func TestAttackSerialGaps(t *testing.T) {
 	})
 }
 
+// TestAttackSerialGapsAcrossRuns: the kernel's serials run on over the runs of one boot, so the serials
+// issued between two runs (no daemon registered: a crash, a stop, a kill) must be archived or counted by
+// the next run's no_daemon LOST leaf; a new boot restarts them.
+func TestAttackSerialGapsAcrossRuns(t *testing.T) {
+	t.Parallel()
+	id, pub := archivetest.Keys(t, "host-a.example")
+	pinned := Options{Key: pub}
+	// runs writes one run per boot ID with the serials given, and the LOST leaf given after the first
+	// event of the second run.
+	runs := func(t *testing.T, boots []string, serials [][]uint32, lost *audit.Lost) string {
+		dir := filepath.Join(t.TempDir(), "arch")
+		for i, boot := range boots {
+			opts := archivetest.FastOptions(id)
+			opts.Start.BootID = boot
+			w, err := writer.Create(dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, s := range serials[i] {
+				w.Append(archivetest.Event(s))
+				if i == 1 && k == 0 && lost != nil {
+					now := time.Now().UnixNano()
+					w.Append(&audit.RawEvent{Kind: audit.KindLost, EOE: true, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6), Received: now, Lost: *lost})
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	seq := func(lo, hi uint32) (s []uint32) {
+		for ; lo <= hi; lo++ {
+			s = append(s, lo)
+		}
+		return s
+	}
+	t.Run("gap-between-runs", func(t *testing.T) {
+		t.Parallel()
+		r := verifyAttack(t, runs(t, []string{"boot-1", "boot-1"}, [][]uint32{seq(1, 10), seq(20, 30)}, nil), pinned, Incomplete, CodeSerialGap)
+		if len(r.Problems) != 1 || !strings.Contains(r.Problems[0].Message, "11..19") {
+			t.Errorf("problems %+v, want one naming 11..19", r.Problems)
+		}
+	})
+	t.Run("no-daemon-lost", func(t *testing.T) {
+		t.Parallel()
+		l := audit.Lost{Reason: audit.LostUnregistered, Count: 9, First: 11, Last: 19}
+		r := verifyAttack(t, runs(t, []string{"boot-1", "boot-1"}, [][]uint32{seq(1, 10), seq(20, 30)}, &l), pinned, Pass)
+		if len(r.Lost) != 1 || r.Lost[0].Reason != "no_daemon" || r.Lost[0].Unit != "events" || r.Lost[0].Since == "" {
+			t.Errorf("lost %+v, want the no_daemon leaf with its interval", r.Lost)
+		}
+	})
+	t.Run("no-daemon-lost-too-short", func(t *testing.T) {
+		t.Parallel()
+		l := audit.Lost{Reason: audit.LostUnregistered, Count: 4, First: 11, Last: 14}
+		verifyAttack(t, runs(t, []string{"boot-1", "boot-1"}, [][]uint32{seq(1, 10), seq(20, 30)}, &l), pinned, Incomplete, CodeSerialGap)
+	})
+	t.Run("new-boot", func(t *testing.T) {
+		t.Parallel()
+		verifyAttack(t, runs(t, []string{"boot-1", "boot-2"}, [][]uint32{seq(1000, 1010), seq(1, 10)}, nil), pinned, Pass)
+	})
+}
+
 // ---- 7. memory bounds ----
 
 const hostileOrigin = "host-a.example"

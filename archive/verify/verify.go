@@ -736,8 +736,11 @@ func (v *verifier) silence(i uint64, l *archive.Leaf) {
 // run; the next run of the same boot continues from its last serial (start). live: the run is still
 // being written, and the newest gaps may still be reported by the writer.
 func (v *verifier) endRun(live bool) {
-	if !v.runOpen || v.gap {
-		v.serials = serialTracker{}
+	if v.gap {
+		v.serials = serialTracker{} // serials after a gap cannot be related to those before it
+		return
+	}
+	if !v.runOpen {
 		return
 	}
 	cut := int64(0)
