@@ -151,13 +151,18 @@ func (r *Reassembler) Lost(l Lost, now int64) {
 	r.emit(ev)
 }
 
-// Resume continues the serial accounting of the archive's previous run in this boot: last is the last
-// serial it archived, and since the time of its last leaf (unix ns). The serials between last and the
-// first one this run receives were issued while no daemon was registered; those that do not arrive
-// within Grace (the kernel's hold queue delivers them first, when it has them) are reported as one LOST
-// event (LostUnregistered) whose kernel time is since. Call it before the first Push.
-func (r *Reassembler) Resume(last uint32, since int64) {
+// Resume continues the serial accounting of the archive's previous runs in this boot (archive.ScanSerials):
+// last is the last serial they archived, since the time of their last leaf (unix ns), and missing the
+// ranges below last they archived no event or LOST leaf for (a killed run's unreported gaps). The serials
+// after last up to the first one this run receives were issued while no daemon was registered; those
+// that do not arrive within Grace (the kernel's hold queue delivers them first, when it has them) are
+// reported as LOST events with reason LostUnregistered whose kernel time is since, and the missing ranges
+// that stay missing as serial gaps. now is the time of the call. Call it before the first Push.
+func (r *Reassembler) Resume(last uint32, since int64, missing [][2]uint32, now int64) {
 	r.gaps.started, r.gaps.next, r.gaps.since = true, nextSerial(last), since
+	for _, m := range missing {
+		r.gaps.missing = append(r.gaps.missing, gap{lo: m[0], hi: m[1], deadline: now + int64(r.Grace), found: now})
+	}
 }
 
 func (r *Reassembler) lost(m gap, now int64) {
@@ -264,7 +269,7 @@ func (g *gapTracker) observe(s uint32, now, deadline int64) bool {
 	if g.since != 0 {
 		// The first serial of a resumed run is not after the last one archived: the counter restarted
 		// (a reboot the caller did not see). Account from here as a fresh capture does.
-		g.started, g.since = false, 0
+		g.started, g.since, g.missing = false, 0, g.missing[:0]
 		return g.observe(s, now, deadline)
 	}
 	for i := range g.missing {

@@ -406,7 +406,7 @@ func TestReassembleResume(t *testing.T) {
 	since := t0 - 30*sec
 	t.Run("gap", func(t *testing.T) {
 		r, c := newTestReassembler()
-		r.Resume(100, since)
+		r.Resume(100, since, nil, t0)
 		pushEvent(t, r, 150, t0)
 		pushEvent(t, r, 151, t0)
 		r.Tick(t0 + int64(r.Grace))
@@ -421,7 +421,7 @@ func TestReassembleResume(t *testing.T) {
 	})
 	t.Run("held records fill it", func(t *testing.T) {
 		r, c := newTestReassembler()
-		r.Resume(100, since)
+		r.Resume(100, since, nil, t0)
 		for s := uint32(101); s <= 110; s++ { // the hold queue is delivered first, in order
 			pushEvent(t, r, s, t0)
 		}
@@ -432,7 +432,7 @@ func TestReassembleResume(t *testing.T) {
 	})
 	t.Run("partly filled, late arrivals", func(t *testing.T) {
 		r, c := newTestReassembler()
-		r.Resume(100, since)
+		r.Resume(100, since, nil, t0)
 		pushEvent(t, r, 110, t0)
 		pushEvent(t, r, 103, t0+sec) // an event in flight at the restart
 		r.Tick(t0 + int64(r.Grace))
@@ -440,7 +440,7 @@ func TestReassembleResume(t *testing.T) {
 	})
 	t.Run("counter restarted", func(t *testing.T) {
 		r, c := newTestReassembler()
-		r.Resume(5000, since) // the first serial is not after the last archived one: not this boot
+		r.Resume(5000, since, nil, t0) // the first serial is not after the last archived one: not this boot
 		pushEvent(t, r, 7, t0)
 		pushEvent(t, r, 9, t0)
 		r.Flush(t0 + 10*sec)

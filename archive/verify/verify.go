@@ -732,9 +732,10 @@ func (v *verifier) silence(i uint64, l *archive.Leaf) {
 	}
 }
 
-// endRun reports the kernel serials skipped with no LOST leaf to account for them, up to the end of the
-// run; the next run of the same boot continues from its last serial (start). live: the run is still
-// being written, and the newest gaps may still be reported by the writer.
+// endRun reports the kernel serials skipped with no LOST leaf to account for them: at a STOP (a run that
+// stops cleanly has reported every gap of its boot so far), at the START of another boot, and at the end.
+// The next run of the same boot continues from the last serial (start). live: the run is still being
+// written, and the newest gaps may still be reported by the writer.
 func (v *verifier) endRun(live bool) {
 	if v.gap {
 		v.serials = serialTracker{} // serials after a gap cannot be related to those before it
@@ -799,9 +800,10 @@ func (v *verifier) start(i uint64, l *archive.Leaf) {
 				v.runStart, i, fmtTime(l.Time))
 		}
 	}
-	v.endRun(false)
 	if st.BootID == "" || st.BootID != v.bootID || v.gap {
-		// Kernel serials restart at boot: only a run of the same boot continues the previous one's.
+		// Kernel serials restart at boot: only a run of the same boot continues the previous one's, and
+		// may still account for the serials a killed run left (its LOST leaves, written on recovery).
+		v.endRun(false)
 		v.serials = serialTracker{}
 	}
 	v.bootID = st.BootID

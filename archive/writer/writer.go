@@ -129,7 +129,6 @@ type Writer struct {
 	appended  uint64
 	durable   uint64           // tree size on stable storage
 	durPos    archive.Position // where that tree size ends in the segment files
-	prev      Previous         // where the previous run left off (recoverTail)
 	durNote   chan struct{}
 	werr      error // the last write's outcome: nil once the disk takes the blocks again
 	closed    bool
@@ -222,37 +221,6 @@ type tail struct {
 	epoch   uint64 // next epoch number
 	rec     *archive.Recovery
 	kernel  archive.KernelRange // of the last segment's events
-	prev    Previous
-}
-
-// Previous is where the archive's previous run left the kernel's serial numbers (Writer.Previous).
-type Previous struct {
-	Serial     uint32 // the last serial of an EVENT leaf (0: none found in the last two segments)
-	KernelTime int64  // that event's kernel timestamp, unix ns
-	LeafTime   int64  // the time of the archive's last leaf, unix ns
-}
-
-// lastEvent returns the serial and kernel time of the last EVENT leaf of the segment at path that reads
-// without damage up to it.
-func lastEvent(path string) (serial uint32, ktime int64) {
-	s, err := archive.OpenSegment(path)
-	if err != nil {
-		return 0, 0
-	}
-	defer s.Close()
-	if _, err := s.ReadHeader(); err != nil {
-		return 0, 0
-	}
-	var leaf archive.Leaf
-	for {
-		typ, p, err := s.Next()
-		if err != nil {
-			return serial, ktime
-		}
-		if typ == archive.EntryLeaf && archive.DecodeLeaf(p, &leaf) == nil && leaf.Kind == archive.LeafEvent && leaf.Event.Serial != 0 {
-			serial, ktime = leaf.Event.Serial, archive.EventKernelTime(p)
-		}
-	}
 }
 
 // recoverTail reads the last segment of dir. It never modifies a file: a torn block stays where it is,
@@ -315,12 +283,8 @@ func recoverTail(dir, origin string) (tail, error) {
 				return t, &archive.CorruptError{Path: files[i], Offset: s.BlockOffset(), Reason: fmt.Sprintf("leaf %d: %v", t.tree.Size-1, err)}
 			}
 			lastKind = leaf.Kind
-			t.prev.LeafTime = leaf.Time
 			if !leaf.Kind.Control() {
 				t.kernel.Add(archive.EventKernelTime(p))
-			}
-			if leaf.Kind == archive.LeafEvent && leaf.Event.Serial != 0 {
-				t.prev.Serial, t.prev.KernelTime = leaf.Event.Serial, archive.EventKernelTime(p)
 			}
 			switch leaf.Kind {
 			case archive.LeafStart, archive.LeafKey:
@@ -348,10 +312,6 @@ func recoverTail(dir, origin string) (tail, error) {
 		rec = nil // the last run stopped cleanly
 	}
 	t.rec = rec
-	if t.prev.Serial == 0 && i > 0 {
-		// The last segment holds no event (a rotation just before the end): the one before it does.
-		t.prev.Serial, t.prev.KernelTime = lastEvent(files[i-1])
-	}
 	return t, nil
 }
 
@@ -361,7 +321,7 @@ func (w *Writer) start() error {
 	if err != nil {
 		return fmt.Errorf("recover archive: %w", err)
 	}
-	w.tree, w.lastCk, w.ckSize, w.prev = t.tree, t.lastCk, t.ckSize, t.prev
+	w.tree, w.lastCk, w.ckSize = t.tree, t.lastCk, t.ckSize
 	// Segments a crash left unpublished hold no block that was ever durable.
 	stale, _ := filepath.Glob(filepath.Join(w.dir, archive.SegmentPattern+tmpSuffix))
 	for _, f := range stale {
@@ -451,11 +411,6 @@ func (w *Writer) publish(s *segment) error {
 
 // Dir is the archive directory.
 func (w *Writer) Dir() string { return w.dir }
-
-// Previous says where the archive's previous run left off: its last event's kernel serial and time,
-// and its last leaf's time. A daemon compares the serial with the first one it receives in the same
-// boot (audit.Reassembler.Resume): the serials between were issued while no daemon was registered.
-func (w *Writer) Previous() Previous { return w.prev }
 
 // Append adds ev to the batch being built. It never waits for the disk: when MaxPending bytes are already
 // held the event is dropped and counted, and a LOST leaf with the count precedes the next event that fits.

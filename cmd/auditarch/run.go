@@ -129,13 +129,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	}
 	re := audit.NewReassembler(nil)
 	re.Timeout, re.Grace = cfg.EventTimeout, cfg.GapGrace
-	if prev := w.Previous(); prev.Serial != 0 {
-		if boot, err := bootTime(); err == nil && prev.KernelTime >= boot.UnixNano() {
-			// The same boot: every serial since the previous run's last one is ours to account for.
-			re.Resume(prev.Serial, prev.LeafTime)
-			log.Info().Uint32("last_serial", prev.Serial).Time("since", time.Unix(0, prev.LeafTime)).
-				Bool("hold_queue", holdQueue()).Msg("continuing the previous run's serials")
-		}
+	if err := resumeSerials(cfg.Archive, re, log); err != nil {
+		log.Warn().Err(err).Msg("the previous runs' kernel serials could not be read: serials issued while no daemon was registered are not accounted")
 	}
 	ship, err := startShipping(cfg, id, w, log)
 	if err != nil {
@@ -244,6 +239,22 @@ func writeKernelState(path string, f rules.Found) error {
 		return err
 	}
 	return durable.Replace(path, data, 0o600)
+}
+
+// resumeSerials continues the serial accounting of the archive's previous runs of this boot, if any.
+func resumeSerials(dir string, re *audit.Reassembler, log zerolog.Logger) error {
+	boot, err := bootTime()
+	if err != nil {
+		return err
+	}
+	s, err := archive.ScanSerials(dir, boot)
+	if err != nil || s.Last == 0 {
+		return err
+	}
+	re.Resume(s.Last, s.LastLeaf, s.Missing, time.Now().UnixNano())
+	log.Info().Uint32("last_serial", s.Last).Time("since", time.Unix(0, s.LastLeaf)).Int("unreported_gaps", len(s.Missing)).
+		Bool("hold_queue", holdQueue()).Msg("continuing the previous runs' kernel serials")
+	return nil
 }
 
 // bootTime is when the kernel booted (/proc/stat btime): kernel serials restart at every boot.
