@@ -105,6 +105,27 @@ func (c *Conn) Unregister() error {
 	return nil
 }
 
+// auditUserMsg is AUDIT_USER (linux/audit.h AUDIT_FIRST_USER_MSG): a userspace message the kernel stamps
+// with the next serial and delivers like its own records.
+const auditUserMsg = 1100
+
+// Mark sends text (key=value pairs) as a userspace audit message. The kernel gives it the next serial and
+// delivers it to the registered daemon: a run marks its start and its end with it, so that the archive
+// holds the serial of both even when nothing else happened (a restarted daemon counts the serials issued
+// since). The kernel drops it while auditing is disabled. Needs CAP_AUDIT_WRITE.
+func (c *Conn) Mark(text string) error {
+	msg := make([]byte, nlmsgHdrLen+len(text))
+	le := binary.LittleEndian
+	le.PutUint32(msg[0:], uint32(len(msg)))
+	le.PutUint16(msg[4:], auditUserMsg)
+	le.PutUint16(msg[6:], unix.NLM_F_REQUEST)
+	copy(msg[nlmsgHdrLen:], text)
+	if err := unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("send audit mark: %w", err)
+	}
+	return nil
+}
+
 // setPID sends AUDIT_SET(pid) from the data socket: the kernel sends records to the port that registered.
 func (c *Conn) setPID(pid uint32, ack bool) error {
 	msg := make([]byte, nlmsgHdrLen+sizeofStatus)

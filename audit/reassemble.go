@@ -100,13 +100,8 @@ func (r *Reassembler) Push(typ uint16, text []byte, now int64) error {
 		return nil
 	}
 	late := h.Serial != 0 && !r.gaps.observe(h.Serial, now, now+int64(r.Grace))
-	if typ == TypeEOE {
-		if late {
-			// The EOE of an event already emitted by timeout: nothing to add, nothing lost.
-			return nil
-		}
-		// An EOE with no records before it: keep it, it is what the kernel sent.
-	}
+	// An EOE with no records before it is kept like any record: late, it completes an event emitted by
+	// timeout (which then reads as partial on its own); otherwise its records were lost.
 	ev := r.get()
 	ev.Kind, ev.Serial, ev.Sec, ev.Msec, ev.Received, ev.Late = KindEvent, h.Serial, h.Sec, h.Msec, now, late
 	ev.Add(typ, text)

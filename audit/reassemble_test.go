@@ -129,8 +129,9 @@ func TestReassembleIncompleteDoesNotBlock(t *testing.T) {
 	if evs[0].Received != now {
 		t.Errorf("Received %d, want %d", evs[0].Received, now)
 	}
-	// Its EOE arriving later is dropped: there is nothing to add and nothing was lost.
+	// Its EOE arriving later is kept as a Late event: with it the event reads whole, nothing was lost.
 	push(t, r, TypeEOE, 10, "", now+2*sec)
+	expect(t, c, "EL10/1")
 	r.Tick(now + 20*sec)
 	r.Flush(now + 20*sec)
 	expect(t, c)

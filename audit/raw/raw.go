@@ -3,7 +3,10 @@
 // verifier read events without linking the netlink capture (package audit, go-libaudit).
 package raw
 
-import "time"
+import (
+	"bytes"
+	"time"
+)
 
 // Record is one kernel audit record exactly as received: the netlink message type and its text, which
 // starts with the header "audit(SECONDS.MILLIS:SERIAL): ". The text is the evidence and is never rewritten.
@@ -123,23 +126,54 @@ func exitRecord(t uint16) bool {
 	return false
 }
 
-// Partial reports whether some of the event's kernel records are missing: it holds records of a
-// syscall's exit but the kernel's EOE never came (lost, or the event timed out before it), or it ends
-// with an EOE but its SYSCALL record is missing. A Late event is the rest of an event already emitted,
-// and is not counted again.
+// Partial reports whether some of the event's kernel records are missing. The kernel logs a syscall's
+// event (audit_log_exit in kernel/auditsc.c) as SYSCALL (with items=N), a CWD whenever a path name was
+// looked up (a PATH record with a name other than "(null)"), other records, N PATH records, PROCTITLE,
+// and always an EOE last; it counts every record it could not queue as lost. So an event is partial
+// when it holds syscall-exit records but no EOE, an EOE but no SYSCALL, or a SYSCALL without its N PATH
+// records, its CWD or its PROCTITLE. A Late event is the rest of an event already emitted, and is not
+// counted again.
 func (e *Event) Partial() bool {
 	if e.Kind != KindEvent || e.Late {
 		return false
 	}
-	exit, syscall := false, false
+	exit, paths, proctitle, cwd, named := false, 0, false, false, false
+	var syscall []byte
 	for _, r := range e.Records {
 		exit = exit || exitRecord(r.Type)
-		syscall = syscall || r.Type == 1300
+		switch r.Type {
+		case 1300:
+			syscall = r.Text
+		case 1302:
+			paths++
+			named = named || !bytes.Contains(r.Text, []byte(" name=(null)"))
+		case 1307:
+			cwd = true
+		case 1327:
+			proctitle = true
+		}
 	}
-	if e.EOE {
-		return !syscall
+	switch {
+	case !e.EOE:
+		return exit
+	case syscall == nil:
+		return true
 	}
-	return exit
+	items, ok := itemsField(syscall)
+	return !proctitle || (ok && items != paths) || (named && !cwd)
+}
+
+// itemsField reads the items=N field of a SYSCALL record.
+func itemsField(text []byte) (int, bool) {
+	i := bytes.Index(text, []byte(" items="))
+	if i < 0 {
+		return 0, false
+	}
+	n, k := 0, i+len(" items=")
+	for ; k < len(text) && text[k] >= '0' && text[k] <= '9'; k++ {
+		n = n*10 + int(text[k]-'0')
+	}
+	return n, k > i+len(" items=")
 }
 
 // Time returns the kernel timestamp of the event.

@@ -94,11 +94,11 @@ func TestRefusesWhenAnotherDaemonHoldsTheKernel(t *testing.T) {
 	}
 }
 
-// daemonProcess runs the real command as a process on dir with the key in keys, and returns once it is
-// registered with the kernel and capturing.
-func daemonProcess(t *testing.T, ctl *libaudit.AuditClient, dir, keys string) (*exec.Cmd, *bytes.Buffer) {
+// daemonProcess runs the real command as a process on dir with the key in keys (and the extra run
+// arguments), and returns once it is registered with the kernel and capturing.
+func daemonProcess(t *testing.T, ctl *libaudit.AuditClient, dir, keys string, extra ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "run", "--archive", dir, "--key", filepath.Join(keys, "host.key"))
+	cmd := exec.Command(os.Args[0], append([]string{"run", "--archive", dir, "--key", filepath.Join(keys, "host.key")}, extra...)...)
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
 	stderr := new(bytes.Buffer)
 	cmd.Stderr = stderr

@@ -178,11 +178,19 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 			}
 		}
 	}
+	// The run's first event: the serial it starts from, archived even if nothing else happens.
+	if err := conn.Mark(fmt.Sprintf("op=auditarch-start pid=%d", os.Getpid())); err != nil {
+		log.Warn().Err(err).Msg("mark the run's start in the audit trail")
+	}
 	log.Info().Str("archive", w.Dir()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
 		Uint32("backlog_limit", st.BacklogLimit).Msg("capturing")
 
 	c := &audit.Capture{Conn: conn, Reassembler: re, PollInterval: cfg.LostPoll, Log: log,
 		BeforeUnregister: func() {
+			// The run's last serial: the next run counts what it misses from here.
+			if err := conn.Mark(fmt.Sprintf("op=auditarch-stop pid=%d", os.Getpid())); err != nil {
+				log.Warn().Err(err).Msg("mark the run's end in the audit trail")
+			}
 			if applied == nil {
 				return
 			}
