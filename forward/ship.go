@@ -94,6 +94,9 @@ type Shipper struct {
 	follow  *archive.Follower // the durable extent of each segment (the shipper's position is the store's STATE)
 	// receiptSize is the tree size the receipt in st.Receipt covers.
 	receiptSize uint64
+	// base is where the archive was durable when the shipper was made: what the store holds is counted
+	// from there until it is reached.
+	base archive.Position
 }
 
 // New checks cfg and returns a Shipper; Run starts it.
@@ -122,7 +125,8 @@ func New(cfg Config) (*Shipper, error) {
 	}
 	want := cfg.StoreKey.PublicKey()
 	// The archive is the queue: what may be sent, and when, is what a follower of it may read.
-	s := &Shipper{cfg: cfg, changed: make(chan struct{}), follow: archive.NewFollower(cfg.Dir, cfg.Writer, archive.Cursor{})}
+	s := &Shipper{cfg: cfg, changed: make(chan struct{}), follow: archive.NewFollower(cfg.Dir, cfg.Writer, archive.Cursor{}),
+		base: cfg.Writer.Durable()}
 	s.tls = &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{cert},
@@ -160,12 +164,16 @@ func (s *Shipper) update(f func(st *Status)) {
 	s.mu.Unlock()
 }
 
-// WaitShipped waits until the store has acknowledged everything up to pos (a Writer.Durable position), or
-// ctx ends; its error then wraps ctx's and why the last connection ended (errors.Is(err, ErrStoreKey)).
+// WaitShipped waits until the store has acknowledged everything up to pos (a Writer.Durable position) and
+// given a receipt covering its leaves (pos.Size; every block ends with the checkpoint that signs its
+// leaves, so the acknowledgement of the last one carries it), or ctx ends; its error then wraps ctx's and
+// why the last connection ended (errors.Is(err, ErrStoreKey)). After the writer's Close, pos ends with the
+// STOP and the seal: the store holds the clean stop once it returns nil.
 func (s *Shipper) WaitShipped(ctx context.Context, pos archive.Position) error {
 	for {
 		s.mu.Lock()
-		done := s.known && (s.st.Segment > pos.Segment || s.st.Segment == pos.Segment && s.st.Offset >= pos.Offset)
+		done := s.known && (s.st.Segment > pos.Segment || s.st.Segment == pos.Segment && s.st.Offset >= pos.Offset) &&
+			s.receiptSize >= pos.Size
 		ch := s.changed
 		last := s.lastErr
 		s.mu.Unlock()
@@ -513,10 +521,36 @@ func (s *Shipper) keepReceipt(r []byte) (archive.Checkpoint, error) {
 	return c, nil
 }
 
+// Unshipped returns how many bytes of the archive up to pos (a Writer.Durable position) the store has not
+// acknowledged. reached is false when the store was not reached since the shipper was made: the bytes
+// are then counted from where the archive was at that time, and the store may hold less.
+func (s *Shipper) Unshipped(pos archive.Position) (n int64, reached bool, err error) {
+	s.mu.Lock()
+	reached, seg, off := s.known, s.st.Segment, s.st.Offset
+	s.mu.Unlock()
+	if !reached {
+		seg, off = s.base.Segment, s.base.Offset
+	}
+	files, err := s.follow.Segments()
+	if err != nil {
+		return 0, reached, err
+	}
+	for _, f := range files {
+		if f < seg {
+			continue
+		}
+		size, _, _ := s.follow.Available(f, pos)
+		if f == seg {
+			size -= off
+		}
+		n += max(size, 0)
+	}
+	return n, reached, nil
+}
+
 // watchBacklog measures the bytes durable locally and not acknowledged every second, and makes the
 // writer shed events while they exceed MaxBacklog.
 func (s *Shipper) watchBacklog(ctx context.Context) {
-	base := s.cfg.Writer.Durable()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -526,27 +560,11 @@ func (s *Shipper) watchBacklog(ctx context.Context) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		known, seg, off, shedding := s.known, s.st.Segment, s.st.Offset, s.st.Shedding
+		shedding := s.st.Shedding
 		s.mu.Unlock()
-		if !known {
-			// The store has not been reached since Run started: count from where the archive was then.
-			seg, off = base.Segment, base.Offset
-		}
-		files, err := s.follow.Segments()
+		backlog, _, err := s.Unshipped(s.cfg.Writer.Durable())
 		if err != nil {
 			continue
-		}
-		dur := s.cfg.Writer.Durable()
-		var backlog int64
-		for _, f := range files {
-			if f < seg {
-				continue
-			}
-			size, _, _ := s.follow.Available(f, dur)
-			if f == seg {
-				size -= off
-			}
-			backlog += max(size, 0)
 		}
 		over := s.cfg.MaxBacklog > 0 && backlog > s.cfg.MaxBacklog
 		under := s.cfg.MaxBacklog > 0 && backlog < s.cfg.MaxBacklog*9/10

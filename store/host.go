@@ -62,6 +62,10 @@ type host struct {
 	lastData  time.Time
 	heartbeat time.Duration
 	silent    bool
+	// stopped is the time of the clean stop the area ends with (verify.Stream.Stopped; zero: none):
+	// no silence then, but a stopped alarm (stopAlarmed) after Config.StoppedAlarm.
+	stopped     time.Time
+	stopAlarmed bool
 }
 
 // loadHost reads an enrolled host's key and verifies its area.
@@ -204,10 +208,24 @@ func (h *host) load() error {
 		}
 		h.receipts = rf
 	}
-	h.smu.Lock()
-	h.heartbeat = st.Heartbeat()
-	h.smu.Unlock()
+	h.watched()
 	return nil
+}
+
+// watched takes from the stream what watch judges the host by: the heartbeat interval its run declared,
+// and the clean stop it ends with. It reports whether the host started again after a stopped alarm.
+// h.mu is held.
+func (h *host) watched() (restarted bool) {
+	at, _ := h.stream.Stopped() // zero when the stream does not end with a clean stop
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	h.heartbeat = h.stream.Heartbeat()
+	if at.Equal(h.stopped) {
+		return false
+	}
+	restarted = at.IsZero() && h.stopAlarmed
+	h.stopped, h.stopAlarmed = at, false
+	return restarted
 }
 
 // countEvidence counts the refusals evidence/ holds and their bytes.
@@ -354,9 +372,9 @@ func (h *host) take(s *Server, remote, name string, off int64, data []byte) (str
 	if len(u.Latest) > 0 && !bytes.Equal(u.Latest, h.latest) {
 		h.latest = append(h.latest[:0], u.Latest...)
 	}
-	h.smu.Lock()
-	h.heartbeat = h.stream.Heartbeat()
-	h.smu.Unlock()
+	if h.watched() {
+		s.cfg.Log.Info().Str("host", h.origin).Msg("host started again after a clean stop")
+	}
 	return "", nil
 }
 

@@ -1065,7 +1065,7 @@ func TestAlarmKindsDocumented(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, k := range []string{store.AlarmTampered, store.AlarmFork, store.AlarmReplay, store.AlarmRefused, store.AlarmIncomplete,
-		store.AlarmSilence, store.AlarmStorage, store.AlarmUpload, store.AlarmWriteOnce, store.AlarmQuota} {
+		store.AlarmSilence, store.AlarmStopped, store.AlarmStorage, store.AlarmUpload, store.AlarmWriteOnce, store.AlarmQuota} {
 		if seen[k] {
 			t.Errorf("alarm kind %q twice", k)
 		}

@@ -5,7 +5,8 @@
 // that host's area, and nothing in an area is ever overwritten, truncated or deleted. Bytes that
 // contradict what an area holds — a rewritten history, a replay with other content — are kept under the
 // area's evidence/ directory and raise an alarm, as does a host that falls silent for longer than its
-// heartbeat interval and a grace. Sealed segments are made immutable (FS_IMMUTABLE_FL) where the
+// heartbeat interval and a grace, and a host whose archive ends with a clean stop (a verified STOP) that
+// has not started again within StoppedAlarm (a stopped host is not silent). Sealed segments are made immutable (FS_IMMUTABLE_FL) where the
 // filesystem supports it. Every acknowledgement of a new checkpoint carries a receipt: the store's
 // timestamped cosignature of it, also kept in the area's receipts file.
 //
@@ -68,7 +69,8 @@ const (
 	AlarmReplay     = "replay"     // bytes identical to what the area holds, sent again (refused)
 	AlarmRefused    = "refused"    // a certificate, HELLO or frame that does not match
 	AlarmIncomplete = "incomplete" // the host's archive misses something (accepted)
-	AlarmSilence    = "silence"    // nothing from an enrolled host for its heartbeat interval and the grace
+	AlarmSilence    = "silence"    // nothing from an enrolled host for its heartbeat interval and the grace, and no clean stop
+	AlarmStopped    = "stopped"    // a host that stopped cleanly has not started again within Config.StoppedAlarm
 	AlarmStorage    = "storage"    // the store cannot read, write or fsync a host's area
 	AlarmUpload     = "upload"     // a sealed segment cannot be uploaded
 	AlarmWriteOnce  = "write-once" // the object store does not hold objects write-once
@@ -83,6 +85,9 @@ const (
 	DefaultMaxEvidence        = 1000
 	DefaultMaxEvidenceBytes   = 256 << 20
 	DefaultMaxSegments        = 100000
+	// DefaultStoppedAlarm is longer than a reboot or a package upgrade takes, and short enough that a
+	// daemon stopped on purpose does not go unnoticed for long.
+	DefaultStoppedAlarm = 10 * time.Minute
 )
 
 // Uploader copies a sealed segment elsewhere (object storage under a retention lock). Put must be
@@ -97,6 +102,10 @@ type Config struct {
 	Name  string        // the store key's name when it is created; default "auditarch-store"
 	Grace time.Duration // silence allowed beyond a host's heartbeat interval before an alarm; default 5 s
 	Log   zerolog.Logger
+	// StoppedAlarm: a host whose archive ends with a clean stop (a verified STOP leaf) raises no silence
+	// alarm, but a stopped alarm once it has not started again this long after its STOP's time (the
+	// host's clock); default DefaultStoppedAlarm.
+	StoppedAlarm time.Duration
 	// Upload, when set, receives every sealed segment (retried until it succeeds).
 	Upload Uploader
 	// IdleTimeout closes a connection that sends nothing for this long; default 2 min.
@@ -187,6 +196,9 @@ func Open(cfg Config) (*Server, error) {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = archive.DefaultGrace
+	}
+	if cfg.StoppedAlarm <= 0 {
+		cfg.StoppedAlarm = DefaultStoppedAlarm
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 2 * time.Minute
@@ -848,9 +860,10 @@ func (s *Server) serveConn(c *tls.Conn, admitted func()) {
 	}
 }
 
-// watch raises, every second, the counts of alarms and log lines held back whose period has ended, and
-// an alarm for a host that has sent nothing for longer than its heartbeat interval and the grace, once
-// per silence.
+// watch raises, every second, the counts of alarms and log lines held back whose period has ended, an
+// alarm for a host that has sent nothing for longer than its heartbeat interval and the grace, once per
+// silence, and for a host that stopped cleanly, instead, an alarm once it has not started again within
+// StoppedAlarm, once per stop (and store start: the flag is not saved).
 func (s *Server) watch() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -872,14 +885,19 @@ func (s *Server) watch() {
 			h.smu.Lock()
 			limit := h.heartbeat + s.cfg.Grace
 			quiet := now.Sub(h.lastData)
-			alarm := !h.silent && quiet > limit
-			if alarm {
-				h.silent = true
-			}
+			stopped, down := h.stopped, now.Sub(h.stopped)
+			silence := stopped.IsZero() && !h.silent && quiet > limit
+			stayed := !stopped.IsZero() && !h.stopAlarmed && down > s.cfg.StoppedAlarm
+			h.silent = h.silent || silence
+			h.stopAlarmed = h.stopAlarmed || stayed
 			h.smu.Unlock()
-			if alarm {
-				s.alarm(AlarmSilence, h.origin, "", "host %q has sent nothing for %s (heartbeat %s + grace %s): it is down, cut off, or its daemon was stopped",
+			if silence {
+				s.alarm(AlarmSilence, h.origin, "", "host %q has sent nothing for %s (heartbeat %s + grace %s), and its archive does not end with a clean stop: it is down, cut off, crashed or frozen",
 					h.origin, quiet.Round(time.Second), h.heartbeat, s.cfg.Grace)
+			}
+			if stayed {
+				s.alarm(AlarmStopped, h.origin, "", "host %q stopped cleanly at %s and has not started again for %s (stopped alarm after %s)",
+					h.origin, stopped.UTC().Format(time.RFC3339), down.Round(time.Second), s.cfg.StoppedAlarm)
 			}
 		}
 	}

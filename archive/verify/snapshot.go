@@ -42,6 +42,7 @@ type streamState struct {
 	RunOpen    bool         `json:"run_open"`
 	RunStart   uint64       `json:"run_start"`
 	BootID     string       `json:"boot_id,omitempty"`
+	Stop       *stopMark    `json:"stop,omitempty"` // the STOP that ended the newest run (Stream.Stopped)
 	LastSeal   archive.Seal `json:"last_seal"`
 	Serials    struct {
 		Have    bool       `json:"have"`
@@ -84,7 +85,7 @@ func (s *Stream) Snapshot() ([]byte, error) {
 		Diverged: v.diverged, CkGood: v.ckGood, Gap: v.gap, Kernel: [2]int64{v.kernel.Min, v.kernel.Max},
 		LastCk: base64.StdEncoding.EncodeToString(v.lastCk), CkSize: v.ckSize, Key: v.keyVKey, Epoch: v.epoch,
 		EpochStart: v.epochStart, EpochLen: int64(v.epochLen), Interval: int64(v.interval), LastTime: v.lastTime,
-		MaxTime: v.maxTime, RunOpen: v.runOpen, RunStart: v.runStart, BootID: v.bootID, Missing: v.missing, Latest: v.r.Latest}
+		MaxTime: v.maxTime, RunOpen: v.runOpen, RunStart: v.runStart, BootID: v.bootID, Stop: v.stop, Missing: v.missing, Latest: v.r.Latest}
 	if v.identity != nil {
 		st.Identity = fmt.Sprintf("%s+%08x", v.identity.Name(), v.identity.KeyHash())
 	}
@@ -138,7 +139,7 @@ func ResumeStream(opts Options, snapshot []byte) (*Stream, error) {
 	v.kernel = archive.KernelRange{Min: st.Kernel[0], Max: st.Kernel[1]}
 	v.lastCk, v.ckSize, v.segCks = lastCk, st.CkSize, st.SegCks
 	v.epoch, v.epochStart, v.epochLen, v.interval = st.Epoch, st.EpochStart, durationOr(st.EpochLen, archive.MaxEpoch), durationOr(st.Interval, archive.DefaultHeartbeat)
-	v.lastTime, v.maxTime, v.runOpen, v.runStart, v.bootID = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart, st.BootID
+	v.lastTime, v.maxTime, v.runOpen, v.runStart, v.bootID, v.stop = st.LastTime, st.MaxTime, st.RunOpen, st.RunStart, st.BootID, st.Stop
 	if st.HaveSeal {
 		seal := st.LastSeal
 		v.lastSeal = &seal

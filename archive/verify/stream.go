@@ -294,6 +294,17 @@ func (s *Stream) endSegment() {
 // Heartbeat returns the heartbeat interval the host's last START announced (10 s before any).
 func (s *Stream) Heartbeat() time.Duration { return s.v.interval }
 
+// Stopped reports whether the stream ends with a clean stop: the newest run's STOP, covered by a
+// checkpoint that verified under the key chain (a STOP among unverified leaves does not count), and no
+// START after it. at is the STOP's time (the host's clock). A resumed stream knows it from its snapshot.
+func (s *Stream) Stopped() (at time.Time, ok bool) {
+	v := s.v
+	if v.stop == nil || !v.stop.Verified || v.runOpen {
+		return time.Time{}, false
+	}
+	return time.Unix(0, v.stop.Time), true
+}
+
 // Sealed reports whether segment name was read to a valid seal.
 func (s *Stream) Sealed(name string) bool {
 	for i := len(s.v.r.Segments) - 1; i >= 0; i-- {

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -209,4 +210,101 @@ func otherVerifier(t *testing.T, id *archive.Identity) note.Verifier {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestStreamStopped: a stream that ends with a run's STOP, under a checkpoint that verified, reports it
+// (with the STOP's time), and keeps it through a snapshot; a START after it, an end cut before it (a
+// crash), or a STOP that no key of the chain signs (after a gap) is no clean stop.
+func TestStreamStopped(t *testing.T) {
+	id, pub := archivetest.Keys(t, "stopped.example")
+	dir := filepath.Join(t.TempDir(), "arch")
+	opts := archivetest.FastOptions(id)
+	opts.EpochDuration = archive.MaxEpoch // no KEY: after a gap only the next START re-chains
+	archivetest.Write(t, dir, opts, 60, 1500*time.Millisecond)
+	first := archivetest.SegFiles(t, dir)
+	if len(first) < 2 {
+		t.Fatalf("%d segments", len(first))
+	}
+	read := func(t *testing.T, f string) []byte {
+		t.Helper()
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	feed := func(t *testing.T, s *Stream, fs []string) {
+		t.Helper()
+		for _, f := range fs {
+			if _, err := s.Write(filepath.Base(f), 0, read(t, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want, err := Dir(dir, Options{Key: pub})
+	if err != nil || want.Status != Pass || len(want.Runs) != 1 || want.Runs[0].Ended != "stopped" {
+		t.Fatalf("fixture: %v %+v", err, want)
+	}
+	s := NewStream(Options{Key: pub})
+	feed(t, s, first)
+	at, ok := s.Stopped()
+	if !ok || at.UTC().Format(time.RFC3339Nano) != want.Runs[0].StopTime {
+		t.Fatalf("Stopped after the whole run: %s %v, the STOP is at %s", at, ok, want.Runs[0].StopTime)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ResumeStream(Options{Key: pub}, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := r.Stopped(); !ok || !got.Equal(at) {
+		t.Fatalf("Stopped after resuming from the seal's snapshot: %s %v, want %s", got, ok, at)
+	}
+
+	t.Run("crash", func(t *testing.T) {
+		// The STOP's block cut off: the run is still open when the stream ends.
+		s := NewStream(Options{Key: pub})
+		feed(t, s, first[:len(first)-1])
+		last := first[len(first)-1]
+		data := read(t, last)
+		offs := archivetest.BlockOffsets(data)
+		if _, err := s.Write(filepath.Base(last), 0, data[:offs[len(offs)-1]]); err != nil {
+			t.Fatal(err)
+		}
+		if at, ok := s.Stopped(); ok {
+			t.Errorf("Stopped without the STOP's block: %s", at)
+		}
+	})
+	t.Run("unverified", func(t *testing.T) {
+		// Only the last segment: its header's chain is not trusted, so its STOP cannot be told from a forgery.
+		s := NewStream(Options{Key: pub})
+		feed(t, s, first[len(first)-1:])
+		if at, ok := s.Stopped(); ok {
+			t.Errorf("Stopped on a STOP no trusted key signs: %s", at)
+		}
+	})
+	t.Run("started again", func(t *testing.T) {
+		d := archivetest.CopyDir(t, dir)
+		archivetest.Write(t, d, opts, 10, 0)
+		all := archivetest.SegFiles(t, d)
+		next := all[len(first)]
+		data := read(t, next)
+		offs := archivetest.BlockOffsets(data)
+		if len(offs) < 2 {
+			t.Fatalf("the second run's segment has %d blocks", len(offs))
+		}
+		r, err := ResumeStream(Options{Key: pub}, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The header and the START's block.
+		if _, err := r.Write(filepath.Base(next), 0, data[:offs[1]+int(binary.LittleEndian.Uint32(data[offs[1]:]))+archive.BlockHeaderSize]); err != nil {
+			t.Fatal(err)
+		}
+		if at, ok := r.Stopped(); ok {
+			t.Errorf("Stopped after the next START: %s", at)
+		}
+	})
 }

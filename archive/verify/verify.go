@@ -248,6 +248,7 @@ type verifier struct {
 	maxTime    int64
 	runOpen    bool
 	runStart   uint64
+	stop       *stopMark // the STOP that ended the newest run, until the next START (nil: none)
 	lastSeal   *archive.Seal
 	lastSealed string
 	pendingRec *archive.Recovery // what the next START must record about the previous segment's end
@@ -265,6 +266,13 @@ type verifier struct {
 	segCks  uint64
 	sealIdx int64
 	leaf    archive.Leaf
+}
+
+// stopMark is a STOP leaf: its index and time, and whether the checkpoint that first covers it verified.
+type stopMark struct {
+	Index    uint64 `json:"index"`
+	Time     int64  `json:"time"`
+	Verified bool   `json:"verified,omitempty"`
 }
 
 type intro struct {
@@ -570,7 +578,7 @@ func (v *verifier) adoptHeader(h archive.SegmentHeader) bool {
 	v.lastCk, v.ckSize = []byte(h.PrevCheckpoint), h.FirstIndex
 	v.ckGood = h.FirstIndex
 	v.breakChain()
-	v.lastSeal, v.pendingRec = nil, nil
+	v.lastSeal, v.pendingRec, v.stop = nil, nil, nil    // what followed a STOP before the gap is not known
 	v.lastTime, v.maxTime, v.ckTime = noTime, 0, noTime // the time up to this segment is in the missing leaves, not a silence
 	v.serials = serialTracker{}
 	return true
@@ -655,7 +663,7 @@ func (v *verifier) leafEntry(p []byte, firstInSegment bool) {
 			v.problem(Tampered, CodePairing, idx(i), "STOP without a START")
 		}
 		v.endRun(false)
-		v.runOpen = false
+		v.runOpen, v.stop = false, &stopMark{Index: i, Time: l.Time}
 		if n := len(v.r.Runs); n > 0 {
 			v.r.Runs[n-1].Stop, v.r.Runs[n-1].StopTime = idx(i), fmtTime(l.Time)
 		}
@@ -819,7 +827,7 @@ func (v *verifier) start(i uint64, l *archive.Leaf) {
 		}
 		v.pendingRec = nil
 	}
-	v.runOpen, v.runStart = true, i
+	v.runOpen, v.runStart, v.stop = true, i, nil
 	if len(v.r.Runs) < maxListed {
 		v.r.Runs = append(v.r.Runs, Run{Start: i, StartTime: fmtTime(l.Time), Ended: "unknown", Recovered: st.Recovered})
 	} else {
@@ -959,6 +967,9 @@ func (v *verifier) checkpointEntry(msg []byte) {
 	}
 	if introducing {
 		v.adoptIntro(true)
+	}
+	if st := v.stop; st != nil && from <= st.Index && st.Index < c.Size {
+		st.Verified = true
 	}
 	v.diverged, v.ckGood, v.ckTime = false, c.Size, v.lastTime
 	v.seg.Checkpoints++

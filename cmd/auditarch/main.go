@@ -15,7 +15,7 @@ import (
 const usage = `Usage:
     auditarch run --archive DIR [--key FILE] [--segment-duration D] [--rules FILE] [--config FILE] [--lock]
                   [--store ADDR --store-key PUBFILE | --store-dir DIR]
-    auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D]
+    auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
                     [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
     auditarch store enroll --dir DIR PUBFILE...
     auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
@@ -73,7 +73,9 @@ Options:
                            fewer leaves, or leaves missing below it, is a truncation, another root a fork.
     --receipts FILE        verify: the store's receipts for this host (hosts/<origin>/receipts on the
                            store). The host's own DIR/receipts is no evidence: root on the host can cut it.
-    --grace D              verify: how much longer than the heartbeat a silence may last (default 5s).
+    --grace D              verify, store: how much longer than the heartbeat a silence may last (default 5s).
+    --stopped-alarm D      store: alarm when a host whose daemon stopped cleanly has not started again
+                           within D of its STOP (default 10m); a stopped host raises no silence alarm.
     --json                 One JSON object per event and line (show, search); the report (verify).
 
 Examples:

@@ -98,7 +98,9 @@ func startShipping(cfg Config, id *archive.Identity, w *writer.Writer, log zerol
 func (s *shipping) Failed() <-chan error { return s.failed }
 
 // stop waits (up to wait, and only while the shipper runs) until the store holds everything the closed
-// writer made durable, then stops. It returns the shipper's error, if it failed.
+// writer made durable — its STOP and seal last — under a receipt, then stops. Otherwise it logs once how
+// many bytes the store does not hold: they stay in the archive, and the next run ships them first. It
+// returns the shipper's error, if it failed.
 func (s *shipping) stop(w *writer.Writer, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	go func() {
@@ -108,13 +110,29 @@ func (s *shipping) stop(w *writer.Writer, wait time.Duration) error {
 		case <-ctx.Done():
 		}
 	}()
-	err := s.sh.WaitShipped(ctx, w.Durable())
+	end := w.Durable()
+	err := s.sh.WaitShipped(ctx, end)
 	cancel()
 	if err != nil {
-		s.log.Warn().Err(err).Msg("the store does not hold the archive's end yet: the next run ships it")
+		// Said once, here: how much of the archive the store does not hold.
+		ev := s.log.Warn().Err(err)
+		msg := "the archive's end was not shipped: it stays in the archive, and the next run ships it"
+		switch n, reached, uerr := s.sh.Unshipped(end); {
+		case uerr != nil:
+			ev = ev.AnErr("count_error", uerr)
+		case reached && n == 0:
+			msg = "the store holds the archive's bytes but has given no receipt covering its end (see the store's alarms)"
+		case reached:
+			ev = ev.Int64("unshipped_bytes", n)
+			msg = fmt.Sprintf("%d bytes of the archive were not shipped: they stay in the archive, and the next run ships them", n)
+		default:
+			ev = ev.Int64("unshipped_bytes", n)
+			msg = fmt.Sprintf("the store was not reached: at least %d bytes of the archive were not shipped; they stay in the archive, and the next run ships them", n)
+		}
+		ev.Msg(msg)
 	} else {
 		st := s.sh.Status()
-		s.log.Info().Uint64("leaves", st.Size).Msg("the store holds the whole archive")
+		s.log.Info().Uint64("leaves", st.Size).Msg("the store holds the whole archive, its stop included, under a receipt")
 	}
 	s.cancel()
 	<-s.done

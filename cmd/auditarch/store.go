@@ -36,6 +36,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", "", "")
 	dir := fs.String("dir", "", "")
 	grace := fs.Duration("grace", archive.DefaultGrace, "")
+	stoppedAlarm := fs.Duration("stopped-alarm", store.DefaultStoppedAlarm, "")
 	var enroll multiFlag
 	fs.Var(&enroll, "enroll", "")
 	s3Endpoint := fs.String("s3-endpoint", "", "")
@@ -60,7 +61,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	if err := enrollFiles(*dir, enroll, func(origin string) { log.Info().Str("host", origin).Msg("enrolled") }); err != nil {
 		return err
 	}
-	cfg := store.Config{Dir: *dir, Grace: *grace, Log: log}
+	cfg := store.Config{Dir: *dir, Grace: *grace, StoppedAlarm: *stoppedAlarm, Log: log}
 	if *trace != "" {
 		f, err := os.Create(*trace)
 		if err != nil {
