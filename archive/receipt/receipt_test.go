@@ -415,15 +415,7 @@ func TestVerifyReceipt(t *testing.T) {
 		if err != nil || r.Latest == "" {
 			t.Fatalf("verify %s: %v, latest %q", dir, err, r.Latest)
 		}
-		rc, err := store.Cosign([]byte(r.Latest), at)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, when, err := receipt.Open(rc, sv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return receipt.Receipt{Checkpoint: c, Time: when}
+		return archivetest.Receipt(t, store, sv, []byte(r.Latest), at)
 	}
 	// Three runs, one segment each.
 	dir := filepath.Join(t.TempDir(), "arch")

@@ -502,20 +502,6 @@ func cutAfterBlock(t *testing.T, path string, blk int) {
 	}
 }
 
-// storeReceipt is the store's receipt for the signed checkpoint ck.
-func storeReceipt(t *testing.T, store *receipt.Cosigner, sv *receipt.CosignVerifier, ck []byte) receipt.Receipt {
-	t.Helper()
-	rc, err := store.Cosign(ck, time.Unix(1_700_000_000, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, when, err := receipt.Open(rc, sv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return receipt.Receipt{Checkpoint: c, Time: when}
-}
-
 func removeFiles(t *testing.T, dir string, segs []*tSeg) {
 	t.Helper()
 	for _, s := range segs {
@@ -596,7 +582,7 @@ func TestAttackForgeryAfterGap(t *testing.T) {
 			if c.cutEnd {
 				inGap = cks[len(cks)-1] // the seal's checkpoint: the cut removed the leaves up to it
 			}
-			opts := Options{Key: fx.pub, Receipts: []receipt.Receipt{storeReceipt(t, store, sv, inGap)}}
+			opts := Options{Key: fx.pub, Receipts: []receipt.Receipt{archivetest.Receipt(t, store, sv, inGap, time.Unix(1_700_000_000, 0))}}
 			r = verifyAttack(t, dir, opts, Tampered, append(codes, CodeTruncated)...)
 			if r.Receipt == nil || r.Receipt.Status != CodeTruncated {
 				t.Errorf("receipt inside the gap: %+v", r.Receipt)
@@ -606,7 +592,7 @@ func TestAttackForgeryAfterGap(t *testing.T) {
 			if ck, _ := archive.PeekCheckpoint(replaced); ck.Size > f.tree.Size {
 				t.Fatalf("the forgery is shorter (%d leaves) than the replaced checkpoint (%d)", f.tree.Size, ck.Size)
 			}
-			opts.Receipts = []receipt.Receipt{storeReceipt(t, store, sv, replaced)}
+			opts.Receipts = []receipt.Receipt{archivetest.Receipt(t, store, sv, replaced, time.Unix(1_700_000_000, 0))}
 			r = verifyAttack(t, dir, opts, Tampered, append(codes, CodeFork)...)
 			if r.Receipt == nil || r.Receipt.Status != CodeFork {
 				t.Errorf("receipt over replaced leaves: %+v", r.Receipt)

@@ -174,3 +174,17 @@ func KeyFromSeed(name string, seed []byte) (skey, vkey string, err error) {
 	}
 	return skey, vkey, nil
 }
+
+// Receipt is the store's receipt, at time at, for the signed checkpoint ck, as a verifier takes it.
+func Receipt(tb testing.TB, store *receipt.Cosigner, sv *receipt.CosignVerifier, ck []byte, at time.Time) receipt.Receipt {
+	tb.Helper()
+	rc, err := store.Cosign(ck, at)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, when, err := receipt.Open(rc, sv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return receipt.Receipt{Checkpoint: c, Time: when}
+}
