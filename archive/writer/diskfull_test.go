@@ -108,8 +108,8 @@ func TestBackpressureLostLeaf(t *testing.T) {
 		t.Fatalf("after the flush: Stats = %d appended, %d dropped, %d durable; want 3, 7, 4 (START and 3 events)", appended, dropped, durable)
 	}
 	w.Append(dfEvent(110, 300))
-	if appended, dropped, _ := w.Stats(); appended != 5 || dropped != 0 {
-		t.Fatalf("after room was freed: Stats = %d appended, %d dropped; want 5 (a LOST leaf and the event), 0", appended, dropped)
+	if appended, dropped, _ := w.Stats(); appended != 5 || dropped != 7 {
+		t.Fatalf("after room was freed: Stats = %d appended, %d dropped; want 5 (a LOST leaf and the event), 7", appended, dropped)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -255,9 +255,15 @@ func diskFullOptions(id *archive.Identity, segment time.Duration) writer.Options
 		MaxPending: 64 << 10, SegmentDuration: segment, EpochDuration: 250 * time.Millisecond, HeartbeatInterval: archive.MaxHeartbeat}
 }
 
-// appendTracked appends ev and records in want what the archive must hold for it: its serial, after a
-// LOST leaf with the drops it reported, or nothing when it was dropped. It returns how long Append took.
-func appendTracked(w *writer.Writer, ev *audit.RawEvent, want *[]string) (dropped bool, took time.Duration) {
+// dfTrack is what the archive must hold for the events appended through it.
+type dfTrack struct {
+	want []string // serials, and LOST leaves as "lost:local_drop:N"
+	lost uint64   // drops recorded in those LOST leaves
+}
+
+// append appends ev and records what the archive must hold for it: its serial, after a LOST leaf with
+// the drops not yet recorded, or nothing when it was dropped. It returns how long Append took.
+func (tr *dfTrack) append(w *writer.Writer, ev *audit.RawEvent) (dropped bool, took time.Duration) {
 	a0, d0, _ := w.Stats()
 	start := time.Now()
 	w.Append(ev)
@@ -267,11 +273,12 @@ func appendTracked(w *writer.Writer, ev *audit.RawEvent, want *[]string) (droppe
 	case d1 > d0:
 		return true, took
 	case a1 == a0+2:
-		*want = append(*want, fmt.Sprintf("lost:local_drop:%d", d0))
+		tr.want = append(tr.want, fmt.Sprintf("lost:local_drop:%d", d0-tr.lost))
+		tr.lost = d0
 	case a1 != a0+1:
 		panic(fmt.Sprintf("Append: appended %d -> %d, dropped %d -> %d", a0, a1, d0, d1))
 	}
-	*want = append(*want, fmt.Sprint(ev.Serial))
+	tr.want = append(tr.want, fmt.Sprint(ev.Serial))
 	return false, took
 }
 
@@ -292,7 +299,7 @@ func TestDiskFullKeep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var want []string
+			var tr dfTrack
 			var slowest time.Duration
 			serial, dropped := uint32(1), 0
 			deadline := time.Now().Add(20 * time.Second)
@@ -301,7 +308,7 @@ func TestDiskFullKeep(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatalf("the disk did not fill: %d events appended, %d dropped", serial-1, dropped)
 				}
-				d, took := appendTracked(w, dfEvent(serial, 1000), &want)
+				d, took := tr.append(w, dfEvent(serial, 1000))
 				slowest = max(slowest, took)
 				if d {
 					dropped++
@@ -335,7 +342,7 @@ func TestDiskFullKeep(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatal("Append did not accept events after space was freed")
 				}
-				d, _ := appendTracked(w, dfEvent(serial, 1000), &want)
+				d, _ := tr.append(w, dfEvent(serial, 1000))
 				if d {
 					dropped++
 				}
@@ -343,17 +350,17 @@ func TestDiskFullKeep(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			for range 20 {
-				appendTracked(w, dfEvent(serial, 1000), &want)
+				tr.append(w, dfEvent(serial, 1000))
 				serial++
 			}
 			if err := w.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			if _, d, _ := w.Stats(); d != 0 {
-				t.Fatalf("%d drops not recorded", d)
+			if _, d, _ := w.Stats(); d != uint64(dropped) || d != tr.lost {
+				t.Fatalf("Stats: %d dropped; %d were, %d of them recorded before an event", d, dropped, tr.lost)
 			}
 			got := dfSequence(dfRead(t, dir))
-			if w := strings.Join(want, " ") + " "; got != w {
+			if w := strings.Join(tr.want, " ") + " "; got != w {
 				t.Fatalf("read back:\n%s\nwant:\n%s", got, w)
 			}
 			r := dfVerify(t, dir, key)

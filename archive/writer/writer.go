@@ -124,6 +124,7 @@ type Writer struct {
 	buf       []byte // leaf entries not yet taken by the flusher
 	held      int    // bytes of buf plus batches not yet written
 	dropped   uint64 // events dropped since the last LOST leaf
+	recorded  uint64 // events dropped before it: counted in LOST leaves (local_drop)
 	shed      uint64 // events refused while the shipping backlog is over its bound, since the last LOST leaf
 	shedding  bool
 	appended  uint64
@@ -470,15 +471,17 @@ func (w *Writer) appendLost() {
 		Lost: raw.Lost{Reason: raw.LostLocal, Count: w.dropped}}
 	w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
 	w.appendEvent(&lost)
+	w.recorded += w.dropped
 	w.dropped = 0
 }
 
-// Stats returns the number of leaves appended (events and LOST), the events dropped and not yet recorded
-// in a LOST leaf, and the tree size that is durable.
+// Stats returns the number of leaves appended (events and LOST), the events dropped since Create (each
+// is counted in a LOST leaf, local_drop: written before the next event that fits, or at Close), and the
+// tree size that is durable.
 func (w *Writer) Stats() (appended, dropped, durable uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.appended, w.dropped, w.durable
+	return w.appended, w.recorded + w.dropped, w.durable
 }
 
 // Failed delivers the write error that made the writer give up (DiskFullExit only).
