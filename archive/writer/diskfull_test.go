@@ -7,15 +7,19 @@ package writer_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 
@@ -249,6 +253,33 @@ func fillDisk(t *testing.T, dir string, n int) string {
 	return path
 }
 
+// fillAll fills the filesystem of dir with a file of zeros, as another program would, until it refuses
+// more, and returns the file's path.
+func fillAll(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for zeros := make([]byte, 64<<10); ; {
+		if _, err := f.Write(zeros); errors.Is(err, unix.ENOSPC) {
+			break
+		} else if err != nil {
+			t.Fatalf("filler: %v", err)
+		}
+	}
+	for _, n := range []int{4096, 512, 1} { // what a smaller write still takes
+		for zeros := make([]byte, n); ; {
+			if _, err := f.Write(zeros); err != nil {
+				break
+			}
+		}
+	}
+	return path
+}
+
 // diskFullOptions flush every 10 ms and keep a 64 kB backlog in memory.
 func diskFullOptions(id *archive.Identity, segment time.Duration) writer.Options {
 	return writer.Options{Identity: id, FlushInterval: 10 * time.Millisecond,
@@ -282,9 +313,48 @@ func (tr *dfTrack) append(w *writer.Writer, ev *audit.RawEvent) (dropped bool, t
 	return false, took
 }
 
+// dfLog is a writer's log (zerolog JSON lines) in a buffer that the flusher may write while the test reads.
+type dfLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *dfLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// lines returns the log lines whose message starts with msg, decoded.
+func (l *dfLog) lines(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if s, _ := m["message"].(string); strings.HasPrefix(s, msg) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Log messages of a disk that refuses writes.
+const (
+	logRefused  = "archive write failed"
+	logStill    = "archive disk still refuses writes"
+	logTakes    = "archive disk takes writes again"
+	logStopFull = "archive disk refused the last blocks at stop"
+)
+
 // With DiskFullKeep a full disk never blocks Append: events are held up to MaxPending, then dropped and
 // counted. Once space is freed everything held is written, the drops are one LOST leaf with their exact
-// count before the next event, and the archive verifies. Rotations and re-keys fall due meanwhile.
+// count before the next event, and the archive verifies. Rotations and re-keys fall due meanwhile. The
+// log says once that the disk refuses writes, and once that it takes them again, with the drops.
 func TestDiskFullKeep(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -295,7 +365,10 @@ func TestDiskFullKeep(t *testing.T) {
 			disk := smallDisk(t, "2m")
 			filler := fillDisk(t, disk, 1536<<10)
 			dir := filepath.Join(disk, "arch")
-			w, err := writer.Create(dir, diskFullOptions(id, tc.segment))
+			opts := diskFullOptions(id, tc.segment)
+			log := &dfLog{}
+			opts.Log = zerolog.New(log)
+			w, err := writer.Create(dir, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -375,6 +448,15 @@ func TestDiskFullKeep(t *testing.T) {
 				t.Fatalf("verify reports %d lost in %+v, %d were dropped", lost, r.Lost, dropped)
 			}
 			t.Logf("%d events dropped, recorded in %d LOST leaves; %d segments verified", dropped, len(r.Lost), len(r.Segments))
+			refused, takes := log.lines(t, logRefused), log.lines(t, logTakes)
+			if len(refused) != 1 || len(takes) != 1 || len(log.lines(t, logStill)) != 0 {
+				t.Fatalf("log: %d lines that the disk refuses writes, %d that it takes them again, %d summaries; want 1, 1, 0:\n%s",
+					len(refused), len(takes), len(log.lines(t, logStill)), log.buf.String())
+			}
+			if refused[0]["error"] == nil || takes[0]["dropped"] != float64(dropped) {
+				t.Fatalf("log: %v / %v; want the error, and %d dropped", refused[0], takes[0], dropped)
+			}
+			t.Logf("log: %v", takes[0])
 		})
 	}
 }
@@ -517,4 +599,76 @@ func TestPartialWriteCloseFails(t *testing.T) {
 	if events != 11 || torn != 1 {
 		t.Fatalf("read %d events and %d torn blocks, want the 10 durable events, the next run's, and the torn block", events, torn)
 	}
+}
+
+// dfClock is a writer clock that runs with the real one, and jumps forward when the test says.
+type dfClock struct{ ahead atomic.Int64 }
+
+func (c *dfClock) Now() time.Time { return time.Now().Add(time.Duration(c.ahead.Load())) }
+
+// While the disk stays full the log says so once, with the error, and then at most once a minute how
+// many events are held and dropped, not at every flush; once the disk takes writes again it says for
+// how long it did not, and how many events were dropped.
+func TestDiskFullLogsRarely(t *testing.T) {
+	id, key := archivetest.Keys(t, "diskfull.example")
+	disk := smallDisk(t, "2m")
+	dir := filepath.Join(disk, "arch")
+	opts := diskFullOptions(id, never)
+	opts.MaxPending, opts.EpochDuration = 10<<20, archive.MaxEpoch
+	clock := &dfClock{}
+	log := &dfLog{}
+	opts.Now, opts.Log = clock.Now, zerolog.New(log)
+	w, err := writer.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := fillAll(t, disk)
+	serial := uint32(1)
+	appendFor := func(d time.Duration) { // about 200 events a second, 50 flushes (failing) a second
+		for end := time.Now().Add(d); time.Now().Before(end); serial++ {
+			w.Append(dfEvent(serial, 200))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	appendFor(500 * time.Millisecond)
+	if writer.WriteError(w) == nil {
+		t.Fatal("the full disk took the writes")
+	}
+	for range 2 { // two minutes pass (the clock jumps: a CLOCK leaf each)
+		clock.ahead.Add(int64(61 * time.Second))
+		appendFor(300 * time.Millisecond)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); writer.WriteError(w) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the writes still fail after the disk was freed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	refused, still, takes := log.lines(t, logRefused), log.lines(t, logStill), log.lines(t, logTakes)
+	if len(refused) != 1 || len(still) != 2 || len(takes) != 1 {
+		t.Fatalf("log: %d lines that the disk refuses writes, %d summaries, %d that it takes them again; want 1, 2, 1:\n%s",
+			len(refused), len(still), len(takes), log.buf.String())
+	}
+	if !strings.Contains(fmt.Sprint(refused[0]["error"]), "no space left on device") {
+		t.Errorf("the first line does not give the error: %v", refused[0])
+	}
+	for i, l := range still {
+		if l["held"].(float64) < 50 || l["dropped"] != float64(0) || l["refused_for"].(float64) < float64(61_000*(i+1)) {
+			t.Errorf("summary %d: %v; want at least 50 events held, none dropped, refused for %d s", i, l, 61*(i+1))
+		}
+	}
+	if takes[0]["dropped"] != float64(0) || takes[0]["refused_for"].(float64) < 122_000 {
+		t.Errorf("the last line: %v; want none dropped, refused for at least 122 s", takes[0])
+	}
+	if _, dropped, _ := w.Stats(); dropped != 0 {
+		t.Errorf("%d events dropped", dropped)
+	}
+	dfVerify(t, dir, key)
+	t.Logf("%d events appended, all written; the log:\n%s", serial-1, log.buf.String())
 }

@@ -50,9 +50,12 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	}
 	// The batch already holds leaf entries: hash them in place, and build the (last) block on it.
 	n, start, leaves := len(batch), 0, len(ent)/archive.EntryHeadSize // (ent holds at most a few control leaves)
+	var tl tally
 	for off := 0; off < len(batch); {
 		l := archive.EntryHeadSize + int(binary.LittleEndian.Uint32(batch[off+1:]))
-		w.leafAdded(batch[off+archive.EntryHeadSize:off+l], now)
+		leaf := batch[off+archive.EntryHeadSize : off+l]
+		w.leafAdded(leaf, now)
+		tl.add(leaf)
 		off += l
 		leaves++
 		if (off-start >= w.opts.FlushBytes || leaves >= archive.MaxBlockLeaves-8) && off < len(batch) {
@@ -60,8 +63,8 @@ func (w *Writer) cycle(now time.Time, final bool) {
 			if err != nil {
 				w.opts.Log.Error().Err(err).Msg("sign checkpoint")
 			}
-			w.queue(w.seg.f, blk, off-start, false)
-			ent, start, leaves = nil, off, 0
+			w.queue(w.seg.f, blk, off-start, false, tl)
+			ent, start, leaves, tl = nil, off, 0, tally{}
 		}
 	}
 	if ent == nil {
@@ -88,11 +91,11 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	case final:
 		ent = w.addControl(ent, archive.LeafStop, now, archive.Stop{Reason: "stopped", Events: w.runLeaves})
 		ent = w.seal(ent, now, false)
-		w.queue(w.seg.f, ent, held, true)
+		w.queue(w.seg.f, ent, held, true, tl)
 	case rotating:
-		w.rotate(ent, held, now)
+		w.rotate(ent, held, tl, now)
 	default:
-		w.queue(w.seg.f, ent, held, false)
+		w.queue(w.seg.f, ent, held, false, tl)
 	}
 	// queue compressed copies: the batch's storage takes the next events (ent may have outgrown it).
 	if start == 0 && cap(ent) > cap(batch) {
@@ -186,9 +189,9 @@ func (w *Writer) seal(ent []byte, now time.Time, next bool) []byte {
 // durable before the successor is created: a successor's header names the seal's checkpoint and the
 // frontier after it, so it must never exist without them. After a crash in between, the sealed segment
 // announces a successor that is missing, and the next START records that it ended there.
-func (w *Writer) rotate(ent []byte, held int, now time.Time) {
+func (w *Writer) rotate(ent []byte, held int, tl tally, now time.Time) {
 	old := w.seg
-	w.queue(old.f, w.seal(ent, now, true), held, true)
+	w.queue(old.f, w.seal(ent, now, true), held, true, tl)
 	w.seg, w.next, w.nextKernel = nil, old.number+1, old.kernel.Header()
 	w.reopen(now)
 }
@@ -196,18 +199,16 @@ func (w *Writer) rotate(ent []byte, held int, now time.Time) {
 // reopen creates the segment a rotation is waiting for, once every block before it is durable. Until
 // then cycle leaves appended events in memory (Append drops and counts beyond MaxPending).
 func (w *Writer) reopen(now time.Time) bool {
-	if w.flushQueue() != nil {
-		return false
+	err := w.writeQueued()
+	if err == nil {
+		err = w.openSegment(w.next, now, w.key.vkey, w.nextKernel)
 	}
-	if err := w.openSegment(w.next, now, w.key.vkey, w.nextKernel); err != nil {
-		w.opts.Log.Error().Err(err).Msg("cannot start the next segment; events are held in memory and retried")
-		return false
-	}
-	return true
+	w.noteWrite(err)
+	return err == nil
 }
 
-// queue hands a block for f to the writer.
-func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
+// queue hands a block for f, holding the leaves tl counts, to the writer.
+func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool, tl tally) {
 	if len(ent) == 0 && !closeAfter {
 		w.mu.Lock()
 		w.held -= held
@@ -223,7 +224,7 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
 		publish = s
 	}
 	name := filepath.Base(strings.TrimSuffix(f.Name(), tmpSuffix))
-	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish})
+	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish, tally: tl})
 }
 
 // writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it
@@ -257,6 +258,7 @@ func (w *Writer) writeQueued() error {
 		}
 		w.mu.Lock()
 		w.held -= p.held
+		w.written += p.tally.leaves()
 		w.durable = p.size
 		w.durPos = archive.Position{Segment: p.name, Offset: off, Size: p.size}
 		w.mu.Unlock()

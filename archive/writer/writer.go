@@ -127,7 +127,8 @@ type Writer struct {
 	recorded  uint64 // events dropped before it: counted in LOST leaves (local_drop)
 	shed      uint64 // events refused while the shipping backlog is over its bound, since the last LOST leaf
 	shedding  bool
-	appended  uint64
+	appended  uint64           // event and LOST leaves appended
+	written   uint64           // of those, the leaves written (held: appended - written)
 	durable   uint64           // tree size on stable storage
 	durPos    archive.Position // where that tree size ends in the segment files
 	durNote   chan struct{}
@@ -155,6 +156,7 @@ type Writer struct {
 	runLeaves  uint64
 	next       uint64  // when seg is nil: the number of the segment a rotation waits to create
 	nextKernel []int64 // and its header's PrevKernelTimes
+	outage     outage
 }
 
 // segment is the open segment.
@@ -180,6 +182,7 @@ type pendingWrite struct {
 	name    string   // the segment's file name
 	close   bool     // close f once written and synced (a sealed segment)
 	publish *segment // the block is in a segment not yet published: publish it once the block is durable
+	tally   tally    // its event and LOST leaves
 }
 
 // Create opens the archive in dir for appending (dir is created 0700 if missing and must not be
@@ -352,7 +355,7 @@ func (w *Writer) start() error {
 		return err
 	}
 	w.epochStart, w.lastWall, w.lastMono = now, now, time.Now()
-	w.queue(w.seg.f, ent, 0, false)
+	w.queue(w.seg.f, ent, 0, false, tally{})
 	if err := w.writeQueued(); err != nil {
 		return err
 	}
@@ -565,17 +568,6 @@ func (w *Writer) flusher() {
 // flushQueue writes the queued blocks and records the outcome.
 func (w *Writer) flushQueue() error {
 	err := w.writeQueued()
-	w.mu.Lock()
-	w.werr = err
-	w.mu.Unlock()
-	if err != nil {
-		w.opts.Log.Error().Err(err).Msg("archive write failed; events are held in memory and retried")
-		if w.opts.DiskFull == DiskFullExit {
-			select {
-			case w.failed <- err:
-			default:
-			}
-		}
-	}
+	w.noteWrite(err)
 	return err
 }
