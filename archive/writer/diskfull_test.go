@@ -461,9 +461,9 @@ func TestDiskFullKeep(t *testing.T) {
 	}
 }
 
-// With DiskFullExit the write error is delivered on Failed. A Close while the disk stays full gives up
-// after its retries and says so; the run then counts as crashed, and the next run, with space again,
-// records its end: everything that was durable verifies.
+// With DiskFullExit the write error is delivered on Failed. A Close while the disk stays full ends the run
+// in the reserve: the events not written are counted in a LOST leaf before the STOP, and the next run,
+// with space again, follows a clean stop.
 func TestDiskFullExit(t *testing.T) {
 	id, key := archivetest.Keys(t, "diskfull.example")
 	disk := smallDisk(t, "2m")
@@ -496,30 +496,31 @@ func TestDiskFullExit(t *testing.T) {
 
 	start := time.Now()
 	cerr := w.Close()
-	if cerr == nil || !strings.Contains(cerr.Error(), "archive not fully written") || !errors.Is(cerr, unix.ENOSPC) {
-		t.Fatalf("Close on a full disk = %v, want archive not fully written: ENOSPC", cerr)
+	if cerr == nil || !strings.Contains(cerr.Error(), "counted in a LOST leaf") || !errors.Is(cerr, unix.ENOSPC) {
+		t.Fatalf("Close on a full disk = %v, want the events counted in a LOST leaf, and ENOSPC", cerr)
 	}
-	t.Logf("Close gave up after %v: %v", time.Since(start).Round(time.Millisecond), cerr)
+	t.Logf("Close ended the run in the reserve after %v: %v", time.Since(start).Round(time.Millisecond), cerr)
+	events, lost := dfCount(t, dir)
+	if _, dropped, _ := w.Stats(); events+lost != uint64(serial-1) || dropped != lost || lost == 0 {
+		t.Fatalf("%d events appended, %d durable, %d in LOST leaves; Stats: %d dropped", serial-1, events, lost, dropped)
+	}
+	dfStoppedLosing(t, dir, key, 1, lost)
 
-	// Space again: the next run recovers. Every leaf that was durable is there, and what the failed run
-	// could not write is not: its end is recorded as a crash.
+	// Space again: the next run follows a clean stop.
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
 	archivetest.Write(t, dir, diskFullOptions(id, never), 3, 0)
 	r := dfVerify(t, dir, key)
-	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" || r.Runs[1].Recovered == nil {
-		t.Fatalf("runs %+v, want a crashed run recorded by a stopped one", r.Runs)
+	if len(r.Problems) != 0 || len(r.Runs) != 2 || r.Runs[0].Ended != "stopped" || r.Runs[1].Ended != "stopped" || r.Runs[1].Recovered != nil {
+		t.Fatalf("problems %+v, runs %+v, want two stopped runs", r.Problems, r.Runs)
 	}
-	if r.Runs[1].Start < durable {
-		t.Fatalf("the second run starts at leaf %d, but %d leaves were durable", r.Runs[1].Start, durable)
-	}
-	t.Logf("the second run recorded %+v", *r.Runs[1].Recovered)
 }
 
-// When the disk never takes the last blocks, Close retries (50 times, a flush interval apart), gives up
-// and says so. The archive then ends like a crash: a torn block at worst, reported as the unsigned tail;
-// the next run records it, and everything that was durable verifies.
+// When the disk never takes the last blocks, nor the block that would end the run in the reserve's room
+// (here a file size limit, which no reserve lifts), Close retries (50 times, a flush interval apart),
+// gives up and says so. The archive then ends like a crash: a torn block at worst, reported as the
+// unsigned tail; the next run records it, and everything that was durable verifies.
 func TestPartialWriteCloseFails(t *testing.T) {
 	id, key := archivetest.Keys(t, "partial.example")
 	dir := filepath.Join(t.TempDir(), "arch")
@@ -543,7 +544,7 @@ func TestPartialWriteCloseFails(t *testing.T) {
 	seg, size := dfSegment(t, dir)
 	var cerr error
 	var took time.Duration
-	withFileSizeLimit(t, uint64(size)+1000, func() {
+	withFileSizeLimit(t, uint64(size)+100, func() {
 		for i := range 10 {
 			w.Append(dfEvent(uint32(i+11), 500))
 		}
@@ -555,8 +556,8 @@ func TestPartialWriteCloseFails(t *testing.T) {
 		t.Fatalf("Close = %v, want archive not fully written: EFBIG", cerr)
 	}
 	t.Logf("Close gave up after %v: %v", took.Round(time.Millisecond), cerr)
-	if fi, err := os.Stat(seg); err != nil || fi.Size() != size+1000 {
-		t.Fatalf("segment: %v, %v; want %d bytes", fi, err, size+1000)
+	if fi, err := os.Stat(seg); err != nil || fi.Size() != size+100 {
+		t.Fatalf("segment: %v, %v; want %d bytes", fi, err, size+100)
 	}
 	r, err := verify.Dir(dir, verify.Options{Key: key})
 	if err != nil {
@@ -567,13 +568,13 @@ func TestPartialWriteCloseFails(t *testing.T) {
 		codes[p.Code] = true
 	}
 	if r.Status != verify.Incomplete || len(codes) != 2 || !codes["torn-tail"] || !codes["no-stop"] ||
-		r.Unsigned == nil || r.Unsigned.Torn != 1000 || r.Leaves != 11 || r.Unsigned.First+r.Unsigned.Leaves != 11 {
+		r.Unsigned == nil || r.Unsigned.Torn != 100 || r.Leaves != 11 || r.Unsigned.First+r.Unsigned.Leaves != 11 {
 		t.Fatalf("verify after the failed Close: %s, %d leaves, tail %+v, problems %+v", r.Status, r.Leaves, r.Unsigned, r.Problems)
 	}
 
 	archivetest.Write(t, dir, writer.Options{Identity: id}, 1, 0)
 	r = dfVerify(t, dir, key)
-	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Recovered == nil || r.Runs[1].Recovered.TornBytes != 1000 {
+	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Recovered == nil || r.Runs[1].Recovered.TornBytes != 100 {
 		t.Fatalf("runs after recovery: %+v", r.Runs)
 	}
 	rd, err := archive.Open(dir)
@@ -598,6 +599,50 @@ func TestPartialWriteCloseFails(t *testing.T) {
 	}
 	if events != 11 || torn != 1 {
 		t.Fatalf("read %d events and %d torn blocks, want the 10 durable events, the next run's, and the torn block", events, torn)
+	}
+}
+
+// A disk full for a while, freed before Close: the events held meanwhile are all written, none is
+// dropped, and the reserve was never touched: it holds its ReserveBytes for the next stop on a full disk.
+func TestDiskFullFreedBeforeClose(t *testing.T) {
+	id, key := archivetest.Keys(t, "diskfull.example")
+	disk := smallDisk(t, "2m")
+	dir := filepath.Join(disk, "arch")
+	opts := diskFullOptions(id, never)
+	opts.MaxPending = 1 << 20
+	w, err := writer.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	filler := fillAll(t, disk)
+	for i := range 100 {
+		w.Append(dfEvent(uint32(i+1), 1000))
+		time.Sleep(time.Millisecond)
+	}
+	if writer.WriteError(w) == nil {
+		t.Fatal("the full disk took the writes")
+	}
+	if size, alloc := dfReserve(t, dir); size != writer.ReserveBytes || alloc < writer.ReserveBytes {
+		t.Fatalf("reserve while the disk is full: %d bytes, %d allocated; want %d", size, alloc, writer.ReserveBytes)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, dropped, _ := w.Stats(); dropped != 0 {
+		t.Fatalf("%d events dropped", dropped)
+	}
+	if events, lost := dfCount(t, dir); events != 100 || lost != 0 {
+		t.Fatalf("read back %d events, %d lost; want 100, 0", events, lost)
+	}
+	if size, alloc := dfReserve(t, dir); size != writer.ReserveBytes || alloc < writer.ReserveBytes {
+		t.Fatalf("reserve after Close: %d bytes, %d allocated; want %d", size, alloc, writer.ReserveBytes)
+	}
+	if r := dfVerify(t, dir, key); len(r.Problems) != 0 || len(r.Lost) != 0 {
+		t.Fatalf("verify: problems %+v, lost %+v", r.Problems, r.Lost)
 	}
 }
 
@@ -671,4 +716,271 @@ func TestDiskFullLogsRarely(t *testing.T) {
 	}
 	dfVerify(t, dir, key)
 	t.Logf("%d events appended, all written; the log:\n%s", serial-1, log.buf.String())
+}
+
+// dfCount returns the events and the local_drop LOST counts of an archive as read back.
+func dfCount(t *testing.T, dir string) (events, lost uint64) {
+	t.Helper()
+	for _, ev := range dfRead(t, dir) {
+		switch {
+		case ev.Kind == audit.KindEvent:
+			events++
+		case ev.Lost.Reason == audit.LostLocal:
+			lost += ev.Lost.Count
+		}
+	}
+	return events, lost
+}
+
+// dfReserve returns the size of the reserve file of dir and the bytes allocated to it.
+func dfReserve(t *testing.T, dir string) (size, allocated int64) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, writer.ReserveFile), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Size, st.Blocks * 512
+}
+
+// A disk that another program filled stays full until Close: the events held in memory are counted in a
+// LOST leaf (local_drop) with the events dropped before, and the run ends with STOP, SEAL and the final
+// checkpoint, written into the reserve. Every event appended is durable or counted: the LOST count is
+// the events appended less the events durable. Stats says so, Close says so with the write error, and
+// verify reports the count and a clean stop (no torn tail, no missing STOP).
+func TestDiskFullUntilClose(t *testing.T) {
+	id, key := archivetest.Keys(t, "diskfull.example")
+	disk := smallDisk(t, "2m")
+	dir := filepath.Join(disk, "arch")
+	opts := diskFullOptions(id, never)
+	log := &dfLog{}
+	opts.Log = zerolog.New(log)
+	w, err := writer.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size, alloc := dfReserve(t, dir); size != writer.ReserveBytes || alloc < writer.ReserveBytes {
+		t.Fatalf("reserve: %d bytes, %d allocated; want %d", size, alloc, writer.ReserveBytes)
+	}
+	t.Cleanup(func() { w.Close() })
+	serial := uint32(1)
+	for ; serial <= 50; serial++ { // within MaxPending
+		w.Append(dfEvent(serial, 1000))
+	}
+	writer.FlushNow(t, w)
+	fillAll(t, disk)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); serial++ {
+		w.Append(dfEvent(serial, 1000)) // held up to MaxPending (64 kB), then dropped
+		time.Sleep(200 * time.Microsecond)
+	}
+	appended := uint64(serial - 1)
+	_, droppedBefore, _ := w.Stats()
+	pos := w.Durable()
+	cerr := w.Close()
+	if cerr == nil || !errors.Is(cerr, unix.ENOSPC) || !strings.Contains(cerr.Error(), "counted in a LOST leaf") {
+		t.Fatalf("Close on a full disk = %v, want the events counted in a LOST leaf, and ENOSPC", cerr)
+	}
+	events, lost := dfCount(t, dir)
+	_, dropped, durable := w.Stats()
+	t.Logf("%d events appended, %d durable, %d dropped before Close, %d in all (LOST %d); tree size %d; Close: %v",
+		appended, events, droppedBefore, dropped, lost, durable, cerr)
+	if events < 50 || droppedBefore == 0 || dropped <= droppedBefore || lost != dropped || events+lost != appended {
+		t.Fatalf("%d events appended, %d durable and %d in LOST leaves; Stats %d dropped (%d before Close)", appended, events, lost, dropped, droppedBefore)
+	}
+	seg, size := dfSegment(t, dir)
+	if filepath.Base(seg) != pos.Segment || size-pos.Offset > writer.ReserveBytes/2 {
+		t.Fatalf("the stop took %d bytes after %s:%d (the segment is %s): more than half the reserve", size-pos.Offset, pos.Segment, pos.Offset, seg)
+	}
+	t.Logf("the stop's block: %d bytes", size-pos.Offset)
+	if size, _ := dfReserve(t, dir); size != 0 {
+		t.Errorf("the reserve holds %d bytes after the stop, want it released", size)
+	}
+
+	dfStoppedLosing(t, dir, key, 1, dropped)
+	refused, stop := log.lines(t, logRefused), log.lines(t, logStopFull)
+	if len(refused) != 1 || len(stop) != 1 || len(log.lines(t, logTakes)) != 0 || len(log.lines(t, logStill)) != 0 ||
+		stop[0]["dropped"] != float64(dropped) || stop[0]["held"] != float64(dropped-droppedBefore) {
+		t.Fatalf("log: want one line when the disk refused writes, one at the stop with %d dropped (%d held):\n%s", dropped, dropped-droppedBefore, log.buf.String())
+	}
+}
+
+// dfStoppedLosing verifies dir, whose last run of runs stopped on a full disk after dropping lost events:
+// verify passes with no problem (no torn tail, no missing STOP), every run stopped, its last segment is
+// sealed, and the last LOST leaf counts lost events (local_drop).
+func dfStoppedLosing(t *testing.T, dir string, key note.Verifier, runs int, lost uint64) *verify.Report {
+	t.Helper()
+	r := dfVerify(t, dir, key)
+	if len(r.Problems) != 0 || r.Unsigned != nil || r.Verified != r.Leaves || len(r.Runs) != runs {
+		t.Fatalf("verify: %s, %d of %d leaves verified, problems %+v, unsigned tail %+v, runs %+v", r.Status, r.Verified, r.Leaves, r.Problems, r.Unsigned, r.Runs)
+	}
+	for _, run := range r.Runs {
+		if run.Ended != "stopped" || run.Recovered != nil {
+			t.Fatalf("verify: runs %+v, want each stopped", r.Runs)
+		}
+	}
+	if last := r.Segments[len(r.Segments)-1]; !last.Sealed {
+		t.Fatalf("the last segment is not sealed: %+v", last)
+	}
+	if n := len(r.Lost); n == 0 || r.Lost[n-1].Reason != "local_drop" || r.Lost[n-1].Count != lost || *r.Runs[runs-1].Stop != r.Lost[n-1].Index+1 {
+		t.Fatalf("verify reports LOST %+v, want local_drop %d just before the STOP (%+v)", r.Lost, lost, r.Runs[runs-1])
+	}
+	return r
+}
+
+// The disk fills just as a segment is cut: the seal still fits into the last page of the old segment,
+// the next segment does not (tmpfs allocates 4 KiB pages). The stop then creates that segment in the
+// reserve's room, with the LOST leaf, STOP and seal; the archive verifies with both segments sealed.
+func TestDiskFullAtRotation(t *testing.T) {
+	id, key := archivetest.Keys(t, "diskfull.example")
+	disk := smallDisk(t, "2m")
+	dir := filepath.Join(disk, "arch")
+	opts := diskFullOptions(id, time.Minute)
+	opts.EpochDuration = archive.MaxEpoch
+	clock := &dfClock{}
+	opts.Now = clock.Now
+	w, err := writer.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	// Events until the segment's last page has room for the seal's block (about 500 bytes), not for more.
+	serial := uint32(1)
+	for {
+		w.Append(dfEvent(serial, 300))
+		serial++
+		writer.FlushNow(t, w)
+		if _, size := dfSegment(t, dir); size%4096 >= 1000 && size%4096 <= 3000 {
+			break
+		}
+	}
+	seg, size := dfSegment(t, dir)
+	fillAll(t, disk)
+	_, _, durable := w.Stats()
+	clock.ahead.Add(int64(time.Minute)) // the next flush cuts the segment
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, _, d := w.Stats(); d > durable && writer.WriteError(w) != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the seal was not written (%v), or the next segment was", writer.WriteError(w))
+		}
+	}
+	fi, err := os.Stat(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the seal took %d bytes of the %d left in the segment's last page; the next segment: %v", fi.Size()-size, 4096-size%4096, writer.WriteError(w))
+	held := 0
+	for ; held < 5; held++ {
+		w.Append(dfEvent(serial, 300)) // held: no segment takes them
+		serial++
+	}
+	if err := w.Close(); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Close = %v, want ENOSPC", err)
+	}
+	if _, dropped, _ := w.Stats(); dropped != uint64(held) {
+		t.Fatalf("Stats: %d dropped, want %d", dropped, held)
+	}
+	r := dfStoppedLosing(t, dir, key, 1, uint64(held))
+	if len(r.Segments) != 2 || !r.Segments[0].Sealed || r.Segments[1].Leaves != 4 { // KEY, LOST, STOP, SEAL
+		t.Fatalf("segments %+v, want the first sealed, and the next one created by the stop", r.Segments)
+	}
+}
+
+// After a stop on a full disk the reserve is spent. A restart while the disk is still full fails with a
+// clear error and writes nothing: the archive still ends with that STOP. A restart that finds room for the
+// reserve and not for the START allocates the reserve and fails; the first restart with room for both
+// starts a run.
+func TestDiskFullRestart(t *testing.T) {
+	id, key := archivetest.Keys(t, "diskfull.example")
+	disk := smallDisk(t, "2m")
+	dir := filepath.Join(disk, "arch")
+	opts := diskFullOptions(id, never)
+	w, err := writer.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		w.Append(dfEvent(uint32(i+1), 1000))
+	}
+	writer.FlushNow(t, w)
+	filler := fillAll(t, disk)
+	for i := range 5 {
+		w.Append(dfEvent(uint32(i+11), 1000))
+	}
+	if err := w.Close(); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Close = %v, want ENOSPC", err)
+	}
+	if size, alloc := dfReserve(t, dir); size != 0 || alloc != 0 {
+		t.Fatalf("reserve after the stop: %d bytes, %d allocated; want it released", size, alloc)
+	}
+	dfStoppedLosing(t, dir, key, 1, 5)
+	files := func() string {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, e := range ents {
+			fi, _ := e.Info()
+			fmt.Fprintf(&b, "%s %d\n", e.Name(), fi.Size())
+		}
+		return b.String()
+	}
+	fillAll(t, disk) // the other program takes what the stop left of the reserve
+	before := files()
+	_, err = writer.Create(dir, opts)
+	if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "no room for the 64 KiB") {
+		t.Fatalf("Create on a full disk = %v, want an error about the reserve, wrapping ENOSPC", err)
+	}
+	t.Logf("Create on a full disk: %v", err)
+	if after := files(); after != before {
+		t.Fatalf("the failed Create changed the archive directory:\n%s\nwas:\n%s", after, before)
+	}
+	dfStoppedLosing(t, dir, key, 1, 5)
+
+	// Room for the reserve only.
+	fi, err := os.Stat(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filler, fi.Size()-writer.ReserveBytes); err != nil {
+		t.Fatal(err)
+	}
+	_, err = writer.Create(dir, opts)
+	if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "no room for the run's START") {
+		t.Fatalf("Create with room for the reserve only = %v, want an error about the START, wrapping ENOSPC", err)
+	}
+	t.Logf("Create with room for the reserve only: %v", err)
+	if size, alloc := dfReserve(t, dir); size != writer.ReserveBytes || alloc < writer.ReserveBytes {
+		t.Fatalf("reserve after that Create: %d bytes, %d allocated; want %d", size, alloc, writer.ReserveBytes)
+	}
+	if after := files(); after != strings.Replace(before, writer.ReserveFile+" 0", fmt.Sprint(writer.ReserveFile, " ", writer.ReserveBytes), 1) {
+		t.Fatalf("that Create changed the archive directory beyond the reserve:\n%s\nwas:\n%s", after, before)
+	}
+	dfStoppedLosing(t, dir, key, 1, 5)
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	w, err = writer.Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size, alloc := dfReserve(t, dir); size != writer.ReserveBytes || alloc < writer.ReserveBytes {
+		t.Fatalf("reserve after a restart with room: %d bytes, %d allocated; want %d", size, alloc, writer.ReserveBytes)
+	}
+	for i := range 3 {
+		w.Append(dfEvent(uint32(i+16), 1000))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := dfVerify(t, dir, key)
+	if len(r.Problems) != 0 || len(r.Runs) != 2 || r.Runs[0].Ended != "stopped" || r.Runs[1].Ended != "stopped" || r.Runs[1].Recovered != nil ||
+		len(r.Lost) != 1 || r.Lost[0].Count != 5 {
+		t.Fatalf("verify after the restart: %s %+v, runs %+v, lost %+v", r.Status, r.Problems, r.Runs, r.Lost)
+	}
+	if events, lost := dfCount(t, dir); events != 13 || lost != 5 {
+		t.Fatalf("read back %d events and %d lost, want 13 and 5", events, lost)
+	}
 }

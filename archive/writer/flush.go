@@ -10,6 +10,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/internal/testhook"
+	"github.com/auditarch/auditarch/audit/raw"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -128,8 +129,20 @@ func (w *Writer) leafAdded(leaf []byte, now time.Time) {
 // addControl appends a control leaf entry to ent and hashes it into the tree.
 func (w *Writer) addControl(ent []byte, kind archive.LeafKind, now time.Time, body any) []byte {
 	n0 := len(ent)
-	ent = append(ent, archive.EntryLeaf, 0, 0, 0, 0)
-	ent = archive.AppendControlLeaf(ent, kind, now.UnixNano(), body)
+	ent = archive.AppendControlLeaf(append(ent, archive.EntryLeaf, 0, 0, 0, 0), kind, now.UnixNano(), body)
+	return w.added(ent, n0, now)
+}
+
+// addLost appends a LOST leaf entry to ent and hashes it into the tree.
+func (w *Writer) addLost(ent []byte, reason raw.LostReason, count uint64, now time.Time) []byte {
+	n0 := len(ent)
+	ev := lostEvent(reason, count, now.UnixNano())
+	ent = archive.AppendEventLeaf(append(ent, archive.EntryLeaf, 0, 0, 0, 0), &ev)
+	return w.added(ent, n0, now)
+}
+
+// added completes the leaf entry that starts at ent[n0] with its length, and hashes the leaf into the tree.
+func (w *Writer) added(ent []byte, n0 int, now time.Time) []byte {
 	binary.LittleEndian.PutUint32(ent[n0+1:], uint32(len(ent)-n0-archive.EntryHeadSize))
 	w.leafAdded(ent[n0+archive.EntryHeadSize:], now)
 	return ent
@@ -224,7 +237,8 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool, tl tal
 		publish = s
 	}
 	name := filepath.Base(strings.TrimSuffix(f.Name(), tmpSuffix))
-	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish, tally: tl})
+	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish,
+		tally: tl, after: w.state(closeAfter)})
 }
 
 // writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it
@@ -235,6 +249,7 @@ func (w *Writer) writeQueued() error {
 		for len(p.data) > 0 {
 			n, err := p.f.Write(p.data)
 			p.data = p.data[n:]
+			p.written += n
 			if err != nil {
 				return err // an *os.PathError: "write <segment>: <errno>"
 			}
@@ -266,14 +281,18 @@ func (w *Writer) writeQueued() error {
 		case w.durNote <- struct{}{}:
 		default:
 		}
+		w.at = p.after
 		w.writeWait = w.writeWait[1:]
 	}
 	return nil
 }
 
 // Close writes what was appended, a STOP leaf and the segment's seal with its final checkpoint, syncs, and
-// releases the directory. Events appended after Close are counted as dropped. If blocks could not be
-// written it returns the error; if events were dropped it says how many (they are in a LOST leaf).
+// releases the directory. Events appended after Close are counted as dropped. When the disk still refuses
+// the last blocks after a while (50 flush intervals), the run ends in the reserve instead (see rescue):
+// the events not written are counted in a LOST leaf before the STOP, Stats counts them as dropped, and
+// Close returns an error that says how many, wrapping the write error. If even that cannot be written,
+// it returns an error wrapping the write error, and the archive ends as after a crash.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -289,6 +308,7 @@ func (w *Writer) Close() error {
 	if w.key != nil {
 		w.key.Erase()
 	}
+	w.reserve.Close()
 	w.lock.Close()
 	return w.closeErr
 }

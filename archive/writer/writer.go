@@ -115,10 +115,11 @@ var ErrInUse = errors.New("in use by another writer")
 
 // Writer appends events to the archive in a directory. See the package documentation for its guarantees.
 type Writer struct {
-	opts   Options
-	dir    string
-	origin string
-	lock   *os.File
+	opts    Options
+	dir     string
+	origin  string
+	lock    *os.File
+	reserve *os.File // ReserveFile
 
 	mu        sync.Mutex
 	buf       []byte // leaf entries not yet taken by the flusher
@@ -156,6 +157,7 @@ type Writer struct {
 	runLeaves  uint64
 	next       uint64  // when seg is nil: the number of the segment a rotation waits to create
 	nextKernel []int64 // and its header's PrevKernelTimes
+	at         state   // at the end of the last block written
 	outage     outage
 }
 
@@ -183,11 +185,16 @@ type pendingWrite struct {
 	close   bool     // close f once written and synced (a sealed segment)
 	publish *segment // the block is in a segment not yet published: publish it once the block is durable
 	tally   tally    // its event and LOST leaves
+	after   state    // the writer's state at its end
+	written int      // bytes of it the file took (all of them, if only its sync failed)
 }
 
 // Create opens the archive in dir for appending (dir is created 0700 if missing and must not be
-// accessible to others), recovers the state its last run left, starts a new segment with a START leaf
-// signed by the identity key, and starts the flusher. Only one Writer may hold a directory.
+// accessible to others), allocates the reserve (ReserveFile) unless it is there, recovers the state its
+// last run left, starts a new segment with a START leaf signed by the identity key, and starts the
+// flusher. Only one Writer may hold a directory. On a disk without room for the reserve and the START it
+// fails (wrapping ENOSPC) and leaves the archive as it was: a run that could not record its own stop does
+// not start.
 func Create(dir string, opts Options) (*Writer, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
@@ -208,8 +215,20 @@ func Create(dir string, opts Options) (*Writer, error) {
 	}
 	w := &Writer{opts: opts, dir: dir, origin: opts.Identity.Signer.Name(), lock: lock,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1), durNote: make(chan struct{}, 1)}
-	if err := w.start(); err != nil {
+	if w.reserve, err = reserve(dir); err != nil {
 		lock.Close()
+		return nil, err
+	}
+	if err := w.start(); err != nil {
+		if w.seg != nil && w.seg.tmp != "" { // the START never became durable
+			w.seg.f.Close()
+			os.Remove(w.seg.tmp)
+		}
+		w.reserve.Close()
+		lock.Close()
+		if errors.Is(err, unix.ENOSPC) {
+			err = fmt.Errorf("archive %s: no room for the run's START beside the %d KiB reserve (%s): %w", dir, ReserveBytes>>10, ReserveFile, err)
+		}
 		return nil, err
 	}
 	go w.flusher()
@@ -456,12 +475,16 @@ func (w *Writer) appendEvent(ev *raw.Event) {
 	w.appended++
 }
 
+// lostEvent is a LOST event of reason and count at now (unix ns).
+func lostEvent(reason raw.LostReason, count uint64, now int64) raw.Event {
+	return raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+		Lost: raw.Lost{Reason: reason, Count: count}}
+}
+
 // appendLost appends a LOST leaf for the events dropped since the last one, if any. w.mu is held.
 func (w *Writer) appendLost() {
 	if w.shed > 0 {
-		now := w.opts.Now().UnixNano()
-		lost := raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-			Lost: raw.Lost{Reason: raw.LostBacklog, Count: w.shed}}
+		lost := lostEvent(raw.LostBacklog, w.shed, w.opts.Now().UnixNano())
 		w.opts.Log.Error().Uint64("dropped", w.shed).Msg("shipping backlog over its bound: events dropped")
 		w.appendEvent(&lost)
 		w.shed = 0
@@ -469,9 +492,7 @@ func (w *Writer) appendLost() {
 	if w.dropped == 0 {
 		return
 	}
-	now := w.opts.Now().UnixNano()
-	lost := raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-		Lost: raw.Lost{Reason: raw.LostLocal, Count: w.dropped}}
+	lost := lostEvent(raw.LostLocal, w.dropped, w.opts.Now().UnixNano())
 	w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
 	w.appendEvent(&lost)
 	w.recorded += w.dropped
@@ -538,7 +559,7 @@ func (w *Writer) flusher() {
 		}
 		var err error
 		if w.seg == nil {
-			err = errors.New("no segment could be created")
+			err = fmt.Errorf("no segment could be created: %w", w.werr) // (the flusher's own field)
 		} else {
 			w.cycle(now, final)
 			err = w.flushQueue()
@@ -552,14 +573,7 @@ func (w *Writer) flusher() {
 			err = w.flushQueue()
 		}
 		if err != nil {
-			w.closeErr = fmt.Errorf("archive not fully written: %w", err)
-			// Give the segments' descriptors back: what they lack stays as a crash would leave it.
-			for _, p := range w.writeWait {
-				p.f.Close()
-			}
-			if w.seg != nil {
-				w.seg.f.Close()
-			}
+			w.closeErr = w.rescue(err)
 		}
 		return
 	}
