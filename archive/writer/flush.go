@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/internal/testhook"
 	"github.com/auditarch/auditarch/audit/raw"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // cycle turns the events appended since the last cycle into blocks for the open segment, adding the
@@ -237,8 +239,15 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool, tl tal
 		publish = s
 	}
 	name := filepath.Base(strings.TrimSuffix(f.Name(), tmpSuffix))
-	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish,
-		tally: tl, after: w.state(closeAfter)})
+	p := pendingWrite{f: f, data: data, size: w.tree.Size, name: name, close: closeAfter, publish: publish, tally: tl, after: w.state(closeAfter)}
+	// Until it is written, the block holds in memory its bytes and the writer's state at its end, not the
+	// leaves' (their buffer takes the next events): held counts that, so that MaxPending bounds the memory
+	// of a disk that refuses writes for hours, when a quiet host makes many small blocks.
+	p.held = len(data) + int(unsafe.Sizeof(p)) + len(p.after.tree.Hashes)*tlog.HashSize
+	w.mu.Lock()
+	w.held += p.held - held
+	w.mu.Unlock()
+	w.writeWait = append(w.writeWait, p)
 }
 
 // writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it

@@ -51,7 +51,7 @@ type Options struct {
 	HeartbeatInterval time.Duration     // a HEARTBEAT leaf after this long without leaves; default DefaultHeartbeat, at most MaxHeartbeat
 	FlushInterval     time.Duration     // how often a batch is written and signed; default 100 ms
 	FlushBytes        int               // write early when this much is buffered (and cut blocks at it); default 1 MiB, at most MaxFlushBytes
-	MaxPending        int               // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
+	MaxPending        int               // bytes held in memory while the disk lags (events, and blocks not yet written); beyond it events are dropped and counted; default 256 MiB
 	Sync              SyncPolicy
 	DiskFull          DiskFullAction
 	// Start fills the START leaf: Version, ConfigDigest, Kernel, Hostname, BootID. The writer sets the
