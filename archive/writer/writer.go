@@ -499,9 +499,9 @@ func (w *Writer) appendLost() {
 	w.dropped = 0
 }
 
-// Stats returns the number of leaves appended (events and LOST), the events dropped since Create (each
-// is counted in a LOST leaf, local_drop: written before the next event that fits, or at Close), and the
-// tree size that is durable.
+// Stats returns the number of leaves appended (events and LOST; after a stop on a full disk, those
+// written), the events dropped since Create (each is counted in a LOST leaf, local_drop: written before
+// the next event that fits, or at Close), and the tree size that is durable.
 func (w *Writer) Stats() (appended, dropped, durable uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
