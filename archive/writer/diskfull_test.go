@@ -422,12 +422,18 @@ func TestDiskFullKeep(t *testing.T) {
 				accepted = !d
 				time.Sleep(5 * time.Millisecond)
 			}
-			for range 20 {
-				tr.append(w, dfEvent(serial, 1000))
+			for range 20 { // (a slow flusher may still hold MaxPending: drops then end in Close's LOST leaf)
+				if d, _ := tr.append(w, dfEvent(serial, 1000)); d {
+					dropped++
+				}
 				serial++
 			}
 			if err := w.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
+			}
+			if _, d, _ := w.Stats(); d > tr.lost {
+				tr.want = append(tr.want, fmt.Sprintf("lost:local_drop:%d", d-tr.lost))
+				tr.lost = d
 			}
 			if _, d, _ := w.Stats(); d != uint64(dropped) || d != tr.lost {
 				t.Fatalf("Stats: %d dropped; %d were, %d of them recorded before an event", d, dropped, tr.lost)
@@ -453,8 +459,10 @@ func TestDiskFullKeep(t *testing.T) {
 				t.Fatalf("log: %d lines that the disk refuses writes, %d that it takes them again, %d summaries; want 1, 1, 0:\n%s",
 					len(refused), len(takes), len(log.lines(t, logStill)), log.buf.String())
 			}
-			if refused[0]["error"] == nil || takes[0]["dropped"] != float64(dropped) {
-				t.Fatalf("log: %v / %v; want the error, and %d dropped", refused[0], takes[0], dropped)
+			// The drops while the disk refused writes: the 300 in a row at least (a slow flusher may also
+			// drop a few before or after, beyond MaxPending).
+			if d, _ := takes[0]["dropped"].(float64); refused[0]["error"] == nil || d < 300 || d > float64(dropped) {
+				t.Fatalf("log: %v / %v; want the error, and 300 to %d dropped", refused[0], takes[0], dropped)
 			}
 			t.Logf("log: %v", takes[0])
 		})
@@ -768,6 +776,14 @@ func TestDiskFullUntilClose(t *testing.T) {
 	}
 	writer.FlushNow(t, w)
 	fillAll(t, disk)
+	// Events until the disk refuses a block (the segment's last page may still take a small one).
+	for deadline := time.Now().Add(5 * time.Second); writer.WriteError(w) == nil; serial++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the full disk took every block")
+		}
+		w.Append(dfEvent(serial, 1000))
+		time.Sleep(time.Millisecond)
+	}
 	// LOST leaves that the capture appended are not counted as events: the stop writes their counts.
 	for _, l := range []audit.Lost{{Reason: audit.LostKernel, Count: 7}, {Reason: audit.LostSocket}, {Reason: audit.LostKernel, Count: 2}} {
 		w.Append(&audit.RawEvent{Kind: audit.KindLost, EOE: true, Received: time.Now().UnixNano(), Lost: l})
@@ -811,10 +827,10 @@ func TestDiskFullUntilClose(t *testing.T) {
 	}
 }
 
-// dfStoppedLosing verifies dir, whose last run of runs stopped on a full disk after dropping lost events:
-// verify passes with no problem (no torn tail, no missing STOP), every run stopped, its last segment is
-// sealed, and the last local_drop LOST leaf counts lost events, among the LOST leaves just before the
-// STOP.
+// dfStoppedLosing verifies dir, whose last run of runs stopped on a full disk after dropping lost events
+// in all: verify passes with no problem (no torn tail, no missing STOP), every run stopped, the last
+// segment is sealed, the LOST leaves just before the STOP include a local_drop one, and the local_drop
+// LOST leaves count lost events.
 func dfStoppedLosing(t *testing.T, dir string, key note.Verifier, runs int, lost uint64) *verify.Report {
 	t.Helper()
 	r := dfVerify(t, dir, key)
@@ -833,8 +849,14 @@ func dfStoppedLosing(t *testing.T, dir string, key note.Verifier, runs int, lost
 	for n > 0 && r.Lost[n-1].Index+uint64(len(r.Lost)-n) == stop-1 && r.Lost[n-1].Reason != "local_drop" {
 		n--
 	}
-	if n == 0 || r.Lost[n-1].Reason != "local_drop" || r.Lost[n-1].Count != lost || r.Lost[n-1].Index+uint64(len(r.Lost)-n) != stop-1 {
-		t.Fatalf("verify reports LOST %+v, want local_drop %d among those just before the STOP (%+v)", r.Lost, lost, r.Runs[runs-1])
+	sum := uint64(0)
+	for _, l := range r.Lost {
+		if l.Reason == "local_drop" {
+			sum += l.Count
+		}
+	}
+	if n == 0 || r.Lost[n-1].Reason != "local_drop" || r.Lost[n-1].Index+uint64(len(r.Lost)-n) != stop-1 || sum != lost {
+		t.Fatalf("verify reports LOST %+v, want local_drop %d in all, one among those just before the STOP (%+v)", r.Lost, lost, r.Runs[runs-1])
 	}
 	return r
 }
