@@ -38,7 +38,7 @@ import (
 const ReserveFile = "RESERVE"
 
 // ReserveBytes is the size of the reserve: twice what a rescue writes at most, from the format's limits:
-//   - the stop's block: a KEY leaf and its checkpoint, at most five LOST leaves (one per reason), STOP,
+//   - the stop's block: a KEY leaf and its checkpoint, at most one LOST leaf per reason, STOP,
 //     SEAL and the final checkpoint: two checkpoints of at most archive.MaxNote (4 KiB) and control
 //     leaves of a few hundred bytes, under 10 KiB;
 //   - when the disk refused a rotation's next segment: that segment's header, magic and JSON with a
