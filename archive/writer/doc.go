@@ -5,7 +5,9 @@
 //     and final checkpoint sign its summary.
 //   - Append never blocks on the disk. An event counts as archived (Stats' durable size) only once the
 //     block holding it is written and, under the default sync policy, fsynced. What cannot be kept is
-//     counted and written as a LOST leaf, never dropped silently.
+//     counted and written as a LOST leaf, never dropped silently: a run keeps a reserve of disk space
+//     (ReserveFile) so that, when the disk is full at Close, the LOST leaf for what it holds, its STOP
+//     and its seal can still be written.
 //   - Every block that holds leaves ends with a checkpoint that signs them: no durable leaf is unsigned.
 //   - The checkpoint covering a START or KEY leaf is signed by the host identity key; every other
 //     checkpoint by the current epoch key, and only within its epoch. An epoch key lives only in memory

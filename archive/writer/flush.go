@@ -7,10 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/internal/testhook"
+	"github.com/auditarch/auditarch/audit/raw"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // cycle turns the events appended since the last cycle into blocks for the open segment, adding the
@@ -50,9 +53,12 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	}
 	// The batch already holds leaf entries: hash them in place, and build the (last) block on it.
 	n, start, leaves := len(batch), 0, len(ent)/archive.EntryHeadSize // (ent holds at most a few control leaves)
+	var tl tally
 	for off := 0; off < len(batch); {
 		l := archive.EntryHeadSize + int(binary.LittleEndian.Uint32(batch[off+1:]))
-		w.leafAdded(batch[off+archive.EntryHeadSize:off+l], now)
+		leaf := batch[off+archive.EntryHeadSize : off+l]
+		w.leafAdded(leaf, now)
+		tl.add(leaf)
 		off += l
 		leaves++
 		if (off-start >= w.opts.FlushBytes || leaves >= archive.MaxBlockLeaves-8) && off < len(batch) {
@@ -60,8 +66,8 @@ func (w *Writer) cycle(now time.Time, final bool) {
 			if err != nil {
 				w.opts.Log.Error().Err(err).Msg("sign checkpoint")
 			}
-			w.queue(w.seg.f, blk, off-start, false)
-			ent, start, leaves = nil, off, 0
+			w.queue(w.seg.f, blk, off-start, false, tl)
+			ent, start, leaves, tl = nil, off, 0, tally{}
 		}
 	}
 	if ent == nil {
@@ -88,11 +94,11 @@ func (w *Writer) cycle(now time.Time, final bool) {
 	case final:
 		ent = w.addControl(ent, archive.LeafStop, now, archive.Stop{Reason: "stopped", Events: w.runLeaves})
 		ent = w.seal(ent, now, false)
-		w.queue(w.seg.f, ent, held, true)
+		w.queue(w.seg.f, ent, held, true, tl)
 	case rotating:
-		w.rotate(ent, held, now)
+		w.rotate(ent, held, tl, now)
 	default:
-		w.queue(w.seg.f, ent, held, false)
+		w.queue(w.seg.f, ent, held, false, tl)
 	}
 	// queue compressed copies: the batch's storage takes the next events (ent may have outgrown it).
 	if start == 0 && cap(ent) > cap(batch) {
@@ -125,8 +131,20 @@ func (w *Writer) leafAdded(leaf []byte, now time.Time) {
 // addControl appends a control leaf entry to ent and hashes it into the tree.
 func (w *Writer) addControl(ent []byte, kind archive.LeafKind, now time.Time, body any) []byte {
 	n0 := len(ent)
-	ent = append(ent, archive.EntryLeaf, 0, 0, 0, 0)
-	ent = archive.AppendControlLeaf(ent, kind, now.UnixNano(), body)
+	ent = archive.AppendControlLeaf(append(ent, archive.EntryLeaf, 0, 0, 0, 0), kind, now.UnixNano(), body)
+	return w.added(ent, n0, now)
+}
+
+// addLost appends a LOST leaf entry to ent and hashes it into the tree.
+func (w *Writer) addLost(ent []byte, reason raw.LostReason, count uint64, now time.Time) []byte {
+	n0 := len(ent)
+	ev := lostEvent(reason, count, now.UnixNano())
+	ent = archive.AppendEventLeaf(append(ent, archive.EntryLeaf, 0, 0, 0, 0), &ev)
+	return w.added(ent, n0, now)
+}
+
+// added completes the leaf entry that starts at ent[n0] with its length, and hashes the leaf into the tree.
+func (w *Writer) added(ent []byte, n0 int, now time.Time) []byte {
 	binary.LittleEndian.PutUint32(ent[n0+1:], uint32(len(ent)-n0-archive.EntryHeadSize))
 	w.leafAdded(ent[n0+archive.EntryHeadSize:], now)
 	return ent
@@ -186,9 +204,9 @@ func (w *Writer) seal(ent []byte, now time.Time, next bool) []byte {
 // durable before the successor is created: a successor's header names the seal's checkpoint and the
 // frontier after it, so it must never exist without them. After a crash in between, the sealed segment
 // announces a successor that is missing, and the next START records that it ended there.
-func (w *Writer) rotate(ent []byte, held int, now time.Time) {
+func (w *Writer) rotate(ent []byte, held int, tl tally, now time.Time) {
 	old := w.seg
-	w.queue(old.f, w.seal(ent, now, true), held, true)
+	w.queue(old.f, w.seal(ent, now, true), held, true, tl)
 	w.seg, w.next, w.nextKernel = nil, old.number+1, old.kernel.Header()
 	w.reopen(now)
 }
@@ -196,18 +214,16 @@ func (w *Writer) rotate(ent []byte, held int, now time.Time) {
 // reopen creates the segment a rotation is waiting for, once every block before it is durable. Until
 // then cycle leaves appended events in memory (Append drops and counts beyond MaxPending).
 func (w *Writer) reopen(now time.Time) bool {
-	if w.flushQueue() != nil {
-		return false
+	err := w.writeQueued()
+	if err == nil {
+		err = w.openSegment(w.next, now, w.key.vkey, w.nextKernel)
 	}
-	if err := w.openSegment(w.next, now, w.key.vkey, w.nextKernel); err != nil {
-		w.opts.Log.Error().Err(err).Msg("cannot start the next segment; events are held in memory and retried")
-		return false
-	}
-	return true
+	w.noteWrite(err)
+	return err == nil
 }
 
-// queue hands a block for f to the writer.
-func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
+// queue hands a block for f, holding the leaves tl counts, to the writer.
+func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool, tl tally) {
 	if len(ent) == 0 && !closeAfter {
 		w.mu.Lock()
 		w.held -= held
@@ -223,7 +239,15 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool) {
 		publish = s
 	}
 	name := filepath.Base(strings.TrimSuffix(f.Name(), tmpSuffix))
-	w.writeWait = append(w.writeWait, pendingWrite{f: f, data: data, held: held, size: w.tree.Size, name: name, close: closeAfter, publish: publish})
+	p := pendingWrite{f: f, data: data, size: w.tree.Size, name: name, close: closeAfter, publish: publish, tally: tl, after: w.state(closeAfter)}
+	// Until it is written, the block holds in memory its bytes and the writer's state at its end, not the
+	// leaves' (their buffer takes the next events): held counts that, so that MaxPending bounds the memory
+	// of a disk that refuses writes for hours, when a quiet host makes many small blocks.
+	p.held = len(data) + int(unsafe.Sizeof(p)) + len(p.after.tree.Hashes)*tlog.HashSize
+	w.mu.Lock()
+	w.held += p.held - held
+	w.mu.Unlock()
+	w.writeWait = append(w.writeWait, p)
 }
 
 // writeQueued writes the queued blocks in order and syncs them. A partial write is resumed from where it
@@ -234,6 +258,7 @@ func (w *Writer) writeQueued() error {
 		for len(p.data) > 0 {
 			n, err := p.f.Write(p.data)
 			p.data = p.data[n:]
+			p.written += n
 			if err != nil {
 				return err // an *os.PathError: "write <segment>: <errno>"
 			}
@@ -257,6 +282,7 @@ func (w *Writer) writeQueued() error {
 		}
 		w.mu.Lock()
 		w.held -= p.held
+		w.written += p.tally.leaves()
 		w.durable = p.size
 		w.durPos = archive.Position{Segment: p.name, Offset: off, Size: p.size}
 		w.mu.Unlock()
@@ -264,14 +290,18 @@ func (w *Writer) writeQueued() error {
 		case w.durNote <- struct{}{}:
 		default:
 		}
+		w.at = p.after
 		w.writeWait = w.writeWait[1:]
 	}
 	return nil
 }
 
 // Close writes what was appended, a STOP leaf and the segment's seal with its final checkpoint, syncs, and
-// releases the directory. Events appended after Close are counted as dropped. If blocks could not be
-// written it returns the error; if events were dropped it says how many (they are in a LOST leaf).
+// releases the directory. Events appended after Close are counted as dropped. When the disk still refuses
+// the last blocks after a while (50 flush intervals), the run ends in the reserve instead (see rescue):
+// the events not written are counted in a LOST leaf before the STOP, Stats counts them as dropped, and
+// Close returns an error that says how many, wrapping the write error. If even that cannot be written,
+// it returns an error wrapping the write error, and the archive ends as after a crash.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -287,6 +317,7 @@ func (w *Writer) Close() error {
 	if w.key != nil {
 		w.key.Erase()
 	}
+	w.reserve.Close()
 	w.lock.Close()
 	return w.closeErr
 }

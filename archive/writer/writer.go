@@ -51,7 +51,7 @@ type Options struct {
 	HeartbeatInterval time.Duration     // a HEARTBEAT leaf after this long without leaves; default DefaultHeartbeat, at most MaxHeartbeat
 	FlushInterval     time.Duration     // how often a batch is written and signed; default 100 ms
 	FlushBytes        int               // write early when this much is buffered (and cut blocks at it); default 1 MiB, at most MaxFlushBytes
-	MaxPending        int               // bytes held in memory while the disk lags; beyond it events are dropped and counted; default 256 MiB
+	MaxPending        int               // bytes held in memory while the disk lags (events, and blocks not yet written); beyond it events are dropped and counted; default 256 MiB
 	Sync              SyncPolicy
 	DiskFull          DiskFullAction
 	// Start fills the START leaf: Version, ConfigDigest, Kernel, Hostname, BootID. The writer sets the
@@ -115,18 +115,21 @@ var ErrInUse = errors.New("in use by another writer")
 
 // Writer appends events to the archive in a directory. See the package documentation for its guarantees.
 type Writer struct {
-	opts   Options
-	dir    string
-	origin string
-	lock   *os.File
+	opts    Options
+	dir     string
+	origin  string
+	lock    *os.File
+	reserve *os.File // ReserveFile
 
 	mu        sync.Mutex
 	buf       []byte // leaf entries not yet taken by the flusher
 	held      int    // bytes of buf plus batches not yet written
 	dropped   uint64 // events dropped since the last LOST leaf
+	recorded  uint64 // events dropped before it: counted in LOST leaves (local_drop)
 	shed      uint64 // events refused while the shipping backlog is over its bound, since the last LOST leaf
 	shedding  bool
-	appended  uint64
+	appended  uint64           // event and LOST leaves appended
+	written   uint64           // of those, the leaves written (held: appended - written)
 	durable   uint64           // tree size on stable storage
 	durPos    archive.Position // where that tree size ends in the segment files
 	durNote   chan struct{}
@@ -154,6 +157,8 @@ type Writer struct {
 	runLeaves  uint64
 	next       uint64  // when seg is nil: the number of the segment a rotation waits to create
 	nextKernel []int64 // and its header's PrevKernelTimes
+	at         state   // at the end of the last block written
+	outage     outage
 }
 
 // segment is the open segment.
@@ -179,11 +184,17 @@ type pendingWrite struct {
 	name    string   // the segment's file name
 	close   bool     // close f once written and synced (a sealed segment)
 	publish *segment // the block is in a segment not yet published: publish it once the block is durable
+	tally   tally    // its event and LOST leaves
+	after   state    // the writer's state at its end
+	written int      // bytes of it the file took (all of them, if only its sync failed)
 }
 
 // Create opens the archive in dir for appending (dir is created 0700 if missing and must not be
-// accessible to others), recovers the state its last run left, starts a new segment with a START leaf
-// signed by the identity key, and starts the flusher. Only one Writer may hold a directory.
+// accessible to others), allocates the reserve (ReserveFile) unless it is there, recovers the state its
+// last run left, starts a new segment with a START leaf signed by the identity key, and starts the
+// flusher. Only one Writer may hold a directory. On a disk without room for the reserve and the START it
+// fails (wrapping ENOSPC) and leaves the archive as it was: a run that could not record its own stop does
+// not start.
 func Create(dir string, opts Options) (*Writer, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
@@ -204,8 +215,20 @@ func Create(dir string, opts Options) (*Writer, error) {
 	}
 	w := &Writer{opts: opts, dir: dir, origin: opts.Identity.Signer.Name(), lock: lock,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1), durNote: make(chan struct{}, 1)}
-	if err := w.start(); err != nil {
+	if w.reserve, err = reserve(dir); err != nil {
 		lock.Close()
+		return nil, err
+	}
+	if err := w.start(); err != nil {
+		if w.seg != nil && w.seg.tmp != "" { // the START never became durable
+			w.seg.f.Close()
+			os.Remove(w.seg.tmp)
+		}
+		w.reserve.Close()
+		lock.Close()
+		if errors.Is(err, unix.ENOSPC) {
+			err = fmt.Errorf("archive %s: no room for the run's START beside the %d KiB reserve (%s): %w", dir, ReserveBytes>>10, ReserveFile, err)
+		}
 		return nil, err
 	}
 	go w.flusher()
@@ -351,7 +374,7 @@ func (w *Writer) start() error {
 		return err
 	}
 	w.epochStart, w.lastWall, w.lastMono = now, now, time.Now()
-	w.queue(w.seg.f, ent, 0, false)
+	w.queue(w.seg.f, ent, 0, false, tally{})
 	if err := w.writeQueued(); err != nil {
 		return err
 	}
@@ -452,12 +475,16 @@ func (w *Writer) appendEvent(ev *raw.Event) {
 	w.appended++
 }
 
+// lostEvent is a LOST event of reason and count at now (unix ns).
+func lostEvent(reason raw.LostReason, count uint64, now int64) raw.Event {
+	return raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
+		Lost: raw.Lost{Reason: reason, Count: count}}
+}
+
 // appendLost appends a LOST leaf for the events dropped since the last one, if any. w.mu is held.
 func (w *Writer) appendLost() {
 	if w.shed > 0 {
-		now := w.opts.Now().UnixNano()
-		lost := raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-			Lost: raw.Lost{Reason: raw.LostBacklog, Count: w.shed}}
+		lost := lostEvent(raw.LostBacklog, w.shed, w.opts.Now().UnixNano())
 		w.opts.Log.Error().Uint64("dropped", w.shed).Msg("shipping backlog over its bound: events dropped")
 		w.appendEvent(&lost)
 		w.shed = 0
@@ -465,20 +492,20 @@ func (w *Writer) appendLost() {
 	if w.dropped == 0 {
 		return
 	}
-	now := w.opts.Now().UnixNano()
-	lost := raw.Event{Kind: raw.KindLost, EOE: true, Received: now, Sec: now / 1e9, Msec: int32(now % 1e9 / 1e6),
-		Lost: raw.Lost{Reason: raw.LostLocal, Count: w.dropped}}
+	lost := lostEvent(raw.LostLocal, w.dropped, w.opts.Now().UnixNano())
 	w.opts.Log.Error().Uint64("dropped", w.dropped).Msg("archive fell behind: events dropped")
 	w.appendEvent(&lost)
+	w.recorded += w.dropped
 	w.dropped = 0
 }
 
-// Stats returns the number of leaves appended (events and LOST), the events dropped and not yet recorded
-// in a LOST leaf, and the tree size that is durable.
+// Stats returns the number of leaves appended (events and LOST; after a stop on a full disk, those
+// written), the events dropped since Create (each is counted in a LOST leaf, local_drop: written before
+// the next event that fits, or at Close), and the tree size that is durable.
 func (w *Writer) Stats() (appended, dropped, durable uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.appended, w.dropped, w.durable
+	return w.appended, w.recorded + w.dropped, w.durable
 }
 
 // Failed delivers the write error that made the writer give up (DiskFullExit only).
@@ -532,7 +559,7 @@ func (w *Writer) flusher() {
 		}
 		var err error
 		if w.seg == nil {
-			err = errors.New("no segment could be created")
+			err = fmt.Errorf("no segment could be created: %w", w.werr) // (the flusher's own field)
 		} else {
 			w.cycle(now, final)
 			err = w.flushQueue()
@@ -546,14 +573,7 @@ func (w *Writer) flusher() {
 			err = w.flushQueue()
 		}
 		if err != nil {
-			w.closeErr = fmt.Errorf("archive not fully written: %w", err)
-			// Give the segments' descriptors back: what they lack stays as a crash would leave it.
-			for _, p := range w.writeWait {
-				p.f.Close()
-			}
-			if w.seg != nil {
-				w.seg.f.Close()
-			}
+			w.closeErr = w.rescue(err)
 		}
 		return
 	}
@@ -562,17 +582,6 @@ func (w *Writer) flusher() {
 // flushQueue writes the queued blocks and records the outcome.
 func (w *Writer) flushQueue() error {
 	err := w.writeQueued()
-	w.mu.Lock()
-	w.werr = err
-	w.mu.Unlock()
-	if err != nil {
-		w.opts.Log.Error().Err(err).Msg("archive write failed; events are held in memory and retried")
-		if w.opts.DiskFull == DiskFullExit {
-			select {
-			case w.failed <- err:
-			default:
-			}
-		}
-	}
+	w.noteWrite(err)
 	return err
 }
