@@ -124,6 +124,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 			hint = "the archive directory must not be accessible to others: chmod 0700 " + cfg.Archive
 		case errors.Is(err, writer.ErrInUse):
 			hint = "another auditarch run writes to this archive; stop it first"
+		case errors.Is(err, unix.ENOSPC):
+			hint = "the archive's filesystem is full: free space (a run keeps a small reserve to record its stop) and start again"
 		}
 		return &hinted{err, hint}
 	}
