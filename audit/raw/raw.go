@@ -137,7 +137,8 @@ func (e *Event) Partial() bool {
 	if e.Kind != KindEvent || e.Late {
 		return false
 	}
-	exit, paths, proctitle, cwd, named := false, 0, false, false, false
+	// (verify calls this for every event: record types first, texts only where they decide.)
+	exit, paths, proctitle, cwd := false, 0, false, false
 	var syscall []byte
 	for _, r := range e.Records {
 		exit = exit || exitRecord(r.Type)
@@ -146,7 +147,6 @@ func (e *Event) Partial() bool {
 			syscall = r.Text
 		case 1302:
 			paths++
-			named = named || !bytes.Contains(r.Text, []byte(" name=(null)"))
 		case 1307:
 			cwd = true
 		case 1327:
@@ -156,11 +156,20 @@ func (e *Event) Partial() bool {
 	switch {
 	case !e.EOE:
 		return exit
-	case syscall == nil:
+	case syscall == nil || !proctitle:
 		return true
 	}
-	items, ok := itemsField(syscall)
-	return !proctitle || (ok && items != paths) || (named && !cwd)
+	if items, ok := itemsField(syscall); ok && items != paths {
+		return true
+	}
+	if !cwd {
+		for _, r := range e.Records {
+			if r.Type == 1302 && !bytes.Contains(r.Text, []byte(" name=(null)")) {
+				return true // a name was looked up: the kernel logged the CWD
+			}
+		}
+	}
+	return false
 }
 
 // itemsField reads the items=N field of a SYSCALL record.
