@@ -31,6 +31,9 @@ type Capture struct {
 	BeforeUnregister func()
 	// Tap, when set, sees every record as received, before reassembly (for recording test streams).
 	Tap func(typ uint16, text []byte)
+	// ConfigChange, when set, is signalled (without blocking) for every CONFIG_CHANGE record: someone
+	// changed the kernel's audit rules or settings.
+	ConfigChange chan<- struct{}
 	// Reregistered counts how often the kernel had dropped the daemon and it registered again.
 	Reregistered int
 	// Baseline is the kernel's lost counter from which every increase is reported as LOST: the value
@@ -52,6 +55,14 @@ type Capture struct {
 // are then reported too.
 func (c *Capture) Since(lost uint32) {
 	c.lost, c.lostKnown, c.Baseline = lost, true, lost
+}
+
+// Control runs f with the control socket, which the capture's status poller also uses: go-libaudit's
+// client is not safe for concurrent use.
+func (c *Capture) Control(f func(*libaudit.AuditClient) error) error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	return f(c.Conn.Control())
 }
 
 // statusReply is one reading of the kernel's audit status by the poller.
@@ -89,6 +100,12 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 			if typ >= 1000 {
 				if c.Tap != nil {
 					c.Tap(typ, text)
+				}
+				if typ == TypeConfigChange && c.ConfigChange != nil {
+					select {
+					case c.ConfigChange <- struct{}{}:
+					default:
+					}
 				}
 				if perr := r.Push(typ, text, now); perr != nil {
 					c.Log.Warn().Err(perr).Uint16("type", typ).Msg("kept a record without a valid stamp as its own event")

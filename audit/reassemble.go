@@ -29,7 +29,8 @@ const (
 
 // Record types the reassembler treats specially (linux/audit.h).
 const (
-	TypeEOE = 1320
+	TypeEOE          = 1320
+	TypeConfigChange = 1305 // AUDIT_CONFIG_CHANGE: the audit configuration changed
 	// Userspace and daemon messages (1100–1299) and the second userspace range (2100–2999) are single-record
 	// events sent without an EOE; everything else from the kernel waits for EOE or the timeout.
 	firstUserMsg  = 1100

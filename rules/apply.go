@@ -1,9 +1,11 @@
 package rules
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"github.com/elastic/go-libaudit/v2/rule"
@@ -86,6 +88,7 @@ type Applied struct {
 	rulesChanged bool                     // Apply touched the rule list
 	changed      libaudit.AuditStatusMask // the status fields Apply set
 	locked       bool
+	want         Found // the state Apply left: what Drift compares with
 
 	// Skipped holds an *OpError for each operation the kernel refused and Apply skipped under -c or -i.
 	Skipped []error
@@ -128,10 +131,28 @@ func Apply(k Kernel, s *Set, o ApplyOptions) (*Applied, error) {
 		}
 		return nil, err
 	}
+	if err := a.snapshot(); err != nil {
+		return a, err
+	}
 	if s.Continue && !s.IgnoreErrors && len(a.Skipped) > 0 {
 		return a, errors.Join(a.Skipped...)
 	}
 	return a, nil
+}
+
+// snapshot records the state Apply left, for Drift.
+func (a *Applied) snapshot() error {
+	st, err := a.k.GetStatus()
+	if err != nil {
+		return fmt.Errorf("get audit status: %w", err)
+	}
+	rules, err := a.k.GetRules()
+	if err != nil {
+		return fmt.Errorf("get audit rules: %w", err)
+	}
+	a.want = Found{Enabled: st.Enabled, Failure: st.Failure, RateLimit: st.RateLimit, BacklogLimit: st.BacklogLimit,
+		BacklogWaitTime: st.BacklogWaitTime, Rules: rules}
+	return nil
 }
 
 // SelfRule returns the rule that excludes pid from syscall auditing: -A never,exit -F pid=pid.
@@ -254,32 +275,115 @@ func (a *Applied) Restore() error {
 	if a.locked {
 		return nil
 	}
+	return a.put(a.Found(), a.rulesChanged, a.changed)
+}
+
+// put sets the kernel's rule list (when rules) and the status fields in mask to f's, carrying on past
+// errors.
+func (a *Applied) put(f Found, rules bool, mask libaudit.AuditStatusMask) error {
 	const wait = libaudit.WaitForReply
 	var errs []error
-	if a.rulesChanged {
+	if rules {
 		if _, err := a.k.DeleteRules(); err != nil {
 			errs = append(errs, fmt.Errorf("delete rules: %w", err))
 		}
-		for _, r := range a.rules {
+		for _, r := range f.Rules {
 			if err := a.k.AddRule(r); err != nil {
 				text, _ := commandLine(r)
 				errs = append(errs, fmt.Errorf("re-add rule %q: %w", text, err))
 			}
 		}
 	}
-	b := a.before
-	set := func(m libaudit.AuditStatusMask, what string, f func() error) {
-		if a.changed&m == 0 {
+	set := func(m libaudit.AuditStatusMask, what string, fn func() error) {
+		if mask&m == 0 {
 			return
 		}
-		if err := f(); err != nil {
+		if err := fn(); err != nil {
 			errs = append(errs, fmt.Errorf("restore %s: %w", what, err))
 		}
 	}
-	set(libaudit.AuditStatusBacklogLimit, "backlog limit", func() error { return a.k.SetBacklogLimit(b.BacklogLimit, wait) })
-	set(libaudit.AuditStatusBacklogWaitTime, "backlog wait time", func() error { return a.k.SetBacklogWaitTime(int32(b.BacklogWaitTime), wait) })
-	set(libaudit.AuditStatusFailure, "failure mode", func() error { return a.k.SetFailure(libaudit.FailureMode(b.Failure), wait) })
-	set(libaudit.AuditStatusRateLimit, "rate limit", func() error { return a.k.SetRateLimit(b.RateLimit, wait) })
-	set(libaudit.AuditStatusEnabled, "enabled", func() error { return a.k.SetEnabled(b.Enabled == 1, wait) })
+	set(libaudit.AuditStatusBacklogLimit, "backlog limit", func() error { return a.k.SetBacklogLimit(f.BacklogLimit, wait) })
+	set(libaudit.AuditStatusBacklogWaitTime, "backlog wait time", func() error { return a.k.SetBacklogWaitTime(int32(f.BacklogWaitTime), wait) })
+	set(libaudit.AuditStatusFailure, "failure mode", func() error { return a.k.SetFailure(libaudit.FailureMode(f.Failure), wait) })
+	set(libaudit.AuditStatusRateLimit, "rate limit", func() error { return a.k.SetRateLimit(f.RateLimit, wait) })
+	set(libaudit.AuditStatusEnabled, "enabled", func() error { return a.k.SetEnabled(f.Enabled == 1, wait) })
 	return errors.Join(errs...)
+}
+
+// Drift compares the kernel with the state Apply left (its rules and the status fields it may set) and
+// says what differs, "" when nothing does. While a daemon runs nobody else may change either: a
+// difference is tampering (or an administrator's auditctl), which Reassert undoes.
+func (a *Applied) Drift() (string, error) {
+	now, mask, err := a.drift()
+	if err != nil || mask == 0 && now == nil {
+		return "", err
+	}
+	var what []string
+	if now != nil {
+		what = append(what, fmt.Sprintf("%d rules loaded, %d applied", len(now), len(a.want.Rules)))
+	}
+	st := a.want
+	names := []struct {
+		m    libaudit.AuditStatusMask
+		name string
+		want uint32
+	}{{libaudit.AuditStatusEnabled, "enabled", st.Enabled}, {libaudit.AuditStatusFailure, "failure", st.Failure},
+		{libaudit.AuditStatusRateLimit, "rate_limit", st.RateLimit}, {libaudit.AuditStatusBacklogLimit, "backlog_limit", st.BacklogLimit},
+		{libaudit.AuditStatusBacklogWaitTime, "backlog_wait_time", st.BacklogWaitTime}}
+	for _, n := range names {
+		if mask&n.m != 0 {
+			what = append(what, fmt.Sprintf("%s changed (applied %d)", n.name, n.want))
+		}
+	}
+	return strings.Join(what, ", "), nil
+}
+
+// drift returns the kernel's rules when they differ from those Apply left (nil otherwise) and the mask
+// of the status fields that differ.
+func (a *Applied) drift() ([][]byte, libaudit.AuditStatusMask, error) {
+	st, err := a.k.GetStatus()
+	if err != nil {
+		return nil, 0, fmt.Errorf("get audit status: %w", err)
+	}
+	var mask libaudit.AuditStatusMask
+	w := a.want
+	for _, f := range []struct {
+		m          libaudit.AuditStatusMask
+		have, want uint32
+	}{{libaudit.AuditStatusEnabled, st.Enabled, w.Enabled}, {libaudit.AuditStatusFailure, st.Failure, w.Failure},
+		{libaudit.AuditStatusRateLimit, st.RateLimit, w.RateLimit}, {libaudit.AuditStatusBacklogLimit, st.BacklogLimit, w.BacklogLimit},
+		{libaudit.AuditStatusBacklogWaitTime, st.BacklogWaitTime, w.BacklogWaitTime}} {
+		if f.have != f.want {
+			mask |= f.m
+		}
+	}
+	rules, err := a.k.GetRules()
+	if err != nil {
+		return nil, 0, fmt.Errorf("get audit rules: %w", err)
+	}
+	same := len(rules) == len(a.want.Rules)
+	for i := 0; same && i < len(rules); i++ {
+		same = bytes.Equal(rules[i], a.want.Rules[i])
+	}
+	if same {
+		rules = nil
+	}
+	return rules, mask, nil
+}
+
+// Reassert puts back the rules and status fields that differ from the state Apply left, and says what
+// it put back ("" when nothing differed). A locked configuration cannot drift.
+func (a *Applied) Reassert() (string, error) {
+	if a.locked {
+		return "", nil
+	}
+	what, err := a.Drift()
+	if err != nil || what == "" {
+		return "", err
+	}
+	rules, mask, err := a.drift()
+	if err != nil {
+		return "", err
+	}
+	return what, a.put(a.want, rules != nil, mask)
 }

@@ -216,6 +216,8 @@ func TestApplyOrder(t *testing.T) {
 		"SetRateLimit 5",
 		"SetEnabled false",
 		"SetEnabled true",
+		"GetStatus", // the state Apply left, for Drift
+		"GetRules",
 	})
 	if a.Locked() || len(a.Skipped) != 0 {
 		t.Errorf("Locked %v, Skipped %v", a.Locked(), a.Skipped)
@@ -275,7 +277,7 @@ func TestApplyNoSelf(t *testing.T) {
 	if _, err := Apply(k, mustParse(t, "-a always,exit -F arch=b64 -S kill\n"), ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	checkCalls(t, k.calls, []string{"GetStatus", "GetRules", "AddRule -a always,exit -F arch=b64 -S kill", "SetEnabled true"})
+	checkCalls(t, k.calls, []string{"GetStatus", "GetRules", "AddRule -a always,exit -F arch=b64 -S kill", "SetEnabled true", "GetStatus", "GetRules"})
 }
 
 func TestApplyLock(t *testing.T) {
@@ -303,6 +305,8 @@ func TestApplyLock(t *testing.T) {
 				"AddRule -a always,exit -F arch=b64 -S kill",
 				"SetEnabled true",
 				"SetImmutable",
+				"GetStatus",
+				"GetRules",
 			})
 			if !a.Locked() || k.status.Enabled != 2 {
 				t.Errorf("Locked %v, kernel enabled %d", a.Locked(), k.status.Enabled)
@@ -480,5 +484,37 @@ func TestApplyFoundAfterCrash(t *testing.T) {
 	}
 	if got := k.ruleTexts(); !slices.Equal(got, beforeRules) {
 		t.Errorf("rules after Restore %q, want %q", got, beforeRules)
+	}
+}
+
+// TestDriftReassert: after Apply, whatever someone else changes (rules deleted, auditing disabled, the
+// backlog limit) is seen by Drift and put back by Reassert, and then nothing differs; a locked
+// configuration is never touched.
+func TestDriftReassert(t *testing.T) {
+	k := newFake(t)
+	a, err := Apply(k, mustParse(t, "-D\n-b 8192\n-a always,exit -F arch=b64 -S kill\n-a always,exit -F arch=b64 -S ptrace\n"), ApplyOptions{SelfPID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := a.Drift(); err != nil || d != "" {
+		t.Fatalf("Drift right after Apply = %q, %v", d, err)
+	}
+	k.rules = k.rules[:1] // auditctl -D would leave none; any change counts
+	k.status.Enabled, k.status.BacklogLimit = 0, 64
+	d, err := a.Drift()
+	if err != nil || d != "1 rules loaded, 3 applied, enabled changed (applied 1), backlog_limit changed (applied 8192)" {
+		t.Fatalf("Drift = %q, %v", d, err)
+	}
+	k.calls = nil
+	if what, err := a.Reassert(); err != nil || what != d {
+		t.Fatalf("Reassert = %q, %v; want %q", what, err, d)
+	}
+	if d, err := a.Drift(); err != nil || d != "" || len(k.rules) != 3 || k.status.Enabled != 1 || k.status.BacklogLimit != 8192 {
+		t.Fatalf("after Reassert: drift %q (%v), %d rules, enabled %d, backlog %d", d, err, len(k.rules), k.status.Enabled, k.status.BacklogLimit)
+	}
+	for _, c := range k.calls {
+		if c == "SetFailure 1" || c == "SetRateLimit 0" {
+			t.Errorf("Reassert set %s, which had not changed", c)
+		}
 	}
 }

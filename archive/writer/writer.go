@@ -458,6 +458,26 @@ func (w *Writer) Append(ev *raw.Event) {
 	}
 }
 
+// Policy appends a POLICY leaf and has it written at once, ahead of the next flush interval: a protection
+// event is what an attacker would most like to keep from the store.
+func (w *Writer) Policy(p archive.Policy) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	n0 := len(w.buf)
+	w.buf = append(w.buf, archive.EntryLeaf, 0, 0, 0, 0)
+	w.buf = archive.AppendControlLeaf(w.buf, archive.LeafPolicy, w.opts.Now().UnixNano(), p)
+	binary.LittleEndian.PutUint32(w.buf[n0+1:], uint32(len(w.buf)-n0-archive.EntryHeadSize))
+	w.held += len(w.buf) - n0
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
 // appendEvent encodes ev as a leaf entry into buf. w.mu is held.
 func (w *Writer) appendEvent(ev *raw.Event) {
 	n0 := len(w.buf)

@@ -187,8 +187,10 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	log.Info().Str("archive", w.Dir()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
 		Uint32("backlog_limit", st.BacklogLimit).Msg("capturing")
 
+	guarded := make(chan struct{}) // closed when the configuration guard has stopped
 	c := &audit.Capture{Conn: conn, Reassembler: re, PollInterval: cfg.LostPoll, Log: log,
 		BeforeUnregister: func() {
+			<-guarded // the guard must not put back what Restore is about to undo
 			// The run's last serial: the next run counts what it misses from here.
 			if err := conn.Mark(fmt.Sprintf("op=auditarch-stop pid=%d", os.Getpid())); err != nil {
 				log.Warn().Err(err).Msg("mark the run's end in the audit trail")
@@ -204,6 +206,16 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 				log.Error().Err(err).Msg("remove the saved kernel state")
 			}
 		}}
+	if applied != nil && !applied.Locked() {
+		changes := make(chan struct{}, 1)
+		c.ConfigChange = changes
+		go func() {
+			defer close(guarded)
+			guardConfig(ctx, c, applied, w, changes, log)
+		}()
+	} else {
+		close(guarded)
+	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
 	capErr := c.Run(ctx, w)
 	closeErr := w.Close()
@@ -219,6 +231,42 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		return fmt.Errorf("ship: %w", shipErr)
 	}
 	return nil
+}
+
+// configCheck is how often the guard compares the kernel's audit configuration with what the run applied,
+// besides at every CONFIG_CHANGE record.
+const configCheck = time.Second
+
+// guardConfig puts back the audit rules and settings the run applied whenever someone else changes them
+// (auditctl -D, -e 0, -b ...), at once after the CONFIG_CHANGE record that reports it and at least every
+// configCheck, and records each restoration in a POLICY leaf. It returns when ctx ends.
+func guardConfig(ctx context.Context, c *audit.Capture, applied *rules.Applied, w *writer.Writer, changes <-chan struct{}, log zerolog.Logger) {
+	t := time.NewTicker(configCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		case <-t.C:
+		}
+		var what string
+		err := c.Control(func(*libaudit.AuditClient) (err error) {
+			what, err = applied.Reassert()
+			return err
+		})
+		if what != "" {
+			verdict := archive.PolicyVerdictRestored
+			if err != nil {
+				verdict = archive.PolicyVerdictRecorded
+			}
+			w.Policy(archive.Policy{Action: archive.PolicyActionAuditConfig, Verdict: verdict, Detail: what})
+			log.Warn().Str("changed", what).Str("verdict", verdict).AnErr("restore_error", err).
+				Msg("the kernel's audit configuration was changed by someone else")
+		} else if err != nil {
+			log.Warn().Err(err).Msg("check the kernel's audit configuration")
+		}
+	}
 }
 
 // kernelStateFile, in the archive directory, holds the kernel audit state a run found (rules.Found, JSON)

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	libaudit "github.com/elastic/go-libaudit/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/internal/privtest"
+)
+
+// TestConfigTamperRestored: while the daemon runs, someone else deletes every audit rule (auditctl -D),
+// disables auditing (auditctl -e 0) and changes the backlog limit (auditctl -b): the daemon puts each
+// back within a second and records it in a POLICY leaf; verify passes.
+func TestConfigTamperRestored(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	cmd, stderr := daemonProcess(t, ctl, dir, keys)
+	applied, err := ctl.GetRules()
+	if err != nil || len(applied) == 0 {
+		t.Fatalf("rules: %d, %v", len(applied), err)
+	}
+	st, err := ctl.GetStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// restored waits until the kernel is as the daemon applied it again and returns how long it took.
+	restored := func(what string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for time.Since(start) < 3*time.Second {
+			s, err1 := ctl.GetStatus()
+			r, err2 := ctl.GetRules()
+			if err1 == nil && err2 == nil && s.Enabled == st.Enabled && s.BacklogLimit == st.BacklogLimit && len(r) == len(applied) {
+				return time.Since(start)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("%s: not restored within 3 s\n%s", what, stderr)
+		return 0
+	}
+	if _, err := ctl.DeleteRules(); err != nil {
+		t.Fatal(err)
+	}
+	d1 := restored("auditctl -D")
+	if err := ctl.SetEnabled(false, libaudit.WaitForReply); err != nil {
+		t.Fatal(err)
+	}
+	d2 := restored("auditctl -e 0")
+	if err := ctl.SetBacklogLimit(st.BacklogLimit/2, libaudit.WaitForReply); err != nil {
+		t.Fatal(err)
+	}
+	d3 := restored("auditctl -b")
+	t.Logf("restored after -D in %v, -e 0 in %v, -b in %v", d1.Round(time.Millisecond), d2.Round(time.Millisecond), d3.Round(time.Millisecond))
+	for _, d := range []time.Duration{d1, d2, d3} {
+		if d > time.Second {
+			t.Errorf("a restoration took %v, more than a second", d)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr)
+	}
+
+	r, err := archive.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policies []archive.Policy
+	for {
+		l, _, err := r.NextLeaf()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Kind == archive.LeafPolicy {
+			var p archive.Policy
+			if err := json.Unmarshal(l.Body, &p); err != nil {
+				t.Fatal(err)
+			}
+			policies = append(policies, p)
+		}
+	}
+	if len(policies) < 3 {
+		t.Fatalf("%d POLICY leaves, want one per change at least: %+v", len(policies), policies)
+	}
+	for _, p := range policies {
+		if p.Action != archive.PolicyActionAuditConfig || p.Verdict != archive.PolicyVerdictRestored || p.Detail == "" {
+			t.Errorf("POLICY leaf %+v", p)
+		}
+	}
+	t.Logf("POLICY leaves: %+v", policies)
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := verify.Dir(dir, verify.Options{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != verify.Pass {
+		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
+	}
+}
