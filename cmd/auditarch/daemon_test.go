@@ -113,7 +113,7 @@ func daemonProcess(t *testing.T, ctl *libaudit.AuditClient, dir, keys string, ex
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, err := ctl.GetStatus()
-		if err == nil && int(st.PID) == cmd.Process.Pid && st.Enabled == 1 && strings.Contains(stderr.String(), "capturing") {
+		if err == nil && int(st.PID) == cmd.Process.Pid && st.Enabled != 0 && strings.Contains(stderr.String(), "capturing") {
 			return cmd, stderr
 		}
 		if time.Now().After(deadline) {

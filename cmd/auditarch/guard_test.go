@@ -3,8 +3,12 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/internal/privtest"
+	"github.com/auditarch/auditarch/internal/vmtest"
 )
 
 // TestConfigTamperRestored: while the daemon runs, someone else deletes every audit rule (auditctl -D),
@@ -112,5 +117,75 @@ func TestConfigTamperRestored(t *testing.T) {
 	}
 	if rep.Status != verify.Pass {
 		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
+	}
+}
+
+// TestLockedKernel runs in a VM (a locked kernel stays locked until reboot): the daemon with --lock
+// leaves the configuration locked (-e 2), so that root cannot delete its rules or disable auditing; at
+// its stop it cannot and does not restore the kernel; the next run on the locked kernel adopts the
+// rules loaded, captures, and stops cleanly: no error, no crash loop.
+func TestLockedKernel(t *testing.T) {
+	if !vmtest.InVM() {
+		vmtest.RunTest(t, "TestLockedKernel", vmtest.Options{Timeout: 4 * time.Minute})
+		return
+	}
+	ctl := privtest.Kernel(t)
+	rules := execRules(t)
+	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	cmd, stderr := daemonProcess(t, ctl, dir, keys, "--rules", rules, "--lock")
+	st, err := ctl.GetStatus()
+	if err != nil || st.Enabled != 2 {
+		t.Fatalf("enabled %d (%v) under --lock, want 2", st.Enabled, err)
+	}
+	if _, err := ctl.DeleteRules(); err == nil {
+		if r, _ := ctl.GetRules(); len(r) == 0 {
+			t.Fatal("the rules of a locked configuration could be deleted")
+		}
+	}
+	if err := ctl.SetEnabled(false, libaudit.WaitForReply); err == nil {
+		if s, _ := ctl.GetStatus(); s.Enabled != 2 {
+			t.Fatalf("a locked configuration could be disabled: enabled %d", s.Enabled)
+		}
+	}
+	marker := func(what string) string {
+		m := fmt.Sprintf("locked-%s-%d", what, os.Getpid())
+		c := exec.Command(os.Args[0], m)
+		c.Env = append(os.Environ(), trueEnv+"=1")
+		if err := c.Run(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	first := marker("first")
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("first run: %v\n%s", err, stderr)
+	}
+	cmd, stderr = daemonProcess(t, ctl, dir, keys, "--rules", rules)
+	if !strings.Contains(stderr.String(), "locked (-e 2) until reboot") {
+		t.Errorf("the second run did not say it adopts the locked rules:\n%s", stderr)
+	}
+	second := marker("second")
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("second run on the locked kernel: %v\n%s", err, stderr)
+	}
+	for _, m := range []string{first, second} {
+		if !hasMarker(t, dir, m) {
+			t.Errorf("the exec %s is not archived", m)
+		}
+	}
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := verify.Dir(dir, verify.Options{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != verify.Pass || len(rep.Runs) != 2 {
+		t.Errorf("verify: %s, %d runs, %+v", rep.Status, len(rep.Runs), rep.Problems)
 	}
 }
