@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/auditarch/auditarch/audit/raw"
 )
 
 // Event is the decoded view of a RawEvent. It is derived: the raw records in Records are the evidence and
@@ -59,6 +61,9 @@ type Event struct {
 
 	Msg string `json:"msg,omitempty"` // userspace records: the msg='...' payload
 
+	// Policy is a POLICY leaf's body: an attempt on the daemon and what came of it (Type "POLICY").
+	Policy *raw.Policy `json:"policy,omitempty"`
+
 	LostReason string  `json:"reason,omitempty"`
 	LostCount  *uint64 `json:"lost,omitempty"`
 	LostUnit   string  `json:"unit,omitempty"` // what LostCount counts: records or events
@@ -99,6 +104,11 @@ const (
 	TypeObjPID    = 1318
 	TypeProctitle = 1327
 )
+
+// DecodePolicy is the decoded view of a POLICY leaf written at t (unix ns).
+func DecodePolicy(p *raw.Policy, t int64) *Event {
+	return &Event{Type: "POLICY", Time: time.Unix(0, t).UTC().Format(TimeLayout), Policy: p, Records: []RecordView{}}
+}
 
 // Decode derives the decoded view of ev. It never fails: a field it cannot read is left out, and the raw
 // records are always there.

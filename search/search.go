@@ -15,6 +15,7 @@ package search
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -162,7 +163,7 @@ func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error
 			return ctx.Err()
 		default:
 		}
-		raw, idx, err := r.Next()
+		l, idx, err := r.NextLeaf()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -173,7 +174,13 @@ func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error
 		if err != nil {
 			return err
 		}
-		ev := q.selects(raw)
+		var ev *audit.Event
+		switch l.Kind {
+		case archive.LeafEvent, archive.LeafLost:
+			ev = q.selects(&l.Event)
+		case archive.LeafPolicy:
+			ev = q.selectsPolicy(l)
+		}
 		if ev == nil {
 			continue
 		}
@@ -183,6 +190,19 @@ func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error
 		}
 	}
 	return errors.Join(corrupt...)
+}
+
+// selectsPolicy returns the decoded POLICY leaf when q selects it: inside the time window and with no
+// field filter (like LOST events: they say what happened to the evidence, not what the host did).
+func (q *Query) selectsPolicy(l *archive.Leaf) *audit.Event {
+	if q.fields || (!q.since.IsZero() && l.Time < q.since.UnixNano()) || (!q.until.IsZero() && l.Time >= q.until.UnixNano()) {
+		return nil
+	}
+	var p archive.Policy
+	if json.Unmarshal(l.Body, &p) != nil {
+		return nil
+	}
+	return audit.DecodePolicy(&p, l.Time)
 }
 
 // selects returns the decoded event when q selects raw, or nil. The time window and the raw-record

@@ -219,3 +219,37 @@ func (e *Event) Clone() *Event {
 	}
 	return &c
 }
+
+// Policy is the body of a POLICY leaf: an attempt to stop, blind or tamper with the daemon, and what the
+// daemon did about it (docs/format.md, the POLICY leaf). The daemon writes it ahead of what is queued.
+type Policy struct {
+	Action  string   `json:"action"`  // what was attempted (PolicyAction*)
+	Verdict string   `json:"verdict"` // what came of it (PolicyVerdict*)
+	Sender  *Process `json:"sender,omitempty"`
+	Target  *Process `json:"target,omitempty"`
+	Detail  string   `json:"detail,omitempty"` // what changed, what was put back
+}
+
+// Process identifies a process in a POLICY leaf.
+type Process struct {
+	PID    int    `json:"pid"`
+	TGID   int    `json:"tgid,omitempty"`
+	UID    uint32 `json:"uid"`
+	EUID   uint32 `json:"euid"`
+	AUID   uint32 `json:"auid"`
+	Ses    uint32 `json:"ses"`
+	Comm   string `json:"comm,omitempty"`
+	Exe    string `json:"exe,omitempty"`
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+// POLICY leaf actions and verdicts.
+const (
+	PolicyActionAuditConfig = "audit-config" // the kernel's audit rules or settings were changed by someone else
+	PolicyActionSignal      = "signal"       // a signal to the daemon's processes
+
+	PolicyVerdictDenied   = "denied"   // the kernel refused it (enforce mode)
+	PolicyVerdictFrozen   = "frozen"   // the sender's session was frozen (detect mode)
+	PolicyVerdictRestored = "restored" // the daemon put back what was changed
+	PolicyVerdictRecorded = "recorded" // nothing could be done but record it
+)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/verify"
+	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/privtest"
 	"github.com/auditarch/auditarch/internal/vmtest"
 )
@@ -102,11 +104,15 @@ func TestConfigTamperRestored(t *testing.T) {
 		t.Fatalf("%d POLICY leaves, want one per change at least: %+v", len(policies), policies)
 	}
 	for _, p := range policies {
-		if p.Action != archive.PolicyActionAuditConfig || p.Verdict != archive.PolicyVerdictRestored || p.Detail == "" {
+		if p.Action != raw.PolicyActionAuditConfig || p.Verdict != raw.PolicyVerdictRestored || p.Detail == "" {
 			t.Errorf("POLICY leaf %+v", p)
 		}
 	}
 	t.Logf("POLICY leaves: %+v", policies)
+	var out bytes.Buffer
+	if code := Main([]string{"show", dir}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), " POLICY action=audit-config verdict=restored detail=") {
+		t.Errorf("show (exit %d) prints no POLICY line", code)
+	}
 	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
 	if err != nil {
 		t.Fatal(err)

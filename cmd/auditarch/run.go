@@ -22,6 +22,7 @@ import (
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/writer"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/durable"
 	"github.com/auditarch/auditarch/internal/keyfile"
 	"github.com/auditarch/auditarch/rules"
@@ -256,11 +257,11 @@ func guardConfig(ctx context.Context, c *audit.Capture, applied *rules.Applied, 
 			return err
 		})
 		if what != "" {
-			verdict := archive.PolicyVerdictRestored
+			verdict := raw.PolicyVerdictRestored
 			if err != nil {
-				verdict = archive.PolicyVerdictRecorded
+				verdict = raw.PolicyVerdictRecorded
 			}
-			w.Policy(archive.Policy{Action: archive.PolicyActionAuditConfig, Verdict: verdict, Detail: what})
+			w.Policy(archive.Policy{Action: raw.PolicyActionAuditConfig, Verdict: verdict, Detail: what})
 			log.Warn().Str("changed", what).Str("verdict", verdict).AnErr("restore_error", err).
 				Msg("the kernel's audit configuration was changed by someone else")
 		} else if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
+	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/search"
 )
 
@@ -54,6 +55,21 @@ func printEvents(dir string, stdout io.Writer, asJSON bool, q search.Query, verb
 func summary(ev *audit.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#%d %s seq=%d", ev.Index, ev.Time, ev.Seq)
+	if p := ev.Policy; p != nil {
+		fmt.Fprintf(&b, " POLICY action=%s verdict=%s", p.Action, p.Verdict)
+		for _, who := range []struct {
+			name string
+			p    *raw.Process
+		}{{"sender", p.Sender}, {"target", p.Target}} {
+			if who.p != nil {
+				fmt.Fprintf(&b, " %s_pid=%d %s_auid=%d %s_comm=%s", who.name, who.p.PID, who.name, who.p.AUID, who.name, strconv.Quote(who.p.Comm))
+			}
+		}
+		if p.Detail != "" {
+			fmt.Fprintf(&b, " detail=%s", strconv.Quote(p.Detail))
+		}
+		return b.String()
+	}
 	if ev.Type == "LOST" {
 		fmt.Fprintf(&b, " LOST reason=%s lost=%d unit=%s", ev.LostReason, *ev.LostCount, ev.LostUnit)
 		if ev.LostFirst != 0 {
