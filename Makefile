@@ -10,6 +10,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 
 build:
 	$(GO) build -o $(BIN) ./cmd/auditarch
+	$(GO) build -o bin/auditarch-confine ./cmd/auditarch-confine
 
 deps:
 	scripts/deps.sh
