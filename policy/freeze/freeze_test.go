@@ -2,10 +2,13 @@ package freeze
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +101,8 @@ func TestFreezeInVM(t *testing.T) {
 	freezeScenario(t)
 	t.Run("Refused", TestRefused)
 	t.Run("SIGKILL", TestSIGKILLKillsFrozen)
+	t.Run("StoppedSender", TestStoppedSenderStaysStopped)
+	t.Run("Churn", TestSessionChurn)
 }
 
 // TestRefused: the daemon's own session and pid 1's are never frozen, and nothing is created for them.
@@ -177,5 +182,164 @@ func TestSIGKILLKillsFrozen(t *testing.T) {
 	}
 	if _, err := os.Stat(f.Cgroup); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cgroup %s still there after Thaw: %v", f.Cgroup, err)
+	}
+}
+
+// TestStoppedSenderStaysStopped: the sender is SIGSTOPped first (as the BPF program does), then its
+// session is frozen; a SIGCONT from anyone then resumes none of it, the sender included. The kernel
+// counts a stopped task as frozen, so the cgroup reports frozen 1.
+func TestStoppedSenderStaysStopped(t *testing.T) {
+	privtest.Root(t)
+	s := startSession(t, 2)
+	var cg string
+	cleanupCgroup(t, &cg)
+	sender := s.pids[1]
+	if err := unix.Kill(sender, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Session(sender, Options{})
+	cg = f.Cgroup
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigcont(t, s.pids)
+	s.assertStopped(t, "stopped sender, frozen session, after SIGCONT")
+	if err := Thaw(f.Cgroup); err != nil {
+		t.Fatal(err)
+	}
+	// The SIGCONT arrived while frozen and ended the job-control stop: after the thaw, all run.
+	for i := range s.pids {
+		s.waitAdvancing(t, i)
+	}
+}
+
+// TestSetsidDescendant: a member that called setsid(2) (a worker in a session of its own) is frozen with
+// the session of its parent.
+func TestSetsidDescendant(t *testing.T) {
+	privtest.Root(t)
+	s := startSession(t, 1, envSetsid+"=1")
+	var cg string
+	cleanupCgroup(t, &cg)
+	if sid, _ := unix.Getsid(s.pids[1]); sid != s.pids[1] {
+		t.Fatalf("worker %d is in session %d, want its own", s.pids[1], sid)
+	}
+	f, err := Session(s.leader, Options{})
+	cg = f.Cgroup
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(f.Pids, s.pids[1]) {
+		t.Errorf("escaped worker %d not frozen: %v", s.pids[1], f.Pids)
+	}
+	s.assertStopped(t, "frozen with a setsid descendant")
+}
+
+// TestSessionChurn: a worker starts a short-lived child every millisecond or so; Session still settles,
+// and everything stops, the children of the moment included.
+func TestSessionChurn(t *testing.T) {
+	privtest.Root(t)
+	s := startSession(t, 1, envFork+"=1")
+	var cg string
+	cleanupCgroup(t, &cg)
+	time.Sleep(100 * time.Millisecond) // let the churn get going
+	start := time.Now()
+	f, err := Session(s.leader, Options{})
+	cg = f.Cgroup
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Session froze %d processes of a churning session in %v", len(f.Pids), time.Since(start))
+	s.assertStopped(t, "churning session")
+	before, err := load(filepath.Dir(filepath.Dir(f.Cgroup)), f.Cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	after, err := load(filepath.Dir(filepath.Dir(f.Cgroup)), f.Cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before.Pids, after.Pids) {
+		t.Errorf("frozen cgroup's processes changed from %v to %v", before.Pids, after.Pids)
+	}
+	ex, _ := refusedSessions()
+	members, err := scan(f.Session, ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range members {
+		if !slices.Contains(after.Pids, p) {
+			t.Errorf("session member %d is outside the frozen cgroup", p)
+		}
+	}
+	if err := Thaw(f.Cgroup); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSessionAgain: a second Session for a session already frozen reuses its cgroup.
+func TestSessionAgain(t *testing.T) {
+	privtest.Root(t)
+	s := startSession(t, 1)
+	var cg string
+	cleanupCgroup(t, &cg)
+	f, err := Session(s.leader, Options{})
+	cg = f.Cgroup
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := Session(s.pids[1], Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Cgroup != f.Cgroup || !g.At.Equal(f.At) || !slices.Equal(g.Pids, f.Pids) {
+		t.Errorf("second Session = %+v, want the first %+v", g, f)
+	}
+}
+
+// TestSessionLatency freezes 50 disposable sessions of 3 processes (Go programs, each with several
+// threads) one after another and reports the p50 and p99 of Session and of Thaw.
+func TestSessionLatency(t *testing.T) {
+	privtest.Root(t)
+	if testing.Short() {
+		t.Skip("50 sessions take some seconds")
+	}
+	const n = 50
+	var freeze, thaw []time.Duration
+	for range n {
+		s := startSession(t, 2)
+		var cg string
+		cleanupCgroup(t, &cg)
+		start := time.Now()
+		f, err := Session(s.pids[2], Options{})
+		freeze = append(freeze, time.Since(start))
+		cg = f.Cgroup
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Pids) != 3 {
+			t.Fatalf("froze %v, want 3 processes", f.Pids)
+		}
+		start = time.Now()
+		if err := Thaw(f.Cgroup); err != nil {
+			t.Fatal(err)
+		}
+		thaw = append(thaw, time.Since(start))
+		s.kill(t)
+	}
+	slices.Sort(freeze)
+	slices.Sort(thaw)
+	pct := func(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
+	t.Logf("Session, %d sessions of 3 processes: p50 %v p99 %v max %v", n, pct(freeze, 50), pct(freeze, 99), freeze[n-1])
+	t.Logf("Thaw: p50 %v p99 %v max %v", pct(thaw, 50), pct(thaw, 99), thaw[n-1])
+}
+
+// sigcont sends SIGCONT to pids from a third process, neither the test (the daemon) nor the session.
+func sigcont(tb testing.TB, pids []int) {
+	tb.Helper()
+	sc := exec.Command(os.Args[0])
+	sc.Env = append(os.Environ(), envChild+"=sigcont", envPids+"="+strings.Trim(fmt.Sprint(pids), "[]"))
+	if out, err := sc.CombinedOutput(); err != nil {
+		tb.Fatalf("sigcont: %v\n%s", err, out)
 	}
 }

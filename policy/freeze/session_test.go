@@ -23,6 +23,7 @@ const (
 	envWorkers = "AUDITARCH_FREEZE_WORKERS" // how many workers a leader starts
 	envSetsid  = "AUDITARCH_FREEZE_SETSID"  // a worker that calls setsid(2) itself (escapes the session)
 	envPids    = "AUDITARCH_FREEZE_PIDS"    // the pids sigcont signals
+	envFork    = "AUDITARCH_FREEZE_FORK"    // a worker that keeps starting short-lived children
 
 	tick          = 10 * time.Millisecond // how often a child advances its counter
 	childLifetime = 3 * time.Minute       // a child that is never killed exits after this
@@ -32,7 +33,18 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(envChild); mode != "" {
 		os.Exit(child(mode))
 	}
-	os.Exit(m.Run())
+	// Remove auditarch.frozen afterwards if the tests made it (rmdir fails if it is in use).
+	var made string
+	if m, err := Cgroup2Mount(); err == nil {
+		if _, err := os.Stat(filepath.Join(m, RootName)); errors.Is(err, os.ErrNotExist) {
+			made = filepath.Join(m, RootName)
+		}
+	}
+	code := m.Run()
+	if made != "" {
+		unix.Rmdir(made)
+	}
+	os.Exit(code)
 }
 
 // child runs one mode of a disposable session's process.
@@ -44,6 +56,19 @@ func child(mode string) int {
 			fmt.Fprintln(os.Stderr, "setsid:", err)
 			return 1
 		}
+		// The leader reaps its workers and every orphan below it, so a test that kills the session leaves
+		// no zombie to pid 1 (which need not reap: it does not on the development machine).
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return 1
+		}
+		go func() {
+			for {
+				var ws unix.WaitStatus
+				if _, err := unix.Wait4(-1, &ws, 0, nil); err == unix.ECHILD {
+					time.Sleep(tick)
+				}
+			}
+		}()
 		n, _ := strconv.Atoi(os.Getenv(envWorkers))
 		pids := []string{strconv.Itoa(os.Getpid())}
 		for i := range n {
@@ -54,7 +79,6 @@ func child(mode string) int {
 				fmt.Fprintln(os.Stderr, "start worker:", err)
 				return 1
 			}
-			go cmd.Wait()
 			pids = append(pids, strconv.Itoa(cmd.Process.Pid))
 		}
 		tmp := filepath.Join(dir, "pids.tmp")
@@ -71,7 +95,13 @@ func child(mode string) int {
 				return 1
 			}
 		}
+		if os.Getenv(envFork) == "1" {
+			go churn()
+		}
 		return count(filepath.Join(dir, os.Getenv(envName)))
+	case "brief":
+		time.Sleep(20 * time.Millisecond)
+		return 0
 	case "sigcont":
 		for _, f := range strings.Fields(os.Getenv(envPids)) {
 			p, _ := strconv.Atoi(f)
@@ -104,12 +134,60 @@ func count(file string) int {
 	return 0
 }
 
+// churn keeps starting children that live 20 ms, without pause, so that a session's membership changes
+// while it is being frozen.
+func churn() {
+	for {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), envChild+"=brief")
+		if err := cmd.Start(); err != nil {
+			return
+		}
+		go cmd.Wait()
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // session is a disposable session started by startSession.
 type session struct {
 	dir    string
 	leader int
-	pids   []int    // leader first, then the workers
-	names  []string // counter file of each pid
+	pids   []int         // leader first, then the workers
+	names  []string      // counter file of each pid
+	done   chan struct{} // closed when the leader has been reaped
+	killed bool          // kill ran: the pids may since have been reused
+}
+
+// kill kills the session's processes: the members but the leader first, which the leader reaps, then the
+// leader. Call it on a thawed session (a frozen leader reaps nothing).
+func (s *session) kill(tb testing.TB) {
+	tb.Helper()
+	if s.killed {
+		return
+	}
+	s.killed = true
+	members := append([]int(nil), s.pids...)
+	if ex, err := refusedSessions(); err == nil {
+		if m, err := scan(s.leader, ex); err == nil {
+			members = append(members, m...)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for _, p := range members {
+		if p == s.leader {
+			continue
+		}
+		unix.Kill(p, unix.SIGKILL)
+		for unix.Kill(p, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	unix.Kill(s.leader, unix.SIGKILL)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		tb.Errorf("leader %d not reaped 5 s after SIGKILL", s.leader)
+	}
 }
 
 // startSession starts a leader in a new session with n workers and waits until every counter runs. Its
@@ -127,17 +205,8 @@ func startSession(tb testing.TB, workers int, env ...string) *session {
 	s.leader = cmd.Process.Pid
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		for _, p := range s.pids {
-			unix.Kill(p, unix.SIGKILL)
-		}
-		unix.Kill(s.leader, unix.SIGKILL)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			tb.Errorf("leader %d not reaped 5 s after SIGKILL", s.leader)
-		}
-	})
+	s.done = done
+	tb.Cleanup(func() { s.kill(tb) })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, err := os.ReadFile(filepath.Join(s.dir, "pids"))
@@ -296,11 +365,7 @@ func freezeScenario(t *testing.T) {
 	}
 
 	// A third process, neither the daemon nor the session, sends SIGCONT to every process.
-	sc := exec.Command(os.Args[0])
-	sc.Env = append(os.Environ(), envChild+"=sigcont", envPids+"="+strings.Trim(fmt.Sprint(s.pids), "[]"))
-	if out, err := sc.CombinedOutput(); err != nil {
-		t.Fatalf("sigcont: %v\n%s", err, out)
-	}
+	sigcont(t, s.pids)
 	s.assertStopped(t, "frozen, after SIGCONT")
 	if !strings.Contains(cgroupFile(t, f.Cgroup, "cgroup.events"), "frozen 1") {
 		t.Errorf("cgroup.events does not report frozen 1 after SIGCONT")
