@@ -42,6 +42,19 @@
 //     the daemon frozen with it. The caller keeps such a sender stopped and alerts instead.
 //
 // A descendant is never followed into those three sessions, and the daemon's own process is never moved.
+//
+// Session and Thaw are not safe to call concurrently for one session: the daemon serialises them.
+//
+// # Cost
+//
+// Measured on the 2-core development VM (kernel 6.18, hybrid layout, about 80 processes;
+// go test -run '^TestSessionLatency$' -v ./policy/freeze/): Session of a session of 3 processes (Go
+// programs of several threads each) takes 17 ms at p50 and 33 ms at p99 over 50 sessions; Thaw 0.6 ms
+// and 1.7 ms. A Session is two scans of /proc/*/stat (2-4 ms each here) and one write to cgroup.procs per
+// process (2-5 ms each here, the bulk; unverified guess: the percpu rwsem a migration takes for writing,
+// which the cgroup2 mount option favordynmods makes cheaper); the wait for "frozen 1" is under 0.1 ms.
+// Everything between the BPF program's SIGSTOP and the freeze is covered by that stop, except a SIGCONT
+// sent in between: the process then runs until it is moved.
 package freeze
 
 import (
@@ -157,7 +170,8 @@ func Session(pid int, opts Options) (Frozen, error) {
 	for round := 0; round < rounds && !settled; round++ {
 		members, err := scan(sid, excluded)
 		if err != nil {
-			return Frozen{}, err
+			errs = append(errs, err)
+			break
 		}
 		settled = true
 		for _, p := range members {
