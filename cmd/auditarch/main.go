@@ -26,6 +26,7 @@ const usage = `Usage:
     auditarch search DIR [--since T] [--until T] [--syscall S] [--pid N] [--auid N] [--uid N]
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
     auditarch rules [--rules FILE] [--config FILE]
+    auditarch protect status | thaw SESSION
 
 Commands:
     run     Register as the kernel's audit daemon, program the audit rules and append every event,
@@ -51,6 +52,9 @@ Commands:
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
     search  Print the events that match every given filter, like show.
     rules   Print the effective audit rules in auditctl syntax.
+    protect "status" lists the login sessions frozen after an attempt on the daemon (cgroup v2
+            freezer: SIGCONT cannot resume them); "thaw SESSION" releases one (root). See
+            docs/protect.md.
 
 Options:
     --archive DIR          Where events are archived (run).
@@ -149,6 +153,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return showCmd(args[1:], stdout)
 	case "rules":
 		return rulesCmd(args[1:], stdout)
+	case "protect":
+		return protectCmd(args[1:], stdout)
 	case "keygen":
 		return keygenCmd(args[1:], stdout)
 	case "verify":

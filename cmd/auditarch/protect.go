@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+
+	"github.com/auditarch/auditarch/policy/freeze"
+)
+
+// protectCmd is "auditarch protect status" and "auditarch protect thaw SESSION".
+func protectCmd(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: protect needs status or thaw SESSION", errUsage)
+	}
+	switch args[0] {
+	case "status":
+		if len(args) != 1 {
+			return fmt.Errorf("%w: protect status takes no argument", errUsage)
+		}
+		frozen, err := freeze.List()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "frozen sessions: %d\n", len(frozen))
+		for _, f := range frozen {
+			fmt.Fprintf(stdout, "  session %d since %s: pids %v (%s)\n", f.Session, f.At.UTC().Format("2006-01-02T15:04:05Z"), f.Pids, f.Cgroup)
+		}
+		return nil
+	case "thaw":
+		if len(args) != 2 {
+			return fmt.Errorf("%w: protect thaw needs the session id that status lists", errUsage)
+		}
+		sid, err := strconv.Atoi(args[1])
+		if err != nil {
+			return fmt.Errorf("%w: protect thaw: %q is not a session id", errUsage, args[1])
+		}
+		frozen, err := freeze.List()
+		if err != nil {
+			return err
+		}
+		for _, f := range frozen {
+			if f.Session == sid {
+				if err := freeze.Thaw(f.Cgroup); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "thawed session %d: pids %v back in their cgroups (%s removed)\n", sid, f.Pids, filepath.Base(f.Cgroup))
+				return nil
+			}
+		}
+		return fmt.Errorf("no frozen session %d (auditarch protect status lists them)", sid)
+	}
+	return fmt.Errorf("%w: protect %q: want status or thaw", errUsage, args[0])
+}
