@@ -44,7 +44,7 @@ func TestSignalStopsSender(t *testing.T) {
 			if s := waitState(a.pid, 'T', 5*time.Second); s != 'T' {
 				t.Fatalf("attacker %d in state %q, want stopped (T)", a.pid, s)
 			}
-			if a.ranOn(t, 100*time.Millisecond) {
+			if ran, _ := a.ranOn(t, 100*time.Millisecond); ran {
 				t.Fatal("the attacker ran on after its system call")
 			}
 			checkDoer(t, e, a.pid)
@@ -138,7 +138,7 @@ func TestProtectedSenderNotStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.before(t)
-	if !a.ranOn(t, 5*time.Second) {
+	if ran, _ := a.ranOn(t, 5*time.Second); !ran {
 		t.Fatalf("protected sender %d did not run on (state %q)", a.pid, procState(a.pid))
 	}
 	noEventFrom(t, g, a.pid, 200*time.Millisecond)
@@ -150,7 +150,7 @@ func TestUnprotectedTarget(t *testing.T) {
 	target := startDummy(t, g)
 	a := startAttacker(t, "kill", target, unix.SIGWINCH, 1)
 	a.before(t)
-	if !a.ranOn(t, 5*time.Second) {
+	if ran, _ := a.ranOn(t, 5*time.Second); !ran {
 		t.Fatalf("sender %d did not run on (state %q)", a.pid, procState(a.pid))
 	}
 	noEventFrom(t, g, a.pid, 200*time.Millisecond)

@@ -20,8 +20,8 @@ import (
 )
 
 // The attacker is this test binary re-executed with envAttack set: it starts its own session, then for each
-// round writes 'B' and its CLOCK_BOOTTIME (8 bytes) to stdout, makes the system call, and writes 'A'. A
-// stop that comes before the system call returns to user space is seen as a missing 'A'.
+// round writes 'B' to stdout, reads CLOCK_BOOTTIME, makes the system call, and writes 'A' and that time (8
+// bytes). A stop that comes before the system call returns to user space is seen as a missing 'A'.
 const (
 	envAttack = "AUDITARCH_POLICY_ATTACK" // method
 	envTarget = "AUDITARCH_POLICY_TARGET" // pid, or object id for bpf methods
@@ -50,20 +50,20 @@ func attack(method string) error {
 	if rounds == 0 {
 		rounds = 1
 	}
-	var before [9]byte
-	before[0] = 'B'
+	var after [9]byte
+	after[0] = 'A'
 	for range rounds {
-		var ts unix.Timespec
-		unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-		binary.NativeEndian.PutUint64(before[1:], uint64(ts.Nano()))
-		if _, err := os.Stdout.Write(before[:]); err != nil {
+		if _, err := os.Stdout.Write([]byte{'B'}); err != nil {
 			return err
 		}
+		var ts unix.Timespec
+		unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 		err := send(method, target, unix.Signal(sig))
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "attacker: %s: %v\n", method, err)
 		}
-		if _, err := os.Stdout.Write([]byte{'A'}); err != nil {
+		binary.NativeEndian.PutUint64(after[1:], uint64(ts.Nano()))
+		if _, err := os.Stdout.Write(after[:]); err != nil {
 			return err
 		}
 	}
@@ -165,33 +165,34 @@ func startAttacker(t testing.TB, method string, target int, sig unix.Signal, rou
 	return a
 }
 
-// before reads the attacker's 'B' record: the boot-clock time it took just before its system call.
-func (a *attacker) before(t testing.TB) time.Duration {
-	t.Helper()
-	var b [9]byte
-	a.out.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(a.out, b[:]); err != nil || b[0] != 'B' {
-		t.Fatalf("attacker %d: read before-record: %q %v", a.pid, b, err)
-	}
-	return time.Duration(binary.NativeEndian.Uint64(b[1:]))
-}
-
-// ranOn reports whether the attacker has written its 'A' (run on after its system call) within d.
-func (a *attacker) ranOn(t testing.TB, d time.Duration) bool {
+// before waits for the attacker's 'B': it is about to make its system call.
+func (a *attacker) before(t testing.TB) {
 	t.Helper()
 	var b [1]byte
+	a.out.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(a.out, b[:]); err != nil || b[0] != 'B' {
+		t.Fatalf("attacker %d: read 'B': %q %v", a.pid, b, err)
+	}
+}
+
+// ranOn reports whether the attacker has written its 'A' (run on after its system call) within d, and
+// the boot-clock time it read just before the system call.
+func (a *attacker) ranOn(t testing.TB, d time.Duration) (bool, time.Duration) {
+	t.Helper()
+	var b [9]byte
 	a.out.SetReadDeadline(time.Now().Add(d))
-	n, err := a.out.Read(b[:])
+	n, err := a.out.Read(b[:1])
 	if n == 1 {
-		if b[0] != 'A' {
-			t.Fatalf("attacker %d: got %q, want 'A'", a.pid, b[0])
+		a.out.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(a.out, b[1:]); err != nil || b[0] != 'A' {
+			t.Fatalf("attacker %d: read 'A' record: %q %v", a.pid, b, err)
 		}
-		return true
+		return true, time.Duration(binary.NativeEndian.Uint64(b[1:]))
 	}
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("attacker %d: %v", a.pid, err)
 	}
-	return false
+	return false, 0
 }
 
 // procState returns the state letter of /proc/PID/stat ('T' for stopped), or 0 if the process is gone.
