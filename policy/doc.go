@@ -35,6 +35,15 @@
 // processes are neither recorded nor acted on, so the daemon can signal itself. PID 1 cannot be stopped
 // (bpf_send_signal refuses it); its signals are recorded with Event.StopErr set.
 //
+// # Cost
+//
+// Measured on the 2-core development VM (kernel 6.18, go test -v -run StopLatency and -bench
+// SignalOverhead -count 3 ./policy/): from the attacker's clock read just before kill() to the record,
+// p50 12-14 µs, p99 33-38 µs; to its parent being woken by waitid with the attacker stopped, p50 100-145 µs,
+// p99 260-600 µs (200 rounds; the attacker never ran user code after the system call). With the programs
+// attached, every system call on the host pays the sys_enter program (getppid 308 -> 404 ns, kill(self, 0)
+// 674 -> 752 ns), and every signal the signal_generate one (kill(self, SIGURG) 2.8 -> 3.7 µs).
+//
 // SIGSTOP from bpf_send_signal can be undone by anyone's SIGCONT; the daemon is expected to freeze the
 // doer's cgroup (package policy/freeze) on the event.
 package policy
