@@ -6,7 +6,7 @@ KEY     ?= var/keys/host.key
 STATICCHECK_VERSION := v0.6.1
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build deps test bench lint run clean
+.PHONY: build deps test bench lint run clean generate vmlinux
 
 build:
 	$(GO) build -o $(BIN) ./cmd/auditarch
@@ -14,6 +14,16 @@ build:
 
 deps:
 	scripts/deps.sh
+
+# The BPF objects of package policy and their Go bindings (bpf2go, pinned in policy/gen.go) are committed,
+# so a build needs no clang; this regenerates them (clang, llvm-strip and libbpf-dev: make deps), and
+# TestGeneratedUpToDate checks in the test run that they are current. vmlinux refreshes the committed
+# policy/bpf/vmlinux.h from the running kernel's BTF, a deliberate step: the objects depend on it.
+generate:
+	cd policy && $(GO) generate ./...
+
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > policy/bpf/vmlinux.h
 
 # The whole suite. Privileged tests run here as root on the real kernel; with
 # AUDITARCH_REQUIRE_PRIVILEGED=1 (.ci/run) a missing privilege or peer fails instead of skipping.

@@ -2,7 +2,8 @@
 # Installs what the tests and benchmarks need on a fresh Debian machine, only when missing.
 # auditd: ausearch (reference decoder in tests) and auditd (benchmark peer); staticcheck (lint);
 # versitygw: S3 gateway with Object Lock, the peer of store/s3lock's tests (internal/peers);
-# qemu-system-x86 and a Debian cloud kernel unpacked into $VM_CACHE (not installed): internal/vmtest.
+# qemu-system-x86 and a Debian cloud kernel unpacked into $VM_CACHE (not installed): internal/vmtest;
+# clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h): make generate, policy's tests.
 set -euo pipefail
 
 # versitygw builds from source: 1-4 minutes, about 80 MB. Pinned: its behaviour is recorded in FACTS.md.
@@ -18,6 +19,10 @@ need=()
 command -v ausearch >/dev/null 2>&1 || need+=(auditd)
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
 [ -x /sbin/audisp-remote ] || need+=(audispd-plugins) # bench/cmd/shipbench: auditd's remote-logging plugin
+command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || need+=(bpftool)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: need root to apt-get install ${need[*]}" >&2

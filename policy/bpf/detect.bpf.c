@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+// Detect mode of package policy: record what is done to the protected processes and stop the doer at once.
+// Built by bpf2go (make generate); the object and its Go bindings are committed. See ../doc.go.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL"; // bpf_send_signal and the task kfuncs are GPL-only
+
+#define SIGSTOP 19
+#define SI_USER 0
+#define SI_KERNEL 0x80
+#define SI_QUEUE -1
+#define SI_TKILL -6
+
+// Event kinds; policy.Kind mirrors them.
+#define KIND_SIGNAL 1
+#define KIND_PTRACE 2
+#define KIND_PROCESS_VM 3
+#define KIND_BPF_GET_FD 4
+
+// Syscall numbers and arguments (x86_64).
+#define NR_PTRACE 101
+#define NR_BPF 321
+#define NR_PROCESS_VM_READV 310
+#define NR_PROCESS_VM_WRITEV 311
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+// /proc/PID/stat counts a process's start time in clock ticks (USER_HZ = 100 on x86).
+#define NSEC_PER_TICK 10000000ULL
+
+// One record in the events ring buffer; policy.Event is its decoded form. Every field is naturally aligned.
+struct event {
+	__u64 time_ns;   // bpf_ktime_get_boot_ns
+	__u64 cgroup_id; // the doer's cgroup v2 id
+	__u32 kind;      // KIND_*
+	__u32 pid;       // the doer: thread id
+	__u32 tgid;      // the doer: process id
+	__u32 uid;
+	__u32 euid;
+	__u32 auid;      // loginuid; 4294967295 when unset
+	__u32 sessionid; // audit session id
+	__u32 target_pid;
+	__u32 target_tgid;
+	__s32 sig;    // signal number (KIND_SIGNAL), else the syscall number
+	__s32 code;   // si_code (KIND_SIGNAL), ptrace request, bpf command
+	__s32 result; // signal_generate's result (TRACE_SIGNAL_*), 0 otherwise
+	__s32 stop;   // bpf_send_signal(SIGSTOP)'s return: 0 = stop queued, 1 = not attempted, <0 = -errno
+	__u32 id;     // KIND_BPF_GET_FD: the object id asked for
+	char comm[16];
+};
+const struct event *unused_event __attribute__((unused)); // keeps struct event in the BTF for bpf2go -type
+
+// protected: the process ids (tgids) whose signals and memory are watched. The value is the process's start
+// time in clock ticks (field 22 of /proc/PID/stat), so that a reused pid is not protected; 0 matches any.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} protected SEC(".maps");
+
+// objects: the (bpf command, id) pairs naming this package's own programs, maps and links; a process other
+// than a protected one asking for an fd to one of them is recorded and stopped.
+struct object_key {
+	__u32 cmd;
+	__u32 id;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct object_key);
+	__type(value, __u8);
+} objects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// counters[0]: events lost because the ring buffer was full (the doer is stopped all the same).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+void bpf_task_release(struct task_struct *p) __ksym;
+
+static __always_inline bool is_protected(struct task_struct *task)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u64 *start = bpf_map_lookup_elem(&protected, &tgid);
+	if (!start)
+		return false;
+	if (*start == 0)
+		return true;
+	return *start == BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_TICK;
+}
+
+// stop_and_record stops the current task's process, then records the event. The stop comes first: it must
+// not wait on the ring buffer, and it happens even when the record is lost.
+static __always_inline void stop_and_record(struct task_struct *target, __u32 kind, int sig, int code, int result,
+					    bool stop, __u32 id)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	int stopped = 1;
+	if (stop)
+		stopped = bpf_send_signal(SIGSTOP);
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&counters, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->time_ns = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->kind = kind;
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->euid = BPF_CORE_READ(cur, cred, euid.val);
+	e->auid = BPF_CORE_READ(cur, loginuid.val);
+	e->sessionid = BPF_CORE_READ(cur, sessionid);
+	e->target_pid = target ? BPF_CORE_READ(target, pid) : 0;
+	e->target_tgid = target ? BPF_CORE_READ(target, tgid) : 0;
+	e->sig = sig;
+	e->code = code;
+	e->result = result;
+	e->stop = stopped;
+	e->id = id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+// A signal is generated for a task (kill, tgkill, sigqueue, pidfd_send_signal, a process group, a write to
+// cgroup.kill, or the kernel). When the target's process is protected and the sender is not, record it; stop
+// the sender when the signal came from the sender's own system call (si_code SI_USER, SI_TKILL or SI_QUEUE):
+// a kernel-generated signal (SIGCHLD, a timer, SIGSEGV) runs in whatever task happens to be current.
+SEC("tp_btf/signal_generate")
+int BPF_PROG(signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task, int group, int result)
+{
+	if (!is_protected(task))
+		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	if (is_protected(cur))
+		return 0; // the daemon signalling itself or another protected process
+
+	int code;
+	if ((unsigned long)info == 0) // SEND_SIG_NOINFO: from user space
+		code = SI_USER;
+	else if ((unsigned long)info == 1) // SEND_SIG_PRIV: from the kernel
+		code = SI_KERNEL;
+	else
+		code = BPF_CORE_READ(info, si_code);
+	bool stop = code == SI_USER || code == SI_TKILL || code == SI_QUEUE;
+	stop_and_record(task, KIND_SIGNAL, sig, code, result, stop, 0);
+	return 0;
+}
+
+// protected_pid reports whether the thread pid (in the initial pid namespace) belongs to a protected
+// process, and returns that thread's task in *found (to be released) when it does.
+static __always_inline bool protected_pid(s32 pid, struct task_struct **found)
+{
+	struct task_struct *t = bpf_task_from_pid(pid);
+	if (!t)
+		return false;
+	if (!is_protected(t)) {
+		bpf_task_release(t);
+		return false;
+	}
+	*found = t;
+	return true;
+}
+
+// System calls that reach into a protected process without a signal: ptrace attach or seize,
+// process_vm_readv/writev, and bpf() asking for an fd to one of this package's objects by id.
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
+{
+	if (id != NR_PTRACE && id != NR_PROCESS_VM_READV && id != NR_PROCESS_VM_WRITEV && id != NR_BPF)
+		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	if (is_protected(cur))
+		return 0;
+
+	struct task_struct *t = NULL;
+	if (id == NR_PTRACE) {
+		long req = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		if (req != PTRACE_ATTACH && req != PTRACE_SEIZE)
+			return 0;
+		if (!protected_pid((s32)PT_REGS_PARM2_CORE_SYSCALL(regs), &t))
+			return 0;
+		stop_and_record(t, KIND_PTRACE, (int)id, (int)req, 0, true, 0);
+		bpf_task_release(t);
+		return 0;
+	}
+	if (id == NR_PROCESS_VM_READV || id == NR_PROCESS_VM_WRITEV) {
+		if (!protected_pid((s32)PT_REGS_PARM1_CORE_SYSCALL(regs), &t))
+			return 0;
+		stop_and_record(t, KIND_PROCESS_VM, (int)id, 0, 0, true, 0);
+		bpf_task_release(t);
+		return 0;
+	}
+	// bpf(cmd, attr, size): the *_GET_FD_BY_ID commands take the id as attr's first __u32.
+	struct object_key k = {.cmd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs)};
+	void *attr = (void *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	if (bpf_probe_read_user(&k.id, sizeof(k.id), attr))
+		return 0;
+	if (!bpf_map_lookup_elem(&objects, &k))
+		return 0;
+	stop_and_record(NULL, KIND_BPF_GET_FD, (int)id, (int)k.cmd, 0, true, k.id);
+	return 0;
+}

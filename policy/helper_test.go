@@ -1,0 +1,312 @@
+package policy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/internal/privtest"
+)
+
+// The attacker is this test binary re-executed with envAttack set: it starts its own session, then for each
+// round writes 'B' to stdout, reads CLOCK_BOOTTIME, makes the system call, and writes 'A' and that time (8
+// bytes). A stop that comes before the system call returns to user space is seen as a missing 'A'.
+const (
+	envAttack = "AUDITARCH_POLICY_ATTACK" // method
+	envTarget = "AUDITARCH_POLICY_TARGET" // pid, or object id for bpf methods
+	envSignal = "AUDITARCH_POLICY_SIGNAL"
+	envRounds = "AUDITARCH_POLICY_ROUNDS"
+)
+
+func TestMain(m *testing.M) {
+	if method := os.Getenv(envAttack); method != "" {
+		if err := attack(method); err != nil {
+			fmt.Fprintln(os.Stderr, "attacker:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func attack(method string) error {
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	target, _ := strconv.Atoi(os.Getenv(envTarget))
+	sig, _ := strconv.Atoi(os.Getenv(envSignal))
+	rounds, _ := strconv.Atoi(os.Getenv(envRounds))
+	if rounds == 0 {
+		rounds = 1
+	}
+	var after [9]byte
+	after[0] = 'A'
+	for range rounds {
+		if _, err := os.Stdout.Write([]byte{'B'}); err != nil {
+			return err
+		}
+		var ts unix.Timespec
+		unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+		err := send(method, target, unix.Signal(sig))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "attacker: %s: %v\n", method, err)
+		}
+		binary.NativeEndian.PutUint64(after[1:], uint64(ts.Nano()))
+		if _, err := os.Stdout.Write(after[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send is one attack on pid by method.
+func send(method string, pid int, sig unix.Signal) error {
+	switch method {
+	case "kill":
+		return unix.Kill(pid, sig)
+	case "tgkill":
+		return unix.Tgkill(pid, pid, sig)
+	case "kill64": // pid | 1<<32: the kernel truncates to pid_t, a filter comparing 64 bits does not
+		_, _, e := unix.Syscall(unix.SYS_KILL, uintptr(pid)|1<<32, uintptr(sig), 0)
+		if e != 0 {
+			return e
+		}
+		return nil
+	case "sigqueue":
+		var info unix.Siginfo
+		info.Signo = int32(sig)
+		info.Code = -1 // SI_QUEUE
+		_, _, e := unix.Syscall(unix.SYS_RT_SIGQUEUEINFO, uintptr(pid), uintptr(sig), uintptr(unsafe.Pointer(&info)))
+		if e != 0 {
+			return e
+		}
+		return nil
+	case "pidfd":
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.PidfdSendSignal(fd, sig, nil, 0)
+	case "procfd": // a /proc/PID directory fd is accepted as a pidfd
+		fd, err := unix.Open("/proc/"+strconv.Itoa(pid), unix.O_DIRECTORY|unix.O_RDONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.PidfdSendSignal(fd, sig, nil, 0)
+	case "self": // a signal to itself, then to pid
+		if err := unix.Kill(os.Getpid(), unix.SIGWINCH); err != nil {
+			return err
+		}
+		return unix.Kill(pid, sig)
+	case "ptrace-seize":
+		return unix.PtraceSeize(pid)
+	case "ptrace-attach":
+		return unix.PtraceAttach(pid)
+	case "vmread":
+		var b [8]byte
+		local := []unix.Iovec{{Base: &b[0], Len: 8}}
+		remote := []unix.RemoteIovec{{Base: 0x10000, Len: 8}} // the address need not be mapped
+		_, err := unix.ProcessVMReadv(pid, local, remote, 0)
+		return err
+	case "bpf-prog":
+		attr := [3]uint32{uint32(pid)} // prog_id, next_id, open_flags
+		fd, _, e := unix.Syscall(unix.SYS_BPF, bpfProgGetFDByID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if e != 0 {
+			return e
+		}
+		unix.Close(int(fd))
+		return nil
+	}
+	return fmt.Errorf("unknown method %q", method)
+}
+
+// attacker is a running attacker process and its stdout.
+type attacker struct {
+	cmd *exec.Cmd
+	out *os.File
+	pid int
+}
+
+// startAttacker starts the attacker and registers a cleanup that kills it by pid.
+func startAttacker(t testing.TB, method string, target int, sig unix.Signal, rounds int) *attacker {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envAttack+"="+method, envTarget+"="+strconv.Itoa(target),
+		envSignal+"="+strconv.Itoa(int(sig)), envRounds+"="+strconv.Itoa(rounds))
+	cmd.Stdout = w
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	a := &attacker{cmd: cmd, out: r, pid: cmd.Process.Pid}
+	t.Cleanup(func() {
+		unix.Kill(a.pid, unix.SIGKILL) // not protected: killing it is safe
+		cmd.Wait()
+		r.Close()
+	})
+	return a
+}
+
+// before waits for the attacker's 'B': it is about to make its system call.
+func (a *attacker) before(t testing.TB) {
+	t.Helper()
+	var b [1]byte
+	a.out.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(a.out, b[:]); err != nil || b[0] != 'B' {
+		t.Fatalf("attacker %d: read 'B': %q %v", a.pid, b, err)
+	}
+}
+
+// ranOn reports whether the attacker has written its 'A' (run on after its system call) within d, and
+// the boot-clock time it read just before the system call.
+func (a *attacker) ranOn(t testing.TB, d time.Duration) (bool, time.Duration) {
+	t.Helper()
+	var b [9]byte
+	a.out.SetReadDeadline(time.Now().Add(d))
+	n, err := a.out.Read(b[:1])
+	if n == 1 {
+		a.out.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(a.out, b[1:]); err != nil || b[0] != 'A' {
+			t.Fatalf("attacker %d: read 'A' record: %q %v", a.pid, b, err)
+		}
+		return true, time.Duration(binary.NativeEndian.Uint64(b[1:]))
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("attacker %d: %v", a.pid, err)
+	}
+	return false, 0
+}
+
+// procState returns the state letter of /proc/PID/stat ('T' for stopped), or 0 if the process is gone.
+func procState(pid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
+// waitState waits up to d for the process to reach state; it returns the last state seen.
+func waitState(pid int, state byte, d time.Duration) byte {
+	deadline := time.Now().Add(d)
+	for {
+		s := procState(pid)
+		if s == state || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// startDummy starts `sleep 600` as a process to protect and registers a cleanup that unprotects it (a signal
+// from this unprotected test would stop the test) and kills it.
+func startDummy(t testing.TB, g *Guard) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		if g != nil {
+			g.Unprotect(pid)
+		}
+		unix.Kill(pid, unix.SIGKILL)
+		cmd.Wait()
+	})
+	return pid
+}
+
+// pinDir mounts a private bpf filesystem for the test and returns a pin directory in it. The cleanup closes
+// nothing itself; unmounting the filesystem releases whatever is still pinned there.
+func pinDir(t testing.TB) string {
+	t.Helper()
+	privtest.Root(t)
+	mnt := filepath.Join(t.TempDir(), "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		privtest.Unavailable(t, "mount a bpf filesystem: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	return filepath.Join(mnt, "auditarch")
+}
+
+// detect runs Detect on a private pin directory, with cleanups that close the guard and remove the pins.
+func detect(t testing.TB, dir string) *Guard {
+	t.Helper()
+	g, err := Detect(Options{PinDir: dir, Buffer: 4096})
+	if err != nil {
+		privtest.Unavailable(t, "detect mode on this kernel: %v", err)
+	}
+	t.Cleanup(func() {
+		g.Close()
+		if err := Unpin(dir); err != nil {
+			t.Errorf("unpin: %v", err)
+		}
+	})
+	return g
+}
+
+// eventFrom waits up to d for an event whose doer is the process tgid, skipping others.
+func eventFrom(t testing.TB, g *Guard, tgid int, d time.Duration) Event {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case e, ok := <-g.Events():
+			if !ok {
+				t.Fatal("events channel closed")
+			}
+			if e.TGID == tgid {
+				return e
+			}
+			t.Logf("other event: %+v", e)
+		case <-timeout:
+			t.Fatalf("no event from pid %d within %v", tgid, d)
+		}
+	}
+}
+
+// noEventFrom checks that no event from tgid arrives within d.
+func noEventFrom(t testing.TB, g *Guard, tgid int, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case e := <-g.Events():
+			if e.TGID == tgid {
+				t.Fatalf("unexpected event: %+v", e)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
