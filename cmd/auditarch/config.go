@@ -10,6 +10,7 @@ import (
 
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/writer"
+	"github.com/auditarch/auditarch/policy"
 
 	"github.com/auditarch/auditarch/rules"
 )
@@ -33,7 +34,22 @@ type Config struct {
 	Sync              writer.SyncPolicy     `yaml:"sync"`               // batch (fsync every batch) or none
 	DiskFull          writer.DiskFullAction `yaml:"disk_full"`          // keep (hold, then drop with a LOST leaf) or exit
 
-	Store StoreConfig `yaml:"store"`
+	Store   StoreConfig   `yaml:"store"`
+	Protect ProtectConfig `yaml:"protect"`
+}
+
+// Protection modes (docs/protect.md).
+const (
+	ProtectOff    = "off"    // no BPF programs: only the audit configuration guard
+	ProtectDetect = "detect" // BPF programs record attempts on the daemon, stop the doer; its session is frozen
+)
+
+// ProtectConfig says how the daemon defends itself.
+type ProtectConfig struct {
+	Mode string `yaml:"mode"` // ProtectOff (default) or ProtectDetect
+	// Pins is where the BPF programs, links and maps are pinned so that protection outlives the daemon;
+	// its parent must be a bpf filesystem (the daemon mounts /sys/fs/bpf when it is not one).
+	Pins string `yaml:"pins"`
 }
 
 // StoreConfig says where the archive is shipped. Without an address, run starts a store in-process on
@@ -56,6 +72,7 @@ func defaultConfig() Config {
 		// Events ship once durable locally: the flush interval is most of the time to the store.
 		FlushInterval: 20 * time.Millisecond,
 		Key:           "/etc/auditarch/host.key",
+		Protect:       ProtectConfig{Mode: ProtectOff, Pins: policy.DefaultPinDir},
 
 		SegmentDuration: time.Hour,
 		EpochDuration:   time.Minute,

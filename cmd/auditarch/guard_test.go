@@ -79,27 +79,7 @@ func TestConfigTamperRestored(t *testing.T) {
 		t.Fatalf("daemon: %v\n%s", err, stderr)
 	}
 
-	r, err := archive.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var policies []archive.Policy
-	for {
-		l, _, err := r.NextLeaf()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l.Kind == archive.LeafPolicy {
-			var p archive.Policy
-			if err := json.Unmarshal(l.Body, &p); err != nil {
-				t.Fatal(err)
-			}
-			policies = append(policies, p)
-		}
-	}
+	policies := policyLeaves(t, dir)
 	if len(policies) < 3 {
 		t.Fatalf("%d POLICY leaves, want one per change at least: %+v", len(policies), policies)
 	}
@@ -193,5 +173,31 @@ func TestLockedKernel(t *testing.T) {
 	}
 	if rep.Status != verify.Pass || len(rep.Runs) != 2 {
 		t.Errorf("verify: %s, %d runs, %+v", rep.Status, len(rep.Runs), rep.Problems)
+	}
+}
+
+// policyLeaves returns the bodies of the POLICY leaves of the archive in dir.
+func policyLeaves(t *testing.T, dir string) []archive.Policy {
+	t.Helper()
+	r, err := archive.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policies []archive.Policy
+	for {
+		l, _, err := r.NextLeaf()
+		if errors.Is(err, io.EOF) {
+			return policies
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Kind == archive.LeafPolicy {
+			var p archive.Policy
+			if err := json.Unmarshal(l.Body, &p); err != nil {
+				t.Fatal(err)
+			}
+			policies = append(policies, p)
+		}
 	}
 }

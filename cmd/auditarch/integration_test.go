@@ -49,6 +49,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(holdEnv) != "" {
 		os.Exit(hold())
 	}
+	if spec := os.Getenv(attackerEnv); spec != "" {
+		os.Exit(attacker(spec))
+	}
 	if os.Getenv(trueEnv) != "" {
 		os.Exit(0)
 	}

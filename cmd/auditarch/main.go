@@ -14,7 +14,7 @@ import (
 
 const usage = `Usage:
     auditarch run --archive DIR [--key FILE] [--segment-duration D] [--rules FILE] [--config FILE] [--lock]
-                  [--store ADDR --store-key PUBFILE | --store-dir DIR]
+                  [--store ADDR --store-key PUBFILE | --store-dir DIR] [--protect MODE [--protect-pins DIR]]
     auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
                     [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
     auditarch store enroll --dir DIR PUBFILE...
@@ -62,6 +62,11 @@ Options:
                            (default /etc/auditarch/host.key); verify: the pinned public key (host.pub).
     --segment-duration D   Cut segments at multiples of D (default 1h).
     --rules FILE           An auditctl-syntax rule file (/etc/audit/rules.d style) instead of the built-in set.
+    --protect MODE         run: off (default) or detect: BPF programs record any signal, ptrace or bpf()
+                           access aimed at the daemon, stop the doer at once, and the daemon freezes the
+                           doer's session and writes a POLICY leaf (docs/protect.md). The process that
+                           started the daemon (its supervisor) may signal it.
+    --protect-pins DIR     run: where the programs are pinned (default /sys/fs/bpf/auditarch).
     --config FILE          A YAML configuration file; flags override it.
     --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
     --store ADDR           run: the store's host:port (config store.address).
