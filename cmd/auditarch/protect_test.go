@@ -17,6 +17,7 @@ import (
 	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/privtest"
+	"github.com/auditarch/auditarch/internal/shiptest"
 	"github.com/auditarch/auditarch/policy"
 	"github.com/auditarch/auditarch/policy/freeze"
 	"golang.org/x/sys/unix"
@@ -153,4 +154,71 @@ func mustList(t *testing.T) []freeze.Frozen {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// TestDetectSigkillRecordedByNextRun: a SIGKILL cannot be refused in detect mode, but the programs stay
+// pinned: the killer is stopped all the same, the record waits in the pinned ring buffer, and the next
+// run (started here as a supervisor would) adopts the pins, freezes the killer's session and archives
+// the POLICY leaf; verify reports the killed run and nothing else.
+func TestDetectSigkillRecordedByNextRun(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	mnt := t.TempDir()
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		privtest.Unavailable(t, "mount a bpf filesystem: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	pins := filepath.Join(mnt, "auditarch")
+	t.Cleanup(func() { policy.Unpin(pins) })
+	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	args := []string{"--protect", "detect", "--protect-pins", pins}
+	cmd, _ := daemonProcess(t, ctl, dir, keys, args...)
+
+	atk := exec.Command(os.Args[0])
+	atk.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d", attackerEnv, cmd.Process.Pid, int(unix.SIGKILL)))
+	atk.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := atk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, f := range mustList(t) {
+			freeze.Thaw(f.Cgroup)
+		}
+		atk.Process.Kill()
+		atk.Wait()
+	})
+	cmd.Wait() // killed
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", atk.Process.Pid))
+	if !strings.Contains(string(stat), ") T ") {
+		t.Errorf("the killer is not stopped: %s", stat)
+	}
+	cmd, stderr := daemonProcess(t, ctl, dir, keys, args...)
+	var frozen bool
+	for deadline := time.Now().Add(5 * time.Second); !frozen && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, f := range mustList(t) {
+			frozen = frozen || slices.Contains(f.Pids, atk.Process.Pid)
+		}
+	}
+	if !frozen {
+		t.Errorf("the next run did not freeze the killer's session\n%s", stderr)
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("next run: %v\n%s", err, stderr)
+	}
+	found := false
+	for _, p := range policyLeaves(t, dir) {
+		found = found || (p.Action == "signal" && p.Sender != nil && p.Sender.TGID == atk.Process.Pid && strings.Contains(p.Detail, "SIGKILL"))
+	}
+	if !found {
+		t.Errorf("no POLICY leaf for the SIGKILL by %d\n%s", atk.Process.Pid, stderr)
+	}
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := verify.Dir(dir, verify.Options{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shiptest.OnlyCrashes(t, dir, rep)
 }

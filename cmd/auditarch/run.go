@@ -194,6 +194,29 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 			}
 		}
 	}
+	defended := make(chan struct{})
+	if cfg.Protect.Mode == ProtectDetect {
+		g, err := startDetect(cfg.Protect.Pins)
+		if err != nil {
+			if applied != nil {
+				if rerr := applied.Restore(); rerr == nil {
+					os.Remove(filepath.Join(cfg.Archive, kernelStateFile))
+				}
+			}
+			conn.Unregister()
+			w.Close()
+			ship.stop(w, time.Second)
+			return &hinted{fmt.Errorf("protect: %w", err), "protection needs BPF (root, a kernel with BTF) and a bpf filesystem; run with --protect off to go without"}
+		}
+		defer g.Close() // the pins stay: protection outlives the daemon
+		log.Info().Str("pins", cfg.Protect.Pins).Interface("hooks", g.Hooks()).Msg("protection: detect mode")
+		go func() {
+			defer close(defended)
+			defend(ctx, g, w, log)
+		}()
+	} else {
+		close(defended)
+	}
 	// The run's first event: the serial it starts from, archived even if nothing else happens.
 	if err := conn.Mark(fmt.Sprintf("op=auditarch-start pid=%d", os.Getpid())); err != nil {
 		log.Warn().Err(err).Msg("mark the run's start in the audit trail")
@@ -231,26 +254,6 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		close(guarded)
 	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
-	defended := make(chan struct{})
-	if cfg.Protect.Mode == ProtectDetect {
-		g, err := startDetect(cfg.Protect.Pins)
-		if err != nil {
-			cancel()
-			<-guarded
-			conn.Unregister()
-			w.Close()
-			ship.stop(w, time.Second)
-			return &hinted{fmt.Errorf("protect: %w", err), "protection needs BPF (root, a kernel with BTF) and a bpf filesystem; run with --protect off to go without"}
-		}
-		defer g.Close() // the pins stay: protection outlives the daemon
-		log.Info().Str("pins", cfg.Protect.Pins).Interface("hooks", g.Hooks()).Msg("protection: detect mode")
-		go func() {
-			defer close(defended)
-			defend(ctx, g, w, log)
-		}()
-	} else {
-		close(defended)
-	}
 	capErr := c.Run(ctx, w)
 	<-defended // what the protection saw up to the stop is archived before it
 	closeErr := w.Close()
