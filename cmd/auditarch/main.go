@@ -52,9 +52,9 @@ Commands:
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
     search  Print the events that match every given filter, like show.
     rules   Print the effective audit rules in auditctl syntax.
-    protect "status" lists the login sessions frozen after an attempt on the daemon (cgroup v2
-            freezer: SIGCONT cannot resume them); "thaw SESSION" releases one (root). See
-            docs/protect.md.
+    protect "status" shows what detect mode has pinned and the login sessions frozen after an
+            attempt on the daemon (cgroup v2 freezer: SIGCONT cannot resume them); "thaw SESSION"
+            releases one (root). See docs/protect.md.
 
 Options:
     --archive DIR          Where events are archived (run).

@@ -3,9 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"github.com/auditarch/auditarch/policy"
 	"github.com/auditarch/auditarch/policy/freeze"
 )
 
@@ -18,6 +21,19 @@ func protectCmd(args []string, stdout io.Writer) error {
 	case "status":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: protect status takes no argument", errUsage)
+		}
+		pins, err := os.ReadDir(policy.DefaultPinDir)
+		switch {
+		case err == nil:
+			names := make([]string, len(pins))
+			for i, p := range pins {
+				names[i] = p.Name()
+			}
+			fmt.Fprintf(stdout, "detect mode pinned in %s: %s\n", policy.DefaultPinDir, strings.Join(names, " "))
+		case os.IsNotExist(err):
+			fmt.Fprintf(stdout, "detect mode: nothing pinned in %s (protect.mode off, or never started)\n", policy.DefaultPinDir)
+		default:
+			return err
 		}
 		frozen, err := freeze.List()
 		if err != nil {
