@@ -252,4 +252,5 @@ const (
 	PolicyVerdictFrozen   = "frozen"   // the sender's session was frozen (detect mode)
 	PolicyVerdictRestored = "restored" // the daemon put back what was changed
 	PolicyVerdictRecorded = "recorded" // nothing could be done but record it
+	PolicyVerdictKilled   = "killed"   // the doer was killed: a tracer that attached (detect mode cannot refuse it) would hold the daemon at its next signal
 )

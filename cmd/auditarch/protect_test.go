@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/auditarch/auditarch/internal/shiptest"
 	"github.com/auditarch/auditarch/policy"
 	"github.com/auditarch/auditarch/policy/freeze"
+	libaudit "github.com/elastic/go-libaudit/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,14 +59,53 @@ func TestProtectStatusThaw(t *testing.T) {
 	}
 }
 
-// attackerEnv makes the test binary an attacker: it sends the signal (a number) to the pid in its value
-// "PID SIG", then counts in a loop until killed.
+// attackerEnv makes the test binary an attacker: "PID ACTION [SIG]" does ACTION to PID, then counts in a
+// loop until killed. Actions: kill, pgrp (kill of PID's process group), kill64 (kill(PID | 1<<32)),
+// pidfd (pidfd_send_signal), tgkill (to a thread of PID other than the first), seize (PTRACE_SEIZE).
 const attackerEnv = "AUDITARCH_TEST_ATTACKER"
 
 func attacker(spec string) int {
 	var pid, sig int
-	fmt.Sscan(spec, &pid, &sig)
-	if err := syscall.Kill(pid, syscall.Signal(sig)); err != nil {
+	var action string
+	fmt.Sscan(spec, &pid, &action, &sig)
+	var err error
+	switch action {
+	case "kill":
+		err = unix.Kill(pid, unix.Signal(sig))
+	case "pgrp":
+		var pgid int
+		if pgid, err = unix.Getpgid(pid); err == nil {
+			err = unix.Kill(-pgid, unix.Signal(sig))
+		}
+	case "kill64":
+		if _, _, e := unix.RawSyscall(unix.SYS_KILL, uintptr(pid)|1<<32, uintptr(sig), 0); e != 0 {
+			err = e
+		}
+	case "pidfd":
+		var fd int
+		if fd, err = unix.PidfdOpen(pid, 0); err == nil {
+			err = unix.PidfdSendSignal(fd, unix.Signal(sig), nil, 0)
+			unix.Close(fd)
+		}
+	case "tgkill":
+		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		tid := pid
+		for _, e := range tids {
+			if n, _ := strconv.Atoi(e.Name()); n != pid {
+				tid = n
+				break
+			}
+		}
+		err = unix.Tgkill(pid, tid, unix.Signal(sig))
+	case "seize":
+		_, _, e := unix.RawSyscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(pid), 0, 0, 0, 0)
+		if e != 0 {
+			err = e
+		}
+	default:
+		err = fmt.Errorf("unknown action %q", action)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "attacker:", err)
 	}
 	for {
@@ -72,12 +113,43 @@ func attacker(spec string) int {
 	}
 }
 
-// TestDetectFreezesAttacker: with --protect detect, a root process in another session that signals the
-// daemon is stopped in the kernel before its kill() returns, its session is frozen (SIGCONT from a third
-// process does not resume it), a POLICY leaf names it, and the daemon runs on and verifies PASS; the
-// process that started the daemon may still stop it.
-func TestDetectFreezesAttacker(t *testing.T) {
-	ctl := privtest.Kernel(t)
+// startAttacker starts an attacker (attackerEnv) in a session of its own and cleans it up.
+func startAttacker(t *testing.T, spec string) *exec.Cmd {
+	t.Helper()
+	atk := exec.Command(os.Args[0])
+	atk.Env = append(os.Environ(), attackerEnv+"="+spec)
+	atk.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := atk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, f := range mustList(t) {
+			if f.Session == atk.Process.Pid { // (its own session: setsid)
+				freeze.Thaw(f.Cgroup)
+			}
+		}
+		atk.Process.Kill()
+		atk.Wait()
+	})
+	return atk
+}
+
+// frozenWithin waits until pid's session is frozen and returns its record, or nil after d.
+func frozenWithin(t *testing.T, pid int, d time.Duration) *freeze.Frozen {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, f := range mustList(t) {
+			if slices.Contains(f.Pids, pid) {
+				return &f
+			}
+		}
+	}
+	return nil
+}
+
+// detectDaemon mounts a private bpf filesystem and starts the daemon in detect mode on a new archive.
+func detectDaemon(t *testing.T, ctl *libaudit.AuditClient) (cmd *exec.Cmd, stderr *bytes.Buffer, dir, keys string, args []string) {
+	t.Helper()
 	mnt := t.TempDir()
 	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
 		privtest.Unavailable(t, "mount a bpf filesystem: %v", err)
@@ -85,58 +157,73 @@ func TestDetectFreezesAttacker(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
 	pins := filepath.Join(mnt, "auditarch")
 	t.Cleanup(func() { policy.Unpin(pins) })
-	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
-	cmd, stderr := daemonProcess(t, ctl, dir, keys, "--protect", "detect", "--protect-pins", pins)
+	dir, keys = filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	args = []string{"--protect", "detect", "--protect-pins", pins}
+	cmd, stderr = daemonProcess(t, ctl, dir, keys, args...)
+	return cmd, stderr, dir, keys, args
+}
 
-	atk := exec.Command(os.Args[0])
-	atk.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d", attackerEnv, cmd.Process.Pid, int(unix.SIGCONT)))
-	atk.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := atk.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, f := range mustList(t) {
-			freeze.Thaw(f.Cgroup)
+// TestDetectFreezesAttacker is the attack matrix of detect mode on this host's kernel: a root process in
+// another session signals the daemon in every way (kill, its process group, the 32-bit pid truncation,
+// pidfd, tgkill of one of its threads) or ptrace-seizes it. Each time the attacker is stopped in the
+// kernel before its system call returns, its session is frozen (SIGCONT from a third process does not
+// resume it), a POLICY leaf names it, and the daemon runs on. Last, a SIGTERM: it cannot be refused
+// here, the daemon stops cleanly, and the POLICY leaf is archived before its STOP. verify passes.
+func TestDetectFreezesAttacker(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	cmd, stderr, dir, keys, _ := detectDaemon(t, ctl)
+	daemon := cmd.Process.Pid
+	rows := []string{"kill 18", "pgrp 18", "kill64 18", "pidfd 18", "tgkill 18", "seize", "kill 15"}
+	attackers := map[string]int{}
+	for _, row := range rows {
+		atk := startAttacker(t, fmt.Sprintf("%d %s", daemon, row))
+		attackers[row] = atk.Process.Pid
+		f := frozenWithin(t, atk.Process.Pid, 5*time.Second)
+		if row == "seize" { // the tracer is killed once frozen: it detaches from the daemon
+			if _, err := atk.Process.Wait(); err != nil {
+				t.Errorf("seize: %v", err)
+			}
+			continue
 		}
-		atk.Process.Kill()
-		atk.Wait()
-	})
-	var frozen *freeze.Frozen
-	for deadline := time.Now().Add(5 * time.Second); frozen == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		for _, f := range mustList(t) {
-			if slices.Contains(f.Pids, atk.Process.Pid) {
-				frozen = &f
+		if f == nil {
+			t.Errorf("%s: the attacker's session was not frozen within 5 s", row)
+			continue
+		}
+		unix.Kill(atk.Process.Pid, unix.SIGCONT) // a third party tries to resume it
+		time.Sleep(20 * time.Millisecond)
+		if ev, _ := os.ReadFile(filepath.Join(f.Cgroup, "cgroup.events")); !strings.Contains(string(ev), "frozen 1") {
+			t.Errorf("%s: after SIGCONT the attacker's cgroup reads %q, want frozen 1", row, ev)
+		}
+		if row != "kill 15" {
+			if err := unix.Kill(daemon, 0); err != nil || cmd.ProcessState != nil {
+				t.Fatalf("%s: the daemon is gone: %v\n%s", row, err, stderr)
 			}
 		}
 	}
-	if frozen == nil {
-		t.Fatalf("the attacker's session was not frozen within 5 s\n%s", stderr)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select { // the SIGTERM row: a clean stop
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("daemon: %v\n%s", err, stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the daemon did not stop within 20 s of the SIGTERM\n%s", stderr)
 	}
-	unix.Kill(atk.Process.Pid, unix.SIGCONT) // a third party tries to resume it
-	time.Sleep(50 * time.Millisecond)
-	events, _ := os.ReadFile(filepath.Join(frozen.Cgroup, "cgroup.events"))
-	if !strings.Contains(string(events), "frozen 1") {
-		t.Errorf("after SIGCONT the attacker's cgroup reads %q, want frozen 1", events)
-	}
-	if cmd.ProcessState != nil {
-		t.Fatalf("the daemon exited: %s", stderr)
-	}
-	if err := cmd.Process.Signal(unix.SIGTERM); err != nil { // the supervisor (this test) may stop it
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("daemon: %v\n%s", err, stderr)
-	}
-	found := false
-	for _, pl := range policyLeaves(t, dir) {
-		if p := &pl; p.Action == "signal" && p.Verdict == raw.PolicyVerdictFrozen && p.Sender != nil &&
-			p.Sender.TGID == atk.Process.Pid && p.Target != nil && p.Target.TGID == cmd.Process.Pid {
-			found = true
-			t.Logf("POLICY: %+v sender %+v", *p, *p.Sender)
+	got := map[int]raw.Policy{}
+	for _, p := range policyLeaves(t, dir) {
+		if p.Sender != nil && p.Target != nil && p.Target.TGID == daemon {
+			got[p.Sender.TGID] = p
 		}
 	}
-	if !found {
-		t.Errorf("no POLICY leaf names the attacker %d as frozen\n%s", atk.Process.Pid, stderr)
+	for _, row := range rows {
+		p, ok := got[attackers[row]]
+		switch {
+		case !ok:
+			t.Errorf("%s: no POLICY leaf names attacker %d", row, attackers[row])
+		case p.Verdict != raw.PolicyVerdictFrozen && !(row == "seize" && p.Verdict == raw.PolicyVerdictKilled) || p.Sender.UID != 0 || p.Sender.Exe == "":
+			t.Errorf("%s: POLICY %+v sender %+v", row, p, *p.Sender)
+		}
 	}
 	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
 	if err != nil {
@@ -162,43 +249,15 @@ func mustList(t *testing.T) []freeze.Frozen {
 // the POLICY leaf; verify reports the killed run and nothing else.
 func TestDetectSigkillRecordedByNextRun(t *testing.T) {
 	ctl := privtest.Kernel(t)
-	mnt := t.TempDir()
-	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
-		privtest.Unavailable(t, "mount a bpf filesystem: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	pins := filepath.Join(mnt, "auditarch")
-	t.Cleanup(func() { policy.Unpin(pins) })
-	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
-	args := []string{"--protect", "detect", "--protect-pins", pins}
-	cmd, _ := daemonProcess(t, ctl, dir, keys, args...)
-
-	atk := exec.Command(os.Args[0])
-	atk.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d", attackerEnv, cmd.Process.Pid, int(unix.SIGKILL)))
-	atk.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := atk.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, f := range mustList(t) {
-			freeze.Thaw(f.Cgroup)
-		}
-		atk.Process.Kill()
-		atk.Wait()
-	})
+	cmd, _, dir, keys, args := detectDaemon(t, ctl)
+	atk := startAttacker(t, fmt.Sprintf("%d kill %d", cmd.Process.Pid, int(unix.SIGKILL)))
 	cmd.Wait() // killed
 	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", atk.Process.Pid))
 	if !strings.Contains(string(stat), ") T ") {
 		t.Errorf("the killer is not stopped: %s", stat)
 	}
 	cmd, stderr := daemonProcess(t, ctl, dir, keys, args...)
-	var frozen bool
-	for deadline := time.Now().Add(5 * time.Second); !frozen && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		for _, f := range mustList(t) {
-			frozen = frozen || slices.Contains(f.Pids, atk.Process.Pid)
-		}
-	}
-	if !frozen {
+	if frozenWithin(t, atk.Process.Pid, 5*time.Second) == nil {
 		t.Errorf("the next run did not freeze the killer's session\n%s", stderr)
 	}
 	cmd.Process.Signal(unix.SIGTERM)

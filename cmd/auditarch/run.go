@@ -336,6 +336,14 @@ func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, log zerolog.
 					p.Verdict = raw.PolicyVerdictFrozen
 					detail = append(detail, fmt.Sprintf("session %d frozen (%d processes, %s)", f.Session, len(f.Pids), filepath.Base(f.Cgroup)))
 				}
+				if ev.Kind == policy.KindPtrace {
+					// The attach went through (detect mode refuses nothing): a tracer that never resumes the
+					// daemon holds it at its next signal. Its death detaches it.
+					if err := unix.Kill(ev.TGID, unix.SIGKILL); err == nil {
+						p.Verdict = raw.PolicyVerdictKilled
+						detail = append(detail, "tracer killed (it had attached to the daemon)")
+					}
+				}
 			case ev.StopErr != nil:
 				detail = append(detail, "not stopped: "+ev.StopErr.Error())
 			}
