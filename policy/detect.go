@@ -388,12 +388,16 @@ func (g *Guard) Unpin() error {
 	return Unpin(g.dir)
 }
 
-// Unpin removes the pins Detect creates in dir, and dir. Entries it did not create are left, and so is dir
+// Unpin removes the pins Detect and Enforce create in dir, and dir. Entries it did not create are left, and so is dir
 // then. Removing a pin does not detach a link another process holds open.
 func Unpin(dir string) error {
 	var errs []error
-	for _, name := range []string{"link_" + HookSignalGenerate, "link_" + HookSysEnter,
-		"prog_" + HookSignalGenerate, "prog_" + HookSysEnter, "protected", "objects", "events", "counters"} {
+	names := []string{"link_" + HookSignalGenerate, "link_" + HookSysEnter,
+		"prog_" + HookSignalGenerate, "prog_" + HookSysEnter}
+	for _, h := range enforceHooks {
+		names = append(names, "link_"+h, "prog_"+h)
+	}
+	for _, name := range append(names, "protected", "objects", "events", "counters") {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -17,6 +17,10 @@ const (
 	KindPtrace    Kind = 2 // ptrace(PTRACE_ATTACH or PTRACE_SEIZE)
 	KindProcessVM Kind = 3 // process_vm_readv or process_vm_writev
 	KindBPFGetFD  Kind = 4 // bpf(*_GET_FD_BY_ID) on one of this package's programs, maps or links
+
+	// Enforce mode only.
+	KindSigIO        Kind = 5 // a SIGIO or F_SETSIG signal from a file it owns (F_SETOWN)
+	KindPtraceAccess Kind = 6 // a ptrace access check: ptrace, /proc/PID/mem, process_vm_*, pidfd_getfd, ...
 )
 
 func (k Kind) String() string {
@@ -29,11 +33,16 @@ func (k Kind) String() string {
 		return "process_vm"
 	case KindBPFGetFD:
 		return "bpf_get_fd"
+	case KindSigIO:
+		return "sigio"
+	case KindPtraceAccess:
+		return "ptrace_access"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
 
-// Event is one record: who did what to which protected process, and whether the doer was stopped.
+// Event is one record: who did what to which protected process, and whether it was refused (enforce mode)
+// or the doer was stopped (detect mode).
 type Event struct {
 	Time time.Time // when the kernel ran the program (boot clock, converted to wall-clock time)
 	Kind Kind
@@ -51,11 +60,13 @@ type Event struct {
 	TargetPID  int // thread the signal was generated for
 	TargetTGID int
 
-	Signal  unix.Signal // KindSignal
-	Code    int32       // KindSignal: si_code; KindPtrace: the request; KindBPFGetFD: the bpf command
-	Result  int32       // KindSignal: TRACE_SIGNAL_* (0 delivered, 1 ignored, 2 already pending, ...)
-	Syscall int         // the system call number (x86_64), for all kinds but KindSignal
-	ID      uint32      // KindBPFGetFD: the object id asked for
+	Signal unix.Signal // KindSignal, KindSigIO
+	// KindSignal: si_code; KindPtrace: the request; KindPtraceAccess: the PTRACE_MODE_* bits;
+	// KindBPFGetFD: the bpf command.
+	Code    int32
+	Result  int32  // KindSignal in detect mode: TRACE_SIGNAL_* (0 delivered, 1 ignored, 2 already pending, ...)
+	Syscall int    // the system call number (x86_64), for all kinds but KindSignal and KindSigIO
+	ID      uint32 // KindBPFGetFD: the object id asked for
 
 	// Stopped reports that SIGSTOP was queued for the doer's process before its system call returned.
 	// When it was not, StopErr says why: nil when no stop was attempted (a kernel-generated signal),
@@ -63,6 +74,11 @@ type Event struct {
 	// deferred-signal slot was taken).
 	Stopped bool
 	StopErr error
+
+	// Denied reports that the kernel refused the operation (enforce mode): the doer's system call failed
+	// (EPERM, or EACCES for /proc/PID/mem), or for KindSigIO the signal was not delivered. Nobody is
+	// stopped in enforce mode.
+	Denied bool
 }
 
 func (g *Guard) decode(r *detectEvent) Event {
@@ -82,8 +98,9 @@ func (g *Guard) decode(r *detectEvent) Event {
 		Result:     r.Result,
 		ID:         r.Id,
 		Stopped:    r.Stop == 0,
+		Denied:     r.Stop == verdictDenied,
 	}
-	if e.Kind == KindSignal {
+	if e.Kind == KindSignal || e.Kind == KindSigIO {
 		e.Signal = unix.Signal(r.Sig)
 	} else {
 		e.Syscall = int(r.Sig)

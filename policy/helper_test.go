@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -111,6 +112,49 @@ func send(method string, pid int, sig unix.Signal) error {
 			return err
 		}
 		return unix.Kill(pid, sig)
+	case "killpg": // the target's process group (it leads its own session)
+		return unix.Kill(-pid, sig)
+	case "tgkill-thread": // a thread of the target other than its main one
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if tid, _ := strconv.Atoi(e.Name()); tid != pid && tid > 0 {
+				return unix.Tgkill(pid, tid, sig)
+			}
+		}
+		return fmt.Errorf("no thread of %d but the main one", pid)
+	case "procmem-write":
+		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/mem", unix.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	case "sigio": // the target made owner of a pipe with O_ASYNC, then data written to it
+		var p [2]int
+		if err := unix.Pipe(p[:]); err != nil {
+			return err
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETOWN, pid); err != nil {
+			return err
+		}
+		if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_ASYNC|unix.O_NONBLOCK); err != nil {
+			return err
+		}
+		_, err := unix.Write(p[1], []byte{'x'})
+		return err
+	case "victim": // a target: reports each SIGIO or SIGWINCH it receives as 'S' and the signal number
+		ch := make(chan os.Signal, 16)
+		signal.Notify(ch, unix.SIGIO, unix.SIGWINCH)
+		for s := range ch {
+			if _, err := os.Stdout.Write([]byte{'S', byte(s.(unix.Signal))}); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "ptrace-seize":
 		return unix.PtraceSeize(pid)
 	case "ptrace-attach":

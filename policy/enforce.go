@@ -1,0 +1,202 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Hooks: the BPF LSM hooks Enforce attaches to, by the name their pins carry. All are required.
+const (
+	HookTaskKill          = "task_kill"           // signals from system calls
+	HookPtraceAccessCheck = "ptrace_access_check" // ptrace, /proc/PID/mem, process_vm_*, pidfd_getfd, ...
+	HookFileSendSigiotask = "file_send_sigiotask" // SIGIO and F_SETSIG signals
+	HookBPF               = "bpf"                 // bpf(*_GET_FD_BY_ID) on this package's objects
+	securityLSMFile       = "/sys/kernel/security/lsm"
+	verdictDenied         = 2 // struct event's stop field: the hook refused (bpf/enforce.bpf.c)
+)
+
+var enforceHooks = []string{HookTaskKill, HookPtraceAccessCheck, HookFileSendSigiotask, HookBPF}
+
+// Mode is how the processes are protected: enforce (refuse) or detect (record and stop the doer).
+type Mode string
+
+// The modes.
+const (
+	ModeEnforce Mode = "enforce"
+	ModeDetect  Mode = "detect"
+)
+
+// ErrEnforceUnavailable is returned (wrapped, with the reason) by EnforceAvailable and Enforce when BPF LSM
+// programs cannot load or would not run on this kernel: use Detect.
+var ErrEnforceUnavailable = errors.New("BPF LSM programs cannot run on this kernel")
+
+// EnforceAvailable returns nil when Enforce can work here: the kernel loads BPF LSM programs and the bpf LSM
+// is active (listed in /sys/kernel/security/lsm; a kernel booted without it in lsm= loads and attaches the
+// programs but never runs them). Otherwise the error wraps ErrEnforceUnavailable and says why.
+func EnforceAvailable() error {
+	if err := features.HaveProgramType(ebpf.LSM); err != nil {
+		return fmt.Errorf("%w: loading a BPF LSM program: %w", ErrEnforceUnavailable, err)
+	}
+	b, err := os.ReadFile(securityLSMFile)
+	if err != nil {
+		return fmt.Errorf("%w: cannot tell whether the bpf LSM is active: %w", ErrEnforceUnavailable, err)
+	}
+	active := strings.TrimSpace(string(b))
+	if !slices.Contains(strings.Split(active, ","), "bpf") {
+		return fmt.Errorf("%w: the bpf LSM is not active (%s: %q; boot with lsm=...,bpf)", ErrEnforceUnavailable,
+			securityLSMFile, active)
+	}
+	return nil
+}
+
+// ChooseMode returns ModeEnforce where EnforceAvailable says enforce mode works, else ModeDetect and the
+// reason enforce mode does not.
+func ChooseMode() (Mode, error) {
+	if err := EnforceAvailable(); err != nil {
+		return ModeDetect, err
+	}
+	return ModeEnforce, nil
+}
+
+// Enforce loads the BPF LSM programs and attaches them (or adopts the ones pinned by a previous instance),
+// and starts reading their records. From then on the kernel refuses, with EPERM, signals, ptrace-style
+// access and bpf() fds aimed at the protected processes and this package's objects by processes that are
+// not protected (see the package doc, "Enforce mode"), and records each refusal (Event.Denied). Like
+// Detect it protects no process: call Protect, for the daemon with os.Getpid().
+//
+// The pin directory has Detect's layout, with the maps shared; the programs and links are pinned as
+// prog_HOOK and link_HOOK for each Hook* of enforce mode. Enforce fails with an error wrapping
+// ErrEnforceUnavailable, before touching the pin directory, where EnforceAvailable does. It needs
+// CAP_BPF, CAP_PERFMON, CAP_MAC_ADMIN and CAP_SYS_ADMIN (root).
+func Enforce(opts Options) (*Guard, error) {
+	if err := EnforceAvailable(); err != nil {
+		return nil, fmt.Errorf("policy: enforce mode: %w", err)
+	}
+	dir := opts.PinDir
+	if dir == "" {
+		dir = DefaultPinDir
+	}
+	if opts.Buffer <= 0 {
+		opts.Buffer = 64
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(dir), &st); err != nil {
+		return nil, fmt.Errorf("policy: pin directory %s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return nil, fmt.Errorf("policy: %s: %w", filepath.Dir(dir), ErrNotBPFFS)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+
+	spec, err := loadEnforce()
+	if err != nil {
+		return nil, fmt.Errorf("policy: load spec: %w", err)
+	}
+	for name, m := range spec.Maps {
+		if name == ".bss" { // only unused_event, as in Detect
+			delete(spec.Maps, name)
+			delete(spec.Variables, "unused_event")
+			continue
+		}
+		m.Pinning = ebpf.PinByName
+	}
+	g := &Guard{
+		dir:     dir,
+		links:   map[string]link.Link{},
+		progs:   map[string]*ebpf.Program{},
+		adopted: map[string]bool{},
+		events:  make(chan Event, opts.Buffer),
+		done:    make(chan struct{}),
+	}
+	if err := spec.LoadAndAssign(&g.maps, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
+		return nil, fmt.Errorf("policy: maps in %s: %w", dir, err)
+	}
+	// All programs are loaded (verified) before any is attached: a program this kernel refuses leaves
+	// the pins as they were.
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		"protected": g.maps.Protected, "objects": g.maps.Objects, "events": g.maps.Events, "counters": g.maps.Counters,
+	}})
+	if err != nil {
+		g.release()
+		return nil, fmt.Errorf("policy: load enforce programs: %w", err)
+	}
+	for _, hook := range enforceHooks {
+		g.progs[hook] = coll.DetachProgram(hook)
+	}
+	coll.Close()
+	for _, hook := range enforceHooks {
+		if err := g.attachLSM(hook); err != nil {
+			g.release()
+			return nil, err
+		}
+	}
+	if err := g.listObjects(); err != nil {
+		g.release()
+		return nil, err
+	}
+	if err := g.dropStale(); err != nil {
+		g.release()
+		return nil, err
+	}
+	if g.reader, err = ringbuf.NewReader(g.maps.Events); err != nil {
+		g.release()
+		return nil, fmt.Errorf("policy: ring buffer: %w", err)
+	}
+	var boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		g.release()
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	g.bootWall = time.Now().Add(-time.Duration(boot.Nano()))
+	go g.read()
+	return g, nil
+}
+
+// attachLSM makes sure a link running hook's program is pinned, as attach does for Detect's tracepoints.
+func (g *Guard) attachLSM(hook string) error {
+	prog := g.progs[hook]
+	if prog == nil {
+		return fmt.Errorf("policy: no %s program in the enforce object", hook)
+	}
+	progPin := filepath.Join(g.dir, "prog_"+hook)
+	linkPin := filepath.Join(g.dir, "link_"+hook)
+	if old, err := link.LoadPinnedLink(linkPin, nil); err == nil {
+		if samePinnedProgram(old, progPin, prog) {
+			g.links[hook] = old
+			g.adopted[hook] = true
+			return nil
+		}
+		defer old.Close() // released once the new link is pinned in its place
+	}
+	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("policy: attach lsm/%s: %w", hook, err)
+	}
+	if err := pinReplacing(l, linkPin); err != nil {
+		l.Close()
+		return err
+	}
+	g.links[hook] = l
+	return pinReplacing(prog, progPin)
+}
+
+// Mode returns ModeEnforce for a Guard from Enforce, ModeDetect for one from Detect.
+func (g *Guard) Mode() Mode {
+	if _, ok := g.links[HookTaskKill]; ok {
+		return ModeEnforce
+	}
+	return ModeDetect
+}
