@@ -40,13 +40,15 @@ type Config struct {
 
 // Protection modes (docs/protect.md).
 const (
-	ProtectOff    = "off"    // no BPF programs: only the audit configuration guard
-	ProtectDetect = "detect" // BPF programs record attempts on the daemon, stop the doer; its session is frozen
+	ProtectOff     = "off"     // no BPF programs: only the audit configuration guard
+	ProtectDetect  = "detect"  // BPF programs record attempts on the daemon, stop the doer; its session is frozen
+	ProtectEnforce = "enforce" // BPF LSM programs refuse them (EPERM) and record them; the doer's session is frozen
+	ProtectAuto    = "auto"    // enforce where the kernel runs BPF LSM programs, else detect
 )
 
 // ProtectConfig says how the daemon defends itself.
 type ProtectConfig struct {
-	Mode string `yaml:"mode"` // ProtectOff (default) or ProtectDetect
+	Mode string `yaml:"mode"` // ProtectOff (default), ProtectDetect, ProtectEnforce or ProtectAuto
 	// Pins is where the BPF programs, links and maps are pinned so that protection outlives the daemon;
 	// its parent must be a bpf filesystem (the daemon mounts /sys/fs/bpf when it is not one).
 	Pins string `yaml:"pins"`

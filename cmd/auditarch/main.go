@@ -62,10 +62,12 @@ Options:
                            (default /etc/auditarch/host.key); verify: the pinned public key (host.pub).
     --segment-duration D   Cut segments at multiples of D (default 1h).
     --rules FILE           An auditctl-syntax rule file (/etc/audit/rules.d style) instead of the built-in set.
-    --protect MODE         run: off (default) or detect: BPF programs record any signal, ptrace or bpf()
-                           access aimed at the daemon, stop the doer at once, and the daemon freezes the
-                           doer's session and writes a POLICY leaf (docs/protect.md). The process that
-                           started the daemon (its supervisor) may signal it.
+    --protect MODE         run: off (default), detect, enforce or auto (enforce where the kernel runs BPF
+                           LSM programs, else detect). BPF programs catch any signal, ptrace or bpf()
+                           access aimed at the daemon: enforce refuses it (EPERM), detect stops the doer
+                           at once; either way the daemon freezes the doer's session and writes a POLICY
+                           leaf (docs/protect.md). The process that started the daemon (its supervisor)
+                           may signal it.
     --protect-pins DIR     run: where the programs are pinned (default /sys/fs/bpf/auditarch).
     --config FILE          A YAML configuration file; flags override it.
     --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
