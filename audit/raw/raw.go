@@ -247,6 +247,7 @@ type Process struct {
 const (
 	PolicyActionAuditConfig = "audit-config" // the kernel's audit rules or settings were changed by someone else
 	PolicyActionSignal      = "signal"       // a signal to the daemon's processes
+	PolicyActionFile        = "file"         // a write to the archive or an access to the identity key by someone else
 
 	PolicyVerdictDenied   = "denied"   // the kernel refused it (enforce mode)
 	PolicyVerdictFrozen   = "frozen"   // the sender's session was frozen (detect mode)

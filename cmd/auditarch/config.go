@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -112,8 +114,37 @@ func loadConfig(path string) (Config, error) {
 
 // ruleSet loads the configured rule file, or the built-in default set.
 func (c Config) ruleSet() (*rules.Set, error) {
-	if c.Rules == "" {
-		return rules.Default(), nil
+	set := rules.Default()
+	if c.Rules != "" {
+		var err error
+		if set, err = rules.ParseFile(c.Rules); err != nil {
+			return nil, err
+		}
 	}
-	return rules.ParseFile(c.Rules)
+	if c.Protect.Mode == ProtectOff {
+		return set, nil
+	}
+	// With protection on, the kernel also watches the daemon's own files: whoever else writes or
+	// removes anything in the archive, or reads the identity key, is caught (defendFiles). The daemon's
+	// own accesses are not audited (its never rule stands ahead of these watches).
+	// Prepended (-A), behind only the daemon's never rule: the first rule that matches gives the event
+	// its key, and the built-in set's own file rules would otherwise take these events. A directory is
+	// watched with dir=, its whole subtree.
+	watches := fmt.Sprintf("-A always,exit -F dir=%s -F perm=wa -k %s\n", filepath.Clean(c.Archive), protectKey)
+	if c.Key != "" {
+		watches += fmt.Sprintf("-A always,exit -F path=%s -F perm=rwa -k %s\n", filepath.Clean(c.Key), protectKey)
+	}
+	w, err := rules.Parse(strings.NewReader(watches), "protection watches")
+	if err != nil {
+		return nil, err
+	}
+	n := len(set.Ops)
+	if set.Locks() { // the lock stays last
+		n--
+	}
+	set.Ops = append(set.Ops[:n:n], append(w.Ops, set.Ops[n:]...)...)
+	return set, nil
 }
+
+// protectKey is the audit rule key of the watches on the daemon's own files.
+const protectKey = "auditarch-protect"

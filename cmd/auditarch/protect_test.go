@@ -62,15 +62,26 @@ func TestProtectStatusThaw(t *testing.T) {
 
 // attackerEnv makes the test binary an attacker: "PID ACTION [SIG]" does ACTION to PID, then counts in a
 // loop until killed. Actions: kill, pgrp (kill of PID's process group), kill64 (kill(PID | 1<<32)),
-// pidfd (pidfd_send_signal), tgkill (to a thread of PID other than the first), seize (PTRACE_SEIZE).
+// pidfd (pidfd_send_signal), tgkill (to a thread of PID other than the first), seize (PTRACE_SEIZE);
+// read FILE and create FILE (PID unused).
 const attackerEnv = "AUDITARCH_TEST_ATTACKER"
 
 func attacker(spec string) int {
-	var pid, sig int
-	var action string
-	fmt.Sscan(spec, &pid, &action, &sig)
+	f := strings.Fields(spec)
+	pid, _ := strconv.Atoi(f[0])
+	action, arg := f[1], ""
+	if len(f) > 2 {
+		arg = f[2]
+	}
+	sig, _ := strconv.Atoi(arg)
 	var err error
 	switch action {
+	case "read": // arg is a file
+		var b []byte
+		b, err = os.ReadFile(arg)
+		_ = b
+	case "create": // arg is a file to create
+		err = os.WriteFile(arg, []byte("x"), 0o600)
 	case "kill":
 		err = unix.Kill(pid, unix.Signal(sig))
 	case "pgrp":
@@ -337,5 +348,44 @@ func TestEnforceRefusesAttacker(t *testing.T) {
 	}
 	if rep, err := verify.Dir(dir, verify.Options{Key: pub}); err != nil || rep.Status != verify.Pass {
 		t.Errorf("verify: %v %+v", err, rep)
+	}
+}
+
+// TestProtectionWatchesFiles: with protection on, a root process in another session that reads the
+// identity key or creates a file in the archive directory is caught by the kernel's watches on them: its
+// session is frozen and a POLICY leaf (action file) names it; the daemon's own writes are not caught.
+func TestProtectionWatchesFiles(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	cmd, stderr, dir, keys, _ := detectDaemon(t, ctl)
+	key := filepath.Join(keys, archive.IdentityKeyFile)
+	rows := []string{"0 read " + key, "0 create " + filepath.Join(dir, "planted")}
+	attackers := map[string]int{}
+	for _, row := range rows {
+		atk := startAttacker(t, row)
+		attackers[row] = atk.Process.Pid
+		if frozenWithin(t, atk.Process.Pid, 5*time.Second) == nil {
+			t.Errorf("%s: the attacker's session was not frozen within 5 s\n%s", row, stderr)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr)
+	}
+	got := map[int]raw.Policy{}
+	for _, p := range policyLeaves(t, dir) {
+		if p.Action == raw.PolicyActionFile && p.Sender != nil {
+			if p.Sender.PID == os.Getpid() || p.Sender.PID == cmd.Process.Pid {
+				t.Errorf("the daemon or its supervisor was caught: %+v", p)
+			}
+			got[p.Sender.PID] = p
+		}
+	}
+	for _, row := range rows {
+		if p, ok := got[attackers[row]]; !ok || p.Verdict != raw.PolicyVerdictFrozen {
+			t.Errorf("%s: POLICY %+v (found %v), want action file, verdict frozen", row, p, ok)
+		} else {
+			t.Logf("%s: %s", row, p.Detail)
+		}
 	}
 }

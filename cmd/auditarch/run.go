@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -256,7 +257,13 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		close(guarded)
 	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
-	capErr := c.Run(ctx, w)
+	var sink audit.Sink = w
+	if cfg.Protect.Mode != ProtectOff {
+		fs := &fileWatchSink{Writer: w, hits: make(chan *audit.RawEvent, 64)}
+		sink = fs
+		go defendFiles(ctx, fs.hits, w, log)
+	}
+	capErr := c.Run(ctx, sink)
 	<-defended // what the protection saw up to the stop is archived before it
 	closeErr := w.Close()
 	shipErr := ship.stop(w, 10*time.Second)
@@ -374,6 +381,70 @@ func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, log zerolog.
 			if done == nil {
 				drain.Reset(200 * time.Millisecond)
 			}
+		}
+	}
+}
+
+// fileWatchSink passes every event to the writer and hands the ones the protection watches caught
+// (protectKey: someone else wrote to the archive or touched the identity key) to defendFiles.
+type fileWatchSink struct {
+	*writer.Writer
+	hits chan *audit.RawEvent
+}
+
+var protectKeyField = []byte(` key="` + protectKey + `"`)
+
+func (s *fileWatchSink) Append(ev *audit.RawEvent) {
+	s.Writer.Append(ev)
+	// One scan of the first record per event, only with protection on: the SYSCALL record carries the key.
+	if len(ev.Records) > 0 && ev.Records[0].Type == 1300 && bytes.Contains(ev.Records[0].Text, protectKeyField) {
+		select {
+		case s.hits <- ev.Clone():
+		default: // (the event itself is archived; only the response is skipped)
+		}
+	}
+}
+
+// defendFiles freezes the session of whoever the protection watches caught and writes a POLICY leaf.
+func defendFiles(ctx context.Context, hits <-chan *audit.RawEvent, w *writer.Writer, log zerolog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-hits:
+			d := audit.Decode(ev)
+			if d.PID == nil || int(*d.PID) == os.Getpid() {
+				continue
+			}
+			pid := int(*d.PID)
+			sender := &raw.Process{PID: pid, TGID: pid, Comm: d.Comm, Exe: d.Exe}
+			if d.UID != nil {
+				sender.UID = *d.UID
+			}
+			if d.EUID != nil {
+				sender.EUID = *d.EUID
+			}
+			if d.AUID != nil {
+				sender.AUID = *d.AUID
+			}
+			if d.Ses != nil {
+				sender.Ses = *d.Ses
+			}
+			var paths []string
+			for _, p := range d.Paths {
+				paths = append(paths, p.Name)
+			}
+			p := raw.Policy{Action: raw.PolicyActionFile, Verdict: raw.PolicyVerdictRecorded, Sender: sender,
+				Detail: fmt.Sprintf("%s on %s (audit serial %d)", d.Sys, strings.Join(paths, ", "), ev.Serial)}
+			if f, err := freeze.Session(pid, freeze.Options{}); err != nil {
+				p.Detail += "; session not frozen: " + err.Error()
+			} else {
+				p.Verdict = raw.PolicyVerdictFrozen
+				p.Detail += fmt.Sprintf("; session %d frozen (%d processes)", f.Session, len(f.Pids))
+			}
+			w.Policy(p)
+			log.Error().Str("action", p.Action).Str("verdict", p.Verdict).Int("sender_pid", pid).Str("sender_comm", d.Comm).
+				Str("detail", p.Detail).Msg("ALERT: the daemon's files were touched")
 		}
 	}
 }
