@@ -117,26 +117,33 @@ func Detect(opts Options) (*Guard, error) {
 			return nil, err
 		}
 	}
-	if err := g.listObjects(); err != nil {
+	if err := g.start(); err != nil {
 		g.release()
 		return nil, err
+	}
+	return g, nil
+}
+
+// start finishes a Detect or Enforce whose programs are attached: it lists the package's objects, drops
+// stale protected entries, opens the ring buffer and starts reading it.
+func (g *Guard) start() error {
+	if err := g.listObjects(); err != nil {
+		return err
 	}
 	if err := g.dropStale(); err != nil {
-		g.release()
-		return nil, err
+		return err
 	}
+	var err error
 	if g.reader, err = ringbuf.NewReader(g.maps.Events); err != nil {
-		g.release()
-		return nil, fmt.Errorf("policy: ring buffer: %w", err)
+		return fmt.Errorf("policy: ring buffer: %w", err)
 	}
 	var boot unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
-		g.release()
-		return nil, fmt.Errorf("policy: %w", err)
+		return fmt.Errorf("policy: %w", err)
 	}
 	g.bootWall = time.Now().Add(-time.Duration(boot.Nano()))
 	go g.read()
-	return g, nil
+	return nil
 }
 
 // attach loads hook's program and makes sure a link running it is pinned: the pinned link is kept when its

@@ -7,12 +7,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -143,25 +141,10 @@ func Enforce(opts Options) (*Guard, error) {
 			return nil, err
 		}
 	}
-	if err := g.listObjects(); err != nil {
+	if err := g.start(); err != nil {
 		g.release()
 		return nil, err
 	}
-	if err := g.dropStale(); err != nil {
-		g.release()
-		return nil, err
-	}
-	if g.reader, err = ringbuf.NewReader(g.maps.Events); err != nil {
-		g.release()
-		return nil, fmt.Errorf("policy: ring buffer: %w", err)
-	}
-	var boot unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
-		g.release()
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	g.bootWall = time.Now().Add(-time.Duration(boot.Nano()))
-	go g.read()
 	return g, nil
 }
 

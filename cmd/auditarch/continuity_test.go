@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
-	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/internal/privtest"
@@ -262,14 +261,7 @@ func killLoop(t *testing.T, kills int, extra ...string) serialAccount {
 	if a.events < int(execs.Load()) {
 		t.Errorf("%d serials archived, fewer than the %d execs run", a.events, execs.Load())
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := verifyKeys(t, dir, keys)
 	shiptest.OnlyCrashes(t, dir, r)
 	if len(r.Runs) != kills+1 {
 		t.Errorf("%d runs, want %d", len(r.Runs), kills+1)

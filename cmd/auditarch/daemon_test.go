@@ -200,14 +200,7 @@ func TestSigkillAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := verifyKeys(t, dir, keys)
 	if _, err := os.Stat(filepath.Join(dir, kernelStateFile)); err != nil {
 		t.Errorf("the killed daemon left no %s: %v", kernelStateFile, err)
 	}
@@ -228,10 +221,7 @@ func TestSigkillAndRestart(t *testing.T) {
 	if !strings.Contains(stderr.String(), "the previous run did not stop cleanly") {
 		t.Errorf("the restarted daemon did not log the recovery:\n%s", stderr.String())
 	}
-	r, err = verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r = verifyKeys(t, dir, keys)
 	shiptest.OnlyCrashes(t, "after the restart", r)
 	if len(r.Runs) != 2 || r.Runs[0].Ended != "crashed" || r.Runs[1].Ended != "stopped" ||
 		r.Runs[1].Recovered == nil || r.Verified != r.Leaves {
@@ -258,6 +248,10 @@ func TestSigkillAndRestart(t *testing.T) {
 		t.Errorf("%s left after a clean stop: %v", kernelStateFile, err)
 	}
 	// The embedded store holds both runs, the killed one's tail included, byte for byte, and verifies the same.
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	checkStoreCopy(t, dir, pub)
 }
 
@@ -282,4 +276,18 @@ func checkStoreCopy(t *testing.T, dir string, pub note.Verifier) {
 		}
 		shiptest.OnlyCrashes(t, d+" with the store's receipts", r)
 	}
+}
+
+// verifyKeys verifies the archive in dir against the identity key in the key directory keys.
+func verifyKeys(t *testing.T, dir, keys string) *verify.Report {
+	t.Helper()
+	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := verify.Dir(dir, verify.Options{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/archive/verify"
 	"github.com/auditarch/auditarch/internal/privtest"
 )
@@ -100,14 +99,7 @@ func TestDaemonDiskFullUntilStop(t *testing.T) {
 		t.Fatalf("log: stopped %v, %d lines that the archive write failed, %d that the disk takes writes again; want at least the 20 execs dropped, one more refusal than recovery, not 25 (a line per flush):\n%s",
 			stopped, refused, takes, stderr.String())
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := verifyKeys(t, dir, keys)
 	lost := uint64(0)
 	for _, l := range r.Lost {
 		if l.Reason == "local_drop" {

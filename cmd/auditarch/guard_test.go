@@ -93,14 +93,7 @@ func TestConfigTamperRestored(t *testing.T) {
 	if code := Main([]string{"show", dir}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), " POLICY action=audit-config verdict=restored detail=") {
 		t.Errorf("show (exit %d) prints no POLICY line", code)
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := verifyKeys(t, dir, keys)
 	if rep.Status != verify.Pass {
 		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
 	}
@@ -163,14 +156,7 @@ func TestLockedKernel(t *testing.T) {
 			t.Errorf("the exec %s is not archived", m)
 		}
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := verifyKeys(t, dir, keys)
 	if rep.Status != verify.Pass || len(rep.Runs) != 2 {
 		t.Errorf("verify: %s, %d runs, %+v", rep.Status, len(rep.Runs), rep.Problems)
 	}

@@ -244,12 +244,8 @@ func TestDetectFreezesAttacker(t *testing.T) {
 			t.Errorf("%s: POLICY %+v sender %+v", row, p, *p.Sender)
 		}
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := verify.Dir(dir, verify.Options{Key: pub}); err != nil || rep.Status != verify.Pass {
-		t.Errorf("verify: %v %+v", err, rep)
+	if rep := verifyKeys(t, dir, keys); rep.Status != verify.Pass {
+		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
 	}
 }
 
@@ -290,14 +286,7 @@ func TestDetectSigkillRecordedByNextRun(t *testing.T) {
 	if !found {
 		t.Errorf("no POLICY leaf for the SIGKILL by %d\n%s", atk.Process.Pid, stderr)
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := verify.Dir(dir, verify.Options{Key: pub})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := verifyKeys(t, dir, keys)
 	shiptest.OnlyCrashes(t, dir, rep)
 }
 
@@ -342,12 +331,8 @@ func TestEnforceRefusesAttacker(t *testing.T) {
 			t.Errorf("%s: POLICY %+v (found %v), want verdict denied", row, p, ok)
 		}
 	}
-	pub, _, err := archive.LoadVerifierKey(filepath.Join(keys, archive.IdentityPubFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := verify.Dir(dir, verify.Options{Key: pub}); err != nil || rep.Status != verify.Pass {
-		t.Errorf("verify: %v %+v", err, rep)
+	if rep := verifyKeys(t, dir, keys); rep.Status != verify.Pass {
+		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
 	}
 }
 
