@@ -197,8 +197,13 @@ func (w *Writer) rollBack() error {
 	return nil
 }
 
-// outageSummary is how often the log repeats that the disk still refuses writes.
-const outageSummary = time.Minute
+// outageSummary is how often the log repeats that the disk still refuses writes; outageSettle how long it
+// must take writes before the outage is over (a disk at its limit takes a small block, then refuses the
+// next: one outage, not a line per flap).
+const (
+	outageSummary = time.Minute
+	outageSettle  = time.Second
+)
 
 // outage is a period in which the disk refuses the writer's blocks, as the log tells it: one line when it
 // starts (with the error), a summary at most every outageSummary (events held, dropped so far), one line
@@ -206,6 +211,7 @@ const outageSummary = time.Minute
 // per flush. Owned by the flusher.
 type outage struct {
 	since, logged time.Time // since is zero while the disk takes writes
+	recovered     time.Time // the first write it took since it last refused one (zero: none yet)
 	dropped       uint64    // Stats' dropped when it started
 }
 
@@ -220,13 +226,18 @@ func (w *Writer) noteWrite(err error) {
 	switch {
 	case err == nil && o.since.IsZero():
 	case err == nil:
-		w.opts.Log.Warn().Dur("refused_for", now.Sub(o.since)).Uint64("dropped", dropped-o.dropped).
-			Msg("archive disk takes writes again")
-		*o = outage{}
+		if o.recovered.IsZero() {
+			o.recovered = now
+		}
+		if now.Sub(o.recovered) >= outageSettle {
+			w.endOutage(dropped)
+		}
 	case o.since.IsZero():
 		*o = outage{since: now, logged: now, dropped: dropped}
 		w.opts.Log.Error().Err(err).Str("disk_full", string(w.opts.DiskFull)).Int("max_pending_bytes", w.opts.MaxPending).
 			Msg("archive write failed: events are held in memory and retried, beyond max_pending dropped and counted; logged again at most once a minute while it lasts")
+	case !o.recovered.IsZero():
+		o.recovered = time.Time{} // it took a write and refused the next: the same outage
 	case now.Sub(o.logged) >= outageSummary:
 		o.logged = now
 		w.opts.Log.Warn().Err(err).Dur("refused_for", now.Sub(o.since)).Uint64("held", heldLeaves).Int("held_bytes", held).
@@ -238,6 +249,17 @@ func (w *Writer) noteWrite(err error) {
 		default:
 		}
 	}
+}
+
+// endOutage logs that the disk takes writes again, if an outage was going on. dropped is Stats' dropped.
+func (w *Writer) endOutage(dropped uint64) {
+	o := &w.outage
+	if o.since.IsZero() || o.recovered.IsZero() {
+		return
+	}
+	w.opts.Log.Warn().Dur("refused_for", o.recovered.Sub(o.since)).Uint64("dropped", dropped-o.dropped).
+		Msg("archive disk takes writes again")
+	*o = outage{}
 }
 
 // tally counts the event and LOST leaves of some blocks or entries: how many were written (Stats), and

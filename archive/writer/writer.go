@@ -594,6 +594,11 @@ func (w *Writer) flusher() {
 		}
 		if err != nil {
 			w.closeErr = w.rescue(err)
+		} else {
+			w.mu.Lock()
+			dropped := w.recorded + w.dropped
+			w.mu.Unlock()
+			w.endOutage(dropped) // an outage that ended less than outageSettle before the close
 		}
 		return
 	}
