@@ -65,6 +65,34 @@ type Guard struct {
 // The signal_generate hook is required; sys_enter is attached where the kernel accepts it (Hooks says).
 // Detect needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (root).
 func Detect(opts Options) (*Guard, error) {
+	spec, err := loadDetect()
+	if err != nil {
+		return nil, fmt.Errorf("policy: load spec: %w", err)
+	}
+	g, err := newGuard(opts, spec)
+	if err != nil {
+		return nil, err
+	}
+	replace := map[string]*ebpf.Map{
+		"protected": g.maps.Protected, "objects": g.maps.Objects, "events": g.maps.Events, "counters": g.maps.Counters,
+	}
+	for _, hook := range []string{HookSignalGenerate, HookSysEnter} {
+		err := g.attach(spec, hook, replace)
+		if err != nil && hook == HookSignalGenerate {
+			g.release()
+			return nil, err
+		}
+	}
+	if err := g.start(); err != nil {
+		g.release()
+		return nil, err
+	}
+	return g, nil
+}
+
+// newGuard checks and makes the pin directory, loads (or reopens) the maps of spec pinned there, and
+// returns a Guard holding them, for Detect and Enforce to attach their programs to.
+func newGuard(opts Options, spec *ebpf.CollectionSpec) (*Guard, error) {
 	dir := opts.PinDir
 	if dir == "" {
 		dir = DefaultPinDir
@@ -81,11 +109,6 @@ func Detect(opts Options) (*Guard, error) {
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("policy: %w", err)
-	}
-
-	spec, err := loadDetect()
-	if err != nil {
-		return nil, fmt.Errorf("policy: load spec: %w", err)
 	}
 	for name, m := range spec.Maps {
 		if name == ".bss" {
@@ -106,20 +129,6 @@ func Detect(opts Options) (*Guard, error) {
 	}
 	if err := spec.LoadAndAssign(&g.maps, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
 		return nil, fmt.Errorf("policy: maps in %s: %w", dir, err)
-	}
-	replace := map[string]*ebpf.Map{
-		"protected": g.maps.Protected, "objects": g.maps.Objects, "events": g.maps.Events, "counters": g.maps.Counters,
-	}
-	for _, hook := range []string{HookSignalGenerate, HookSysEnter} {
-		err := g.attach(spec, hook, replace)
-		if err != nil && hook == HookSignalGenerate {
-			g.release()
-			return nil, err
-		}
-	}
-	if err := g.start(); err != nil {
-		g.release()
-		return nil, err
 	}
 	return g, nil
 }

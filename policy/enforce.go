@@ -11,7 +11,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 )
 
 // Hooks: the BPF LSM hooks Enforce attaches to, by the name their pins carry. All are required.
@@ -81,46 +80,13 @@ func Enforce(opts Options) (*Guard, error) {
 	if err := EnforceAvailable(); err != nil {
 		return nil, fmt.Errorf("policy: enforce mode: %w", err)
 	}
-	dir := opts.PinDir
-	if dir == "" {
-		dir = DefaultPinDir
-	}
-	if opts.Buffer <= 0 {
-		opts.Buffer = 64
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(filepath.Dir(dir), &st); err != nil {
-		return nil, fmt.Errorf("policy: pin directory %s: %w", dir, err)
-	}
-	if st.Type != unix.BPF_FS_MAGIC {
-		return nil, fmt.Errorf("policy: %s: %w", filepath.Dir(dir), ErrNotBPFFS)
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-
 	spec, err := loadEnforce()
 	if err != nil {
 		return nil, fmt.Errorf("policy: load spec: %w", err)
 	}
-	for name, m := range spec.Maps {
-		if name == ".bss" { // only unused_event, as in Detect
-			delete(spec.Maps, name)
-			delete(spec.Variables, "unused_event")
-			continue
-		}
-		m.Pinning = ebpf.PinByName
-	}
-	g := &Guard{
-		dir:     dir,
-		links:   map[string]link.Link{},
-		progs:   map[string]*ebpf.Program{},
-		adopted: map[string]bool{},
-		events:  make(chan Event, opts.Buffer),
-		done:    make(chan struct{}),
-	}
-	if err := spec.LoadAndAssign(&g.maps, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}); err != nil {
-		return nil, fmt.Errorf("policy: maps in %s: %w", dir, err)
+	g, err := newGuard(opts, spec)
+	if err != nil {
+		return nil, err
 	}
 	// All programs are loaded (verified) before any is attached: a program this kernel refuses leaves
 	// the pins as they were.
