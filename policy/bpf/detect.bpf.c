@@ -5,6 +5,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "common.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL"; // bpf_send_signal and the task kfuncs are GPL-only
 
@@ -14,93 +15,15 @@ char LICENSE[] SEC("license") = "GPL"; // bpf_send_signal and the task kfuncs ar
 #define SI_QUEUE -1
 #define SI_TKILL -6
 
-// Event kinds; policy.Kind mirrors them.
-#define KIND_SIGNAL 1
-#define KIND_PTRACE 2
-#define KIND_PROCESS_VM 3
-#define KIND_BPF_GET_FD 4
-
 // Syscall numbers and arguments (x86_64).
 #define NR_PTRACE 101
-#define NR_BPF 321
 #define NR_PROCESS_VM_READV 310
 #define NR_PROCESS_VM_WRITEV 311
 #define PTRACE_ATTACH 16
 #define PTRACE_SEIZE 0x4206
 
-// /proc/PID/stat counts a process's start time in clock ticks (USER_HZ = 100 on x86).
-#define NSEC_PER_TICK 10000000ULL
-
-// One record in the events ring buffer; policy.Event is its decoded form. Every field is naturally aligned.
-struct event {
-	__u64 time_ns;   // bpf_ktime_get_boot_ns
-	__u64 cgroup_id; // the doer's cgroup v2 id
-	__u32 kind;      // KIND_*
-	__u32 pid;       // the doer: thread id
-	__u32 tgid;      // the doer: process id
-	__u32 uid;
-	__u32 euid;
-	__u32 auid;      // loginuid; 4294967295 when unset
-	__u32 sessionid; // audit session id
-	__u32 target_pid;
-	__u32 target_tgid;
-	__s32 sig;    // signal number (KIND_SIGNAL), else the syscall number
-	__s32 code;   // si_code (KIND_SIGNAL), ptrace request, bpf command
-	__s32 result; // signal_generate's result (TRACE_SIGNAL_*), 0 otherwise
-	__s32 stop;   // bpf_send_signal(SIGSTOP)'s return: 0 = stop queued, 1 = not attempted, <0 = -errno
-	__u32 id;     // KIND_BPF_GET_FD: the object id asked for
-	char comm[16];
-};
-const struct event *unused_event __attribute__((unused)); // keeps struct event in the BTF for bpf2go -type
-
-// protected: the process ids (tgids) whose signals and memory are watched. The value is the process's start
-// time in clock ticks (field 22 of /proc/PID/stat), so that a reused pid is not protected; 0 matches any.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u64);
-} protected SEC(".maps");
-
-// objects: the (bpf command, id) pairs naming this package's own programs, maps and links; a process other
-// than a protected one asking for an fd to one of them is recorded and stopped.
-struct object_key {
-	__u32 cmd;
-	__u32 id;
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, struct object_key);
-	__type(value, __u8);
-} objects SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} events SEC(".maps");
-
-// counters[0]: events lost because the ring buffer was full (the doer is stopped all the same).
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
 struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
 void bpf_task_release(struct task_struct *p) __ksym;
-
-static __always_inline bool is_protected(struct task_struct *task)
-{
-	__u32 tgid = BPF_CORE_READ(task, tgid);
-	__u64 *start = bpf_map_lookup_elem(&protected, &tgid);
-	if (!start)
-		return false;
-	if (*start == 0)
-		return true;
-	return *start == BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_TICK;
-}
 
 // stop_and_record stops the current task's process, then records the event. The stop comes first: it must
 // not wait on the ring buffer, and it happens even when the record is lost.

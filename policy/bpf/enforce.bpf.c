@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "common.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -18,84 +19,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define PF_KTHREAD 0x00200000
 #define PTRACE_MODE_NOAUDIT 0x04
 
-// Event kinds; policy.Kind mirrors them (1-4 are detect.bpf.c's).
-#define KIND_SIGNAL 1
-#define KIND_BPF_GET_FD 4
-#define KIND_SIGIO 5
-#define KIND_PTRACE_ACCESS 6
-
 // struct event's stop field in this object: the hook refused the operation; nobody was stopped.
 #define VERDICT_DENIED 2
 
-#define NR_BPF 321
 #define BPF_PROG_GET_FD_BY_ID 13
 #define BPF_MAP_GET_FD_BY_ID 14
 #define BPF_LINK_GET_FD_BY_ID 30
-
-#define NSEC_PER_TICK 10000000ULL
-
-// Same layout as in detect.bpf.c (policy decodes both with one type).
-struct event {
-	__u64 time_ns;
-	__u64 cgroup_id;
-	__u32 kind;
-	__u32 pid;
-	__u32 tgid;
-	__u32 uid;
-	__u32 euid;
-	__u32 auid;
-	__u32 sessionid;
-	__u32 target_pid;
-	__u32 target_tgid;
-	__s32 sig;    // signal number (KIND_SIGNAL, KIND_SIGIO), else the doer's system call number
-	__s32 code;   // si_code (KIND_SIGNAL), PTRACE_MODE_* (KIND_PTRACE_ACCESS), bpf command
-	__s32 result; // 0
-	__s32 stop;   // VERDICT_DENIED
-	__u32 id;     // KIND_BPF_GET_FD: the object id asked for
-	char comm[16];
-};
-const struct event *unused_event __attribute__((unused));
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u64);
-} protected SEC(".maps");
-
-struct object_key {
-	__u32 cmd;
-	__u32 id;
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, struct object_key);
-	__type(value, __u8);
-} objects SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline bool is_protected(struct task_struct *task)
-{
-	__u32 tgid = BPF_CORE_READ(task, tgid);
-	__u64 *start = bpf_map_lookup_elem(&protected, &tgid);
-	if (!start)
-		return false;
-	if (*start == 0)
-		return true;
-	return *start == BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_TICK;
-}
 
 // exempt reports whether the current task may do anything to a protected process: it is protected itself
 // (the daemon, its threads, its peers) or a kernel thread.

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0
+// What detect.bpf.c and enforce.bpf.c share: the record both write and the maps both use, so that the two
+// modes share a pin directory's maps and policy decodes both with one type. Include after vmlinux.h and
+// the libbpf headers.
+#ifndef AUDITARCH_COMMON_BPF_H
+#define AUDITARCH_COMMON_BPF_H
+
+// Event kinds; policy.Kind mirrors them.
+#define KIND_SIGNAL 1
+#define KIND_PTRACE 2
+#define KIND_PROCESS_VM 3
+#define KIND_BPF_GET_FD 4
+#define KIND_SIGIO 5
+#define KIND_PTRACE_ACCESS 6
+
+#define NR_BPF 321 // x86_64
+
+// /proc/PID/stat counts a process's start time in clock ticks (USER_HZ = 100 on x86).
+#define NSEC_PER_TICK 10000000ULL
+
+// One record in the events ring buffer; policy.Event is its decoded form. Every field is naturally aligned.
+struct event {
+	__u64 time_ns;   // bpf_ktime_get_boot_ns
+	__u64 cgroup_id; // the doer's cgroup v2 id
+	__u32 kind;      // KIND_*
+	__u32 pid;       // the doer: thread id
+	__u32 tgid;      // the doer: process id
+	__u32 uid;
+	__u32 euid;
+	__u32 auid;      // loginuid; 4294967295 when unset
+	__u32 sessionid; // audit session id
+	__u32 target_pid;
+	__u32 target_tgid;
+	__s32 sig;    // signal number (KIND_SIGNAL), else the syscall number
+	__s32 code;   // si_code (KIND_SIGNAL), ptrace request, bpf command
+	__s32 result; // signal_generate's result (TRACE_SIGNAL_*), 0 otherwise
+	__s32 stop;   // detect: bpf_send_signal(SIGSTOP)'s return (0 queued, 1 not attempted, <0 -errno); enforce: 2, denied
+	__u32 id;     // KIND_BPF_GET_FD: the object id asked for
+	char comm[16];
+};
+const struct event *unused_event __attribute__((unused)); // keeps struct event in the BTF for bpf2go -type
+
+// protected: the process ids (tgids) whose signals and memory are watched. The value is the process's start
+// time in clock ticks (field 22 of /proc/PID/stat), so that a reused pid is not protected; 0 matches any.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} protected SEC(".maps");
+
+// objects: the (bpf command, id) pairs naming this package's own programs, maps and links; a process other
+// than a protected one asking for an fd to one of them is recorded and stopped.
+struct object_key {
+	__u32 cmd;
+	__u32 id;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct object_key);
+	__type(value, __u8);
+} objects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// counters[0]: events lost because the ring buffer was full (the doer is stopped all the same).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline bool is_protected(struct task_struct *task)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u64 *start = bpf_map_lookup_elem(&protected, &tgid);
+	if (!start)
+		return false;
+	if (*start == 0)
+		return true;
+	return *start == BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_TICK;
+}
+
+#endif
