@@ -462,7 +462,9 @@ func (w *Writer) Append(ev *raw.Event) {
 // event is what an attacker would most like to keep from the store.
 func (w *Writer) Policy(p archive.Policy) {
 	w.mu.Lock()
-	if w.closed {
+	if w.closed || w.held >= w.opts.MaxPending {
+		// Bounded like events (a flood of attempts cannot fill memory) and counted like them: a LOST leaf.
+		w.dropped++
 		w.mu.Unlock()
 		return
 	}
