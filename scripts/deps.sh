@@ -3,6 +3,7 @@
 # auditd: ausearch (reference decoder in tests) and auditd (benchmark peer); staticcheck (lint);
 # versitygw: S3 gateway with Object Lock, the peer of store/s3lock's tests (internal/peers);
 # qemu-system-x86 and a Debian cloud kernel unpacked into $VM_CACHE (not installed): internal/vmtest;
+# python3-aiosmtpd: the SMTP hub alert/mail's tests deliver to (run by Debian's /usr/bin/python3);
 # clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h): make generate, policy's tests.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ need=()
 command -v ausearch >/dev/null 2>&1 || need+=(auditd)
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
 [ -x /sbin/audisp-remote ] || need+=(audispd-plugins) # bench/cmd/shipbench: auditd's remote-logging plugin
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)

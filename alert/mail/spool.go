@@ -393,33 +393,27 @@ func (s *Spool) next() (j job, ok bool) {
 	if len(s.queue) == 0 {
 		return job{}, false
 	}
-	{
-		e := s.queue[0]
-		b, err := os.ReadFile(filepath.Join(s.dir, queueDir, e.name))
-		var st stored
-		if err == nil {
-			err = json.Unmarshal(b, &st)
-		}
-		if err == nil && st.ID != e.id {
-			err = fmt.Errorf("holds id %q", st.ID)
-		}
-		if err != nil {
-			s.opt.Log.Error().Err(err).Str("file", e.name).Msg("mail spool: unreadable message; moved to bad/")
-			s.quarantine(e.name, filepath.Join(s.dir, queueDir))
-			s.pop()
-			if err := s.saveDrop(); err != nil {
-				s.opt.Log.Error().Err(err).Msg("mail spool: cannot record an unreadable message")
-			}
-			return s.nextLocked()
-		}
-		return job{msg: Message{ID: st.ID, Subject: st.Subject, Body: st.Body, Date: st.Date}, e: e}, true
+	e := s.queue[0]
+	b, err := os.ReadFile(filepath.Join(s.dir, queueDir, e.name))
+	var st stored
+	if err == nil {
+		err = json.Unmarshal(b, &st)
 	}
-}
-
-// nextLocked is next with s.mu held: after a quarantine the notice comes first.
-func (s *Spool) nextLocked() (job, bool) {
-	d := s.drop
-	return job{msg: s.notice(d), notice: &d}, true
+	if err == nil && st.ID != e.id {
+		err = fmt.Errorf("holds id %q", st.ID)
+	}
+	if err != nil {
+		// Reported by the notice that now comes first.
+		s.opt.Log.Error().Err(err).Str("file", e.name).Msg("mail spool: unreadable message; moved to bad/")
+		s.quarantine(e.name, filepath.Join(s.dir, queueDir))
+		s.pop()
+		if err := s.saveDrop(); err != nil {
+			s.opt.Log.Error().Err(err).Msg("mail spool: cannot record an unreadable message")
+		}
+		d := s.drop
+		return job{msg: s.notice(d), notice: &d}, true
+	}
+	return job{msg: Message{ID: st.ID, Subject: st.Subject, Body: st.Body, Date: st.Date}, e: e}, true
 }
 
 // pop forgets the head of the queue. s.mu held.

@@ -59,6 +59,22 @@ func Command(tb testing.TB, name string) string {
 	return p
 }
 
+// debianPython is Debian's interpreter: the python3 first on PATH may be another build (pyenv) that
+// does not see Debian's python3-* packages.
+const debianPython = "/usr/bin/python3"
+
+// PythonModule requires Debian's python3 able to import module, which Debian package pkg provides
+// (scripts/deps.sh installs it), and returns the interpreter's path.
+func PythonModule(tb testing.TB, module, pkg string) string {
+	tb.Helper()
+	out, err := exec.Command(debianPython, "-c", "import "+module).CombinedOutput()
+	if err != nil {
+		Unavailable(tb, "needs python module %s for %s (Debian package %s; make deps installs it): %v: %s",
+			module, debianPython, pkg, err, out)
+	}
+	return debianPython
+}
+
 // Snapshot is the part of the kernel's audit state that tests may change.
 type Snapshot struct {
 	Status libaudit.AuditStatus
