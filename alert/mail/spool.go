@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,6 +81,7 @@ type Spool struct {
 	bytes   int64
 	nextSeq uint64
 	sent    map[string]bool
+	sentIDs []string // sent's ids in file order
 	drop    dropState
 	wake    chan struct{}
 
@@ -252,6 +254,41 @@ func (s *Spool) loadSent() error {
 	}
 	for _, id := range ids {
 		s.sent[id] = true
+	}
+	s.sentIDs = ids
+	return nil
+}
+
+// recordSent appends id to the sent file, fsynced; past 2·sentKeep ids the file is rewritten with the
+// newest sentKeep, so neither it nor the set grows without bound.
+func (s *Spool) recordSent(id string) error {
+	path := filepath.Join(s.dir, sentName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := durable.WriteAll(f, []byte(id+"\n")); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	s.sent[id] = true
+	s.sentIDs = append(s.sentIDs, id)
+	if len(s.sentIDs) > 2*sentKeep {
+		keep := slices.Clone(s.sentIDs[len(s.sentIDs)-sentKeep:])
+		if err := durable.Replace(path, []byte(strings.Join(keep, "\n")+"\n"), 0o600); err != nil {
+			return err
+		}
+		for _, old := range s.sentIDs[:len(s.sentIDs)-sentKeep] {
+			delete(s.sent, old)
+		}
+		s.sentIDs = keep
 	}
 	return nil
 }
@@ -464,22 +501,9 @@ func (s *Spool) done(j job) error {
 		return s.saveDrop()
 	}
 	// The sent record first: from then on a crash cannot resend it.
-	f, err := os.OpenFile(filepath.Join(s.dir, sentName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
+	if err := s.recordSent(j.e.id); err != nil {
 		return err
 	}
-	if err := durable.WriteAll(f, []byte(j.e.id+"\n")); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	s.sent[j.e.id] = true
 	if s.afterRecord != nil {
 		s.afterRecord(j.e.id)
 	}
