@@ -339,6 +339,9 @@ func TestKilledMidSend(t *testing.T) {
 			if got := ids(h.messages()); strings.Join(got, " ") != strings.Join(want, " ") {
 				t.Fatalf("hub holds %v, want %v", got, want)
 			}
+			if ms := h.messages(); point == "accepted" && (ms[0].header("Date") != ms[1].header("Date") || ms[0].body != ms[1].body) {
+				t.Fatalf("the resent copy differs: Date %q vs %q", ms[0].header("Date"), ms[1].header("Date"))
+			}
 			// Delivered ids are never sent again, even when enqueued again.
 			if err := s.Enqueue(msg(1)); err != nil {
 				t.Fatal(err)
