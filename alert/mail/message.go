@@ -149,7 +149,7 @@ func (s *session) close() {
 }
 
 // SendTest sends one test mail through the hub now, not through a spool (`auditarch alert test`, the
-// sSSMTP guide's `mail root` check): nil means the hub accepted it for the configured recipients.
+// sSMTP guide's `mail root` check): nil means the hub accepted it for the configured recipients.
 func SendTest(ctx context.Context, cfg Config) error {
 	r, err := cfg.resolve(true)
 	if err != nil {
