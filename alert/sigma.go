@@ -38,6 +38,8 @@ type sigmaEntry struct {
 	class Class
 	eval  *evaluator.RuleEvaluator
 	types map[string]bool // record types the rule can match (nil: any)
+	// needles: one of them is in the record's or event's values whenever the rule matches (nil: unknown)
+	needles []string
 }
 
 type sigmaSet struct {
@@ -48,7 +50,17 @@ type sigmaSet struct {
 
 // scratch is one Classify call's reusable memory.
 type scratch struct {
-	m map[string]string
+	m   map[string]string
+	hay []byte
+}
+
+func anyIn(hay string, needles []string) bool {
+	for _, n := range needles {
+		if strings.Contains(hay, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // sigmaClass maps a Sigma level to a class: critical/high attack, medium violation, low and
@@ -157,6 +169,9 @@ func readSigma(path string) (*sigmaEntry, error) {
 		eval:  evaluator.ForRule(rule),
 	}
 	e.types = requiredTypes(&rule)
+	for n := range required(&rule, needleValues) {
+		e.needles = append(e.needles, n)
+	}
 	return e, nil
 }
 
@@ -229,9 +244,52 @@ func globRegexp(v, mode string) string {
 // name its type. It walks the condition: a search requires the types its every matcher names; "and"
 // the types of any child that requires some, "or" and "1 of" the union when every child does.
 func requiredTypes(rule *sigma.Rule) map[string]bool {
+	return required(rule, typeValues)
+}
+
+// typeValues returns the values a plain "type" matcher requires (nil: the matcher is on another field).
+func typeValues(fm sigma.FieldMatcher) map[string]bool {
+	if fm.Field != "type" || len(fm.Modifiers) > 0 {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, v := range fm.Values {
+		out[strings.ToUpper(fmt.Sprint(v))] = true
+	}
+	return out
+}
+
+// needleValues returns lower-cased strings one of which a value of the event holds whenever the
+// matcher matches (nil: none known): its values, for equality, contains, startswith and endswith.
+func needleValues(fm sigma.FieldMatcher) map[string]bool {
+	if fm.Field == "type" {
+		return nil
+	}
+	for _, m := range fm.Modifiers {
+		if m != "all" && !isTextModifier(m) {
+			return nil
+		}
+	}
+	out := map[string]bool{}
+	for _, v := range fm.Values {
+		s, ok := v.(string)
+		if !ok || s == "" || strings.ContainsAny(s, "*?") {
+			return nil
+		}
+		out[strings.ToLower(s)] = true
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// required walks the rule's conditions and returns values of which every match requires one, by
+// extract on its field matchers (nil: no requirement known).
+func required(rule *sigma.Rule, extract func(sigma.FieldMatcher) map[string]bool) map[string]bool {
 	var out map[string]bool
 	for _, c := range rule.Detection.Conditions {
-		t := exprTypes(rule, c.Search)
+		t := exprTypes(rule, c.Search, extract)
 		if t == nil {
 			return nil
 		}
@@ -245,7 +303,7 @@ func requiredTypes(rule *sigma.Rule) map[string]bool {
 	return out
 }
 
-func exprTypes(rule *sigma.Rule, e sigma.SearchExpr) map[string]bool {
+func exprTypes(rule *sigma.Rule, e sigma.SearchExpr, extract func(sigma.FieldMatcher) map[string]bool) map[string]bool {
 	searches := rule.Detection.Searches
 	named := func(match func(string) bool) []sigma.SearchExpr {
 		var out []sigma.SearchExpr
@@ -258,7 +316,7 @@ func exprTypes(rule *sigma.Rule, e sigma.SearchExpr) map[string]bool {
 	}
 	anyOf := func(subs []sigma.SearchExpr) map[string]bool {
 		for _, s := range subs {
-			if t := exprTypes(rule, s); t != nil {
+			if t := exprTypes(rule, s, extract); t != nil {
 				return t
 			}
 		}
@@ -267,7 +325,7 @@ func exprTypes(rule *sigma.Rule, e sigma.SearchExpr) map[string]bool {
 	union := func(subs []sigma.SearchExpr) map[string]bool {
 		out := map[string]bool{}
 		for _, s := range subs {
-			t := exprTypes(rule, s)
+			t := exprTypes(rule, s, extract)
 			if t == nil {
 				return nil
 			}
@@ -294,14 +352,13 @@ func exprTypes(rule *sigma.Rule, e sigma.SearchExpr) map[string]bool {
 		for _, em := range s.EventMatchers {
 			found := false
 			for _, fm := range em {
-				if fm.Field != "type" || len(fm.Modifiers) > 0 {
-					continue
+				if v := extract(fm); v != nil {
+					for k := range v {
+						out[k] = true
+					}
+					found = true
+					break
 				}
-				for _, v := range fm.Values {
-					out[strings.ToUpper(fmt.Sprint(v))] = true
-				}
-				found = true
-				break
 			}
 			if !found {
 				return nil
@@ -334,9 +391,18 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 		}
 		clear(sc.m)
 		fill(sc.m)
+		sc.hay = sc.hay[:0]
+		for _, v := range sc.m {
+			sc.hay = append(sc.hay, v...)
+			sc.hay = append(sc.hay, 0)
+		}
+		hay := strings.ToLower(string(sc.hay))
 		for _, list := range [][]*sigmaEntry{cands, s.any} {
 			for _, r := range list {
 				if best != nil && r.class <= best.class {
+					continue
+				}
+				if r.needles != nil && !anyIn(hay, r.needles) {
 					continue
 				}
 				res, err := r.eval.Matches(context.Background(), sc.m)
