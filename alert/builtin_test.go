@@ -6,8 +6,6 @@ import (
 	"github.com/auditarch/auditarch/archive"
 )
 
-var noArgs = [4]string{"0", "0", "0", "0"}
-
 // builtinCases are one event per built-in rule, and routine events for the ignore lists. Records are
 // built byte for byte in the kernel's format (field order of audit_log_exit and the record loggers of
 // the running kernel, as in testdata/workload.cap); the daemon's own leaves as the writer writes them.
