@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 
+	"github.com/auditarch/auditarch/alert"
 	"github.com/auditarch/auditarch/archive"
 	"github.com/auditarch/auditarch/audit"
-	"github.com/auditarch/auditarch/audit/raw"
 	"github.com/auditarch/auditarch/search"
 )
 
@@ -51,104 +49,9 @@ func printEvents(dir string, stdout io.Writer, asJSON bool, q search.Query, verb
 	return err
 }
 
-// summary renders one event on one line, in auditd's key=value spirit.
+// summary renders one event on one line: its leaf index, time and kernel serial, then the line alert
+// patterns match (docs/alert.md).
 func summary(ev *audit.Event) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "#%d %s seq=%d", ev.Index, ev.Time, ev.Seq)
-	if p := ev.Policy; p != nil {
-		fmt.Fprintf(&b, " POLICY action=%s verdict=%s", p.Action, p.Verdict)
-		for _, who := range []struct {
-			name string
-			p    *raw.Process
-		}{{"sender", p.Sender}, {"target", p.Target}} {
-			if who.p != nil {
-				fmt.Fprintf(&b, " %s_pid=%d %s_auid=%d %s_comm=%s", who.name, who.p.PID, who.name, who.p.AUID, who.name, strconv.Quote(who.p.Comm))
-			}
-		}
-		if p.Detail != "" {
-			fmt.Fprintf(&b, " detail=%s", strconv.Quote(p.Detail))
-		}
-		return b.String()
-	}
-	if ev.Type == "LOST" {
-		fmt.Fprintf(&b, " LOST reason=%s lost=%d unit=%s", ev.LostReason, *ev.LostCount, ev.LostUnit)
-		if ev.LostFirst != 0 {
-			fmt.Fprintf(&b, " first_seq=%d last_seq=%d", ev.LostFirst, ev.LostLast)
-		}
-		return b.String()
-	}
-	b.WriteString(" " + ev.Kind)
-	kv := func(k, v string) {
-		if v != "" {
-			b.WriteString(" " + k + "=" + v)
-		}
-	}
-	num := func(k string, p *uint32) {
-		if p != nil {
-			kv(k, strconv.FormatUint(uint64(*p), 10))
-		}
-	}
-	kv("syscall", ev.Sys)
-	if ev.Success != nil {
-		kv("success", strconv.FormatBool(*ev.Success))
-	}
-	if ev.Exit != nil {
-		kv("exit", strconv.FormatInt(*ev.Exit, 10))
-	}
-	if ev.ExitStatus != nil {
-		kv("status", strconv.FormatInt(*ev.ExitStatus, 10))
-	}
-	num("pid", ev.PID)
-	num("ppid", ev.PPID)
-	num("uid", ev.UID)
-	num("auid", ev.AUID)
-	num("ses", ev.Ses)
-	kv("tty", ev.TTY)
-	kv("comm", strconv.Quote(ev.Comm))
-	kv("exe", quoteIf(ev.Exe))
-	kv("key", quoteIf(ev.Key))
-	kv("cwd", quoteIf(ev.Cwd))
-	if ev.Args != nil {
-		q := make([]string, len(ev.Args))
-		for i, a := range ev.Args {
-			q[i] = strconv.Quote(a)
-		}
-		kv("args", "["+strings.Join(q, " ")+"]")
-	}
-	for _, p := range ev.Paths {
-		kv("path", strconv.Quote(p.Name)+"("+strings.ToLower(p.NameType)+")")
-	}
-	if sa := ev.Sockaddr; sa != nil {
-		switch {
-		case sa.Port != nil:
-			kv("sockaddr", sa.Family+":"+sa.Addr+"#"+strconv.Itoa(int(*sa.Port)))
-		case sa.Abstract:
-			kv("sockaddr", "unix:@"+strconv.Quote(sa.Path))
-		case sa.Path != "":
-			kv("sockaddr", "unix:"+strconv.Quote(sa.Path))
-		default:
-			kv("sockaddr", sa.Family)
-		}
-	}
-	if ev.TargetPID != nil {
-		kv("target_pid", strconv.Itoa(int(*ev.TargetPID)))
-	}
-	if ev.Signal != nil {
-		kv("signal", strconv.Itoa(*ev.Signal))
-	}
-	kv("msg", quoteIf(ev.Msg))
-	if ev.Late {
-		b.WriteString(" late")
-	}
-	if ev.Partial {
-		b.WriteString(" partial")
-	}
-	return b.String()
-}
-
-func quoteIf(s string) string {
-	if s == "" {
-		return ""
-	}
-	return strconv.Quote(s)
+	b := fmt.Appendf(nil, "#%d %s seq=%d ", ev.Index, ev.Time, ev.Seq)
+	return string(alert.AppendEvent(b, ev))
 }

@@ -1,0 +1,259 @@
+package alert
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"regexp/syntax"
+	"sort"
+	"strings"
+)
+
+// Limits on what Load reads, checked before anything is allocated for it (docs/alert.md, "Limits").
+const (
+	MaxRuleFileSize = 1 << 20 // bytes of one pattern file
+	MaxLineLength   = 4096    // bytes of one pattern
+	MaxPatterns     = 20000   // patterns in all the files of one directory tree
+	MaxRuleFiles    = 1000    // files in one rule directory
+)
+
+// The rule directories (logcheck's layout).
+const (
+	DirCracking         = "cracking.d"
+	DirCrackingIgnore   = "cracking.ignore.d"
+	DirViolations       = "violations.d"
+	DirViolationsIgnore = "violations.ignore.d"
+	DirIgnorePrefix     = "ignore.d." // + the level's name
+)
+
+// Level is logcheck's report level: which ignore.d.* directories apply. Paranoid uses
+// ignore.d.paranoid; Server adds ignore.d.server; Workstation adds ignore.d.workstation (it ignores most).
+type Level int
+
+const (
+	Paranoid Level = iota
+	Server
+	Workstation
+)
+
+var levelNames = []string{"paranoid", "server", "workstation"}
+
+func (l Level) String() string {
+	if l >= 0 && int(l) < len(levelNames) {
+		return levelNames[l]
+	}
+	return fmt.Sprintf("level(%d)", int(l))
+}
+
+// ParseLevel reads "paranoid", "server" or "workstation".
+func ParseLevel(s string) (Level, error) {
+	for i, n := range levelNames {
+		if s == n {
+			return Level(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown level %q (paranoid, server or workstation)", s)
+}
+
+// dirs returns the ignore directories of the level, cumulative as logcheck's REPORTLEVELS.
+func (l Level) dirs() []string {
+	var d []string
+	for i := l; i >= Paranoid; i-- {
+		d = append(d, DirIgnorePrefix+levelNames[i])
+	}
+	return d
+}
+
+// runPartsName is run-parts' default name rule (Debian run-parts, without --lsbsysinit): upper- and
+// lower-case letters, digits, underscores and hyphens. "foo.conf", "foo~" and "foo.dpkg-old" are skipped.
+var runPartsName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// pattern is one compiled line.
+type pattern struct {
+	re  *regexp.Regexp
+	lit string // a literal every match contains ("" when none is known): checked first, it is cheap
+}
+
+func (p *pattern) match(line string) bool {
+	if p.lit != "" && !strings.Contains(line, p.lit) {
+		return false
+	}
+	return p.re.MatchString(line)
+}
+
+// ruleFile is one file's patterns.
+type ruleFile struct {
+	name     string // the file name
+	path     string // dir/name relative to the rule directory, as a Match names it
+	patterns []pattern
+}
+
+func (f *ruleFile) match(line string) bool {
+	for i := range f.patterns {
+		if f.patterns[i].match(line) {
+			return true
+		}
+	}
+	return false
+}
+
+// ruleDir is the files of one directory, in run-parts order.
+type ruleDir struct {
+	files  []*ruleFile
+	byName map[string]*ruleFile
+}
+
+// match returns the first file of d that matches line, or nil.
+func (d *ruleDir) match(line string) *ruleFile {
+	for _, f := range d.files {
+		if f.match(line) {
+			return f
+		}
+	}
+	return nil
+}
+
+// readDir loads the pattern files of dir/sub. A missing directory is empty. budget counts the patterns
+// left under MaxPatterns.
+func readDir(dir, sub string, budget *int) (*ruleDir, error) {
+	d := &ruleDir{byName: map[string]*ruleFile{}}
+	full := filepath.Join(dir, sub)
+	ents, err := os.ReadDir(full)
+	if errors.Is(err, fs.ErrNotExist) {
+		return d, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(ents) > MaxRuleFiles {
+		return nil, fmt.Errorf("%s holds %d entries, more than %d", full, len(ents), MaxRuleFiles)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if runPartsName.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names) // run-parts sorts in the C locale: byte order
+	for _, name := range names {
+		path := filepath.Join(full, name)
+		fi, err := os.Stat(path) // run-parts follows symbolic links
+		if err != nil {
+			return nil, err
+		}
+		if !fi.Mode().IsRegular() {
+			continue
+		}
+		if fi.Size() > MaxRuleFileSize {
+			return nil, fmt.Errorf("%s: %d bytes, more than %d", path, fi.Size(), MaxRuleFileSize)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(io.LimitReader(f, MaxRuleFileSize+1))
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		if len(b) > MaxRuleFileSize {
+			return nil, fmt.Errorf("%s: more than %d bytes", path, MaxRuleFileSize)
+		}
+		rf, err := parseRules(path, b, budget)
+		if err != nil {
+			return nil, err
+		}
+		rf.name, rf.path = name, sub+"/"+name
+		d.files = append(d.files, rf)
+		d.byName[name] = rf
+	}
+	return d, nil
+}
+
+// parseRules compiles one file: one extended regular expression per line; lines that are blank or
+// start with '#' are skipped (logcheck: grep -v '^[[:space:]]*$|^#').
+func parseRules(path string, b []byte, budget *int) (*ruleFile, error) {
+	rf := &ruleFile{}
+	for n, line := range strings.Split(string(b), "\n") {
+		if len(line) > MaxLineLength {
+			return nil, &PatternError{Path: path, Line: n + 1, Err: fmt.Errorf("longer than %d bytes", MaxLineLength)}
+		}
+		line = strings.TrimSuffix(line, "\r")
+		if strings.TrimSpace(line) == "" || line[0] == '#' {
+			continue
+		}
+		if *budget <= 0 {
+			return nil, &PatternError{Path: path, Line: n + 1, Err: fmt.Errorf("more than %d patterns in all", MaxPatterns)}
+		}
+		*budget--
+		p, err := compile(line)
+		if err != nil {
+			return nil, &PatternError{Path: path, Line: n + 1, Err: err}
+		}
+		rf.patterns = append(rf.patterns, p)
+	}
+	return rf, nil
+}
+
+// PatternError is a pattern file that cannot be used: the file, the line (1-based) and why.
+type PatternError struct {
+	Path string
+	Line int
+	Err  error
+}
+
+func (e *PatternError) Error() string { return fmt.Sprintf("%s:%d: %v", e.Path, e.Line, e.Err) }
+func (e *PatternError) Unwrap() error { return e.Err }
+
+func compile(expr string) (pattern, error) {
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return pattern{}, err
+	}
+	p := pattern{re: re}
+	if st, err := syntax.Parse(expr, syntax.Perl); err == nil {
+		p.lit = requiredLiteral(st.Simplify())
+	}
+	return p, nil
+}
+
+// requiredLiteral returns the longest literal string that every match of re contains, or "".
+func requiredLiteral(re *syntax.Regexp) string {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			return ""
+		}
+		return string(re.Rune)
+	case syntax.OpCapture:
+		return requiredLiteral(re.Sub[0])
+	case syntax.OpPlus:
+		return requiredLiteral(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return requiredLiteral(re.Sub[0])
+		}
+	case syntax.OpConcat:
+		best := ""
+		run := ""
+		for _, s := range re.Sub {
+			if s.Op == syntax.OpLiteral && s.Flags&syntax.FoldCase == 0 {
+				run += string(s.Rune) // adjacent literals make one
+				if len(run) > len(best) {
+					best = run
+				}
+				continue
+			}
+			run = ""
+			if l := requiredLiteral(s); len(l) > len(best) {
+				best = l
+			}
+		}
+		return best
+	}
+	return ""
+}
