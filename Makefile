@@ -37,7 +37,8 @@ test: deps lint
 # 90-day, 10-million-event archive (generated once into bench-out/search10m); then the audited workload
 # rate, consumer CPU and disk bytes per event for no audit, a bare netlink reader, auditd and auditarch;
 # shipping: syscall-to-durable-on-the-store latency (p50/p99 at 1k and 10k events/s) for auditarch → its
-# store and auditd + audisp-remote → a second auditd, and catch-up after a 5-minute outage.
+# store and auditd + audisp-remote → a second auditd, and catch-up after a 5-minute outage; detect-mode
+# protection: overhead on open, kill(self, 0) and exec loops, and attack-to-stopped/-frozen latency.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/...
 	$(GO) test -run '^$$' -bench CatchUp -benchtime 1x ./forward/
@@ -45,6 +46,7 @@ bench: deps build
 	$(GO) run ./bench/cmd/searchbench -out bench-out -auditarch $(BIN)
 	$(GO) run ./bench/cmd/sidebyside -out bench-out
 	$(GO) run ./bench/cmd/shipbench -out bench-out
+	$(GO) run ./bench/cmd/protectbench
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -248,6 +248,7 @@ const (
 	PolicyActionAuditConfig = "audit-config" // the kernel's audit rules or settings were changed by someone else
 	PolicyActionSignal      = "signal"       // a signal to the daemon's processes
 	PolicyActionFile        = "file"         // a write to the archive or an access to the identity key by someone else
+	PolicyActionThaw        = "thaw"         // a session frozen after an attempt was released (protect thaw, or its processes moved out or killed)
 
 	PolicyVerdictDenied   = "denied"   // the kernel refused it (enforce mode)
 	PolicyVerdictFrozen   = "frozen"   // the sender's session was frozen (detect mode)

@@ -36,6 +36,10 @@ type Config struct {
 	Sync              writer.SyncPolicy     `yaml:"sync"`               // batch (fsync every batch) or none
 	DiskFull          writer.DiskFullAction `yaml:"disk_full"`          // keep (hold, then drop with a LOST leaf) or exit
 
+	// Supervise: run restarts the daemon in a child process whenever it dies (supervise.go); for hosts
+	// without a service manager that does (systemd's Restart=always).
+	Supervise bool `yaml:"supervise"`
+
 	Store   StoreConfig   `yaml:"store"`
 	Protect ProtectConfig `yaml:"protect"`
 }
@@ -125,7 +129,7 @@ func (c Config) ruleSet() (*rules.Set, error) {
 		return set, nil
 	}
 	// With protection on, the kernel also watches the daemon's own files: whoever else writes or
-	// removes anything in the archive, or reads the identity key, is caught (defendFiles). The daemon's
+	// removes anything in the archive, or reads the identity key, is caught (defendAudit). The daemon's
 	// own accesses are not audited (its never rule stands ahead of these watches).
 	// Prepended (-A), behind only the daemon's never rule: the first rule that matches gives the event
 	// its key, and the built-in set's own file rules would otherwise take these events. A directory is

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/auditarch/auditarch/internal/vmtest"
 	"github.com/auditarch/auditarch/policy"
 	"github.com/auditarch/auditarch/policy/freeze"
+	"github.com/auditarch/auditarch/store"
 	libaudit "github.com/elastic/go-libaudit/v2"
 	"golang.org/x/sys/unix"
 )
@@ -63,7 +65,8 @@ func TestProtectStatusThaw(t *testing.T) {
 // attackerEnv makes the test binary an attacker: "PID ACTION [SIG]" does ACTION to PID, then counts in a
 // loop until killed. Actions: kill, pgrp (kill of PID's process group), kill64 (kill(PID | 1<<32)),
 // pidfd (pidfd_send_signal), tgkill (to a thread of PID other than the first), seize (PTRACE_SEIZE);
-// read FILE and create FILE (PID unused).
+// read, create, unlink, rename (to FILE.moved) and truncate FILE (PID unused); auditpid (AUDIT_SET of its
+// own pid as the audit daemon's; PID unused).
 const attackerEnv = "AUDITARCH_TEST_ATTACKER"
 
 func attacker(spec string) int {
@@ -82,6 +85,18 @@ func attacker(spec string) int {
 		_ = b
 	case "create": // arg is a file to create
 		err = os.WriteFile(arg, []byte("x"), 0o600)
+	case "auditpid": // make this process the audit daemon (AUDIT_SET pid)
+		var c *libaudit.AuditClient
+		if c, err = libaudit.NewAuditClient(nil); err == nil {
+			err = c.SetPID(libaudit.WaitForReply)
+			c.Close()
+		}
+	case "unlink":
+		err = os.Remove(arg)
+	case "rename":
+		err = os.Rename(arg, arg+".moved")
+	case "truncate":
+		err = os.Truncate(arg, 0)
 	case "kill":
 		err = unix.Kill(pid, unix.Signal(sig))
 	case "pgrp":
@@ -131,9 +146,16 @@ func startAttacker(t *testing.T, spec string) *exec.Cmd {
 	atk := exec.Command(os.Args[0])
 	atk.Env = append(os.Environ(), attackerEnv+"="+spec)
 	atk.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var stderr bytes.Buffer
+	atk.Stderr = &stderr
 	if err := atk.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() && stderr.Len() > 0 {
+			t.Logf("attacker %q: %s", spec, stderr.String())
+		}
+	})
 	t.Cleanup(func() {
 		for _, f := range mustList(t) {
 			if f.Session == atk.Process.Pid { // (its own session: setsid)
@@ -169,6 +191,23 @@ func detectDaemon(t *testing.T, ctl *libaudit.AuditClient) (cmd *exec.Cmd, stder
 // extra run arguments) on a new archive.
 func protectedDaemon(t *testing.T, ctl *libaudit.AuditClient, mode string, extra ...string) (cmd *exec.Cmd, stderr *bytes.Buffer, dir, keys string, args []string) {
 	t.Helper()
+	dir, keys = filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	args = append([]string{"--protect", mode, "--protect-pins", privatePins(t)}, extra...)
+	cmd, stderr = daemonProcess(t, ctl, dir, keys, args...)
+	return cmd, stderr, dir, keys, args
+}
+
+// protectedDaemonIn is protectedDaemon on the archive directory dir, which the test prepared.
+func protectedDaemonIn(t *testing.T, ctl *libaudit.AuditClient, mode, dir string) (cmd *exec.Cmd, stderr *bytes.Buffer, _, keys string) {
+	t.Helper()
+	keys = filepath.Join(t.TempDir(), "keys")
+	cmd, stderr = daemonProcess(t, ctl, dir, keys, "--protect", mode, "--protect-pins", privatePins(t))
+	return cmd, stderr, dir, keys
+}
+
+// privatePins mounts a private bpf filesystem for the test and returns a pin directory in it.
+func privatePins(t *testing.T) string {
+	t.Helper()
 	mnt := t.TempDir()
 	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
 		privtest.Unavailable(t, "mount a bpf filesystem: %v", err)
@@ -176,10 +215,7 @@ func protectedDaemon(t *testing.T, ctl *libaudit.AuditClient, mode string, extra
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
 	pins := filepath.Join(mnt, "auditarch")
 	t.Cleanup(func() { policy.Unpin(pins) })
-	dir, keys = filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
-	args = append([]string{"--protect", mode, "--protect-pins", pins}, extra...)
-	cmd, stderr = daemonProcess(t, ctl, dir, keys, args...)
-	return cmd, stderr, dir, keys, args
+	return pins
 }
 
 // TestDetectFreezesAttacker is the attack matrix of detect mode on this host's kernel: a root process in
@@ -344,13 +380,25 @@ func TestEnforceRefusesAttacker(t *testing.T) {
 }
 
 // TestProtectionWatchesFiles: with protection on, a root process in another session that reads the
-// identity key or creates a file in the archive directory is caught by the kernel's watches on them: its
-// session is frozen and a POLICY leaf (action file) names it; the daemon's own writes are not caught.
+// identity key, or creates, removes, renames or truncates a file in the archive directory, is caught by the
+// kernel's watches on them: its session is frozen and a POLICY leaf (action file) names it; the daemon's
+// own writes are not caught. Detect mode refuses none of it (the victims here are files the test put in
+// the archive directory before the daemon started; a removed segment is the store's to prove).
 func TestProtectionWatchesFiles(t *testing.T) {
 	ctl := privtest.Kernel(t)
-	cmd, stderr, dir, keys, _ := detectDaemon(t, ctl)
+	dir := filepath.Join(t.TempDir(), "archive")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"victim-rm", "victim-mv", "victim-tr"} {
+		if err := os.WriteFile(filepath.Join(dir, v), []byte("evidence"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd, stderr, _, keys := protectedDaemonIn(t, ctl, ProtectDetect, dir)
 	key := filepath.Join(keys, archive.IdentityKeyFile)
-	rows := []string{"0 read " + key, "0 create " + filepath.Join(dir, "planted")}
+	rows := []string{"0 read " + key, "0 create " + filepath.Join(dir, "planted"), "0 unlink " + filepath.Join(dir, "victim-rm"),
+		"0 rename " + filepath.Join(dir, "victim-mv"), "0 truncate " + filepath.Join(dir, "victim-tr")}
 	attackers := map[string]int{}
 	for _, row := range rows {
 		atk := startAttacker(t, row)
@@ -374,10 +422,206 @@ func TestProtectionWatchesFiles(t *testing.T) {
 		}
 	}
 	for _, row := range rows {
-		if p, ok := got[attackers[row]]; !ok || p.Verdict != raw.PolicyVerdictFrozen {
-			t.Errorf("%s: POLICY %+v (found %v), want action file, verdict frozen", row, p, ok)
+		p, ok := got[attackers[row]]
+		target := strings.Fields(row)[2]
+		if !ok || p.Verdict != raw.PolicyVerdictFrozen || !strings.Contains(p.Detail, filepath.Base(target)) {
+			t.Errorf("%s: POLICY %+v (found %v), want action file, verdict frozen, naming %s", row, p, ok, filepath.Base(target))
 		} else {
 			t.Logf("%s: %s", row, p.Detail)
 		}
 	}
+	if rep := verifyKeys(t, dir, keys); rep.Status != verify.Pass {
+		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
+	}
+}
+
+// TestDetectFreezesConfigTamper: with protection on, root in another session runs the real auditctl to
+// delete the rules, to disable auditing, and to make itself the audit daemon. Each time the guard puts the
+// configuration back, the shell's session is frozen (auditctl's, or its parent's once it has exited), and
+// a POLICY leaf (action audit-config, verdict frozen) names auditctl with the operation. The kernel
+// refuses another audit pid while the daemon answers, but logs the attempt: that attacker is frozen too.
+// Last, one session is thawed with "protect thaw" (root suffices) and a POLICY leaf (action thaw) says so.
+func TestDetectFreezesConfigTamper(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	auditctl := privtest.Command(t, "auditctl")
+	cmd, stderr, dir, keys, _ := detectDaemon(t, ctl)
+	rows := []struct{ name, args, op string }{
+		{"auditctl -D", "-D", "op=remove_rule"},
+		{"auditctl -e 0", "-e 0", "audit_enabled=0"},
+	}
+	shells := map[string]int{}
+	for _, row := range rows {
+		sh := exec.Command("/bin/sh", "-c", auditctl+" "+row.args+" >/dev/null 2>&1; exec sleep 600")
+		sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := sh.Start(); err != nil {
+			t.Fatal(err)
+		}
+		shells[row.name] = sh.Process.Pid
+		t.Cleanup(func() {
+			for _, f := range mustList(t) {
+				if f.Session == sh.Process.Pid {
+					freeze.Thaw(f.Cgroup)
+				}
+			}
+			sh.Process.Kill()
+			sh.Wait()
+		})
+		if frozenWithin(t, sh.Process.Pid, 5*time.Second) == nil {
+			t.Errorf("%s: the shell's session was not frozen within 5 s\n%s", row.name, stderr)
+		}
+	}
+	// Setting another audit pid: the kernel refuses it while the daemon answers (EEXIST) but logs the
+	// attempt; the attacker (this binary, alive) is frozen itself. Only once auditing is on again: with
+	// it off, the kernel adds no SYSCALL record, and nothing names the sender.
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := ctl.GetStatus(); err == nil && st.Enabled == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("auditing was not enabled again within 3 s\n%s", stderr)
+		}
+	}
+	atk := startAttacker(t, "0 auditpid")
+	if frozenWithin(t, atk.Process.Pid, 5*time.Second) == nil {
+		t.Errorf("AUDIT_SET pid: the attacker's session was not frozen within 5 s\n%s", stderr)
+	}
+	// A thaw needs only root, and is recorded: the -D shell's session is released.
+	released := shells["auditctl -D"]
+	if code := Main([]string{"protect", "thaw", fmt.Sprint(released)}, io.Discard, io.Discard); code != 0 {
+		t.Errorf("protect thaw %d: exit %d", released, code)
+	}
+	time.Sleep(1500 * time.Millisecond) // the guard's restorations, the thaw watch
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr)
+	}
+	leaves := policyLeaves(t, dir)
+	for _, row := range rows {
+		found := false
+		for _, p := range leaves {
+			if p.Action == raw.PolicyActionAuditConfig && p.Sender != nil && p.Sender.Comm == "auditctl" &&
+				p.Verdict == raw.PolicyVerdictFrozen && strings.Contains(p.Detail, row.op) &&
+				strings.Contains(p.Detail, fmt.Sprintf("session %d frozen", shells[row.name])) {
+				found = true
+				t.Logf("%s: %s", row.name, p.Detail)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no POLICY leaf audit-config frozen naming auditctl, %s and the shell %d in %+v", row.name, row.op, shells[row.name], leaves)
+		}
+	}
+	thawed := false
+	for _, p := range leaves {
+		if p.Action == raw.PolicyActionThaw && p.Verdict == raw.PolicyVerdictRecorded &&
+			strings.Contains(p.Detail, fmt.Sprintf("session %d,", released)) && strings.Contains(p.Detail, fmt.Sprintf("%d running again", released)) &&
+			strings.Contains(p.Detail, "cgroup was removed") {
+			thawed = true
+			t.Logf("thaw: %s", p.Detail)
+		}
+	}
+	if !thawed {
+		t.Errorf("no POLICY leaf records the thaw of session %d in %+v", released, leaves)
+	}
+	pidRow := false
+	for _, p := range leaves {
+		if p.Action == raw.PolicyActionAuditConfig && p.Sender != nil && p.Sender.PID == atk.Process.Pid &&
+			p.Verdict == raw.PolicyVerdictFrozen && strings.Contains(p.Detail, "audit_pid=") {
+			pidRow = true
+			t.Logf("AUDIT_SET pid: %s", p.Detail)
+		}
+	}
+	if !pidRow {
+		t.Errorf("AUDIT_SET pid: no POLICY leaf audit-config frozen naming the attacker %d in %+v", atk.Process.Pid, leaves)
+	}
+	if rep := verifyKeys(t, dir, keys); rep.Status != verify.Pass {
+		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)
+	}
+}
+
+// TestSupervisorRestartsKilledDaemon: run --supervise in detect mode; root in another session SIGKILLs the
+// daemon, which detect mode cannot refuse. The supervisor starts a new daemon at once; it adopts the
+// pinned programs, freezes the killer's session (stopped in the kernel meanwhile) and archives the POLICY
+// leaf. A SIGTERM to the supervisor stops the daemon cleanly; verify reports the killed run and nothing
+// else.
+func TestSupervisorRestartsKilledDaemon(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
+	sup := exec.Command(os.Args[0], "run", "--archive", dir, "--key", filepath.Join(keys, "host.key"),
+		"--protect", ProtectDetect, "--protect-pins", privatePins(t), "--supervise")
+	sup.Env = append(os.Environ(), mainEnv+"=1")
+	stderr := new(syncBuffer)
+	sup.Stderr = stderr
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if st, err := ctl.GetStatus(); err == nil && st.PID != 0 && ppidOf(int(st.PID)) == sup.Process.Pid {
+			unix.Kill(int(st.PID), unix.SIGKILL)
+		}
+		sup.Process.Kill()
+		sup.Wait()
+		store.ClearImmutable(filepath.Join(filepath.Dir(dir), "store"))
+	})
+	// daemon waits for a daemon other than not (registered with the kernel, the supervisor's child).
+	daemon := func(not int) int {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			st, err := ctl.GetStatus()
+			if err == nil && st.PID != 0 && int(st.PID) != not && ppidOf(int(st.PID)) == sup.Process.Pid && st.Enabled != 0 &&
+				strings.Count(stderr.String(), `"message":"capturing"`) > 0 {
+				return int(st.PID)
+			}
+		}
+		t.Fatalf("no supervised daemon registered (other than %d)\n%s", not, stderr)
+		return 0
+	}
+	first := daemon(0)
+	atk := startAttacker(t, fmt.Sprintf("%d kill %d", first, int(unix.SIGKILL)))
+	killedAt := time.Now()
+	second := daemon(first)
+	t.Logf("daemon %d killed; %d registered %v later", first, second, time.Since(killedAt).Round(time.Millisecond))
+	if frozenWithin(t, atk.Process.Pid, 5*time.Second) == nil {
+		t.Errorf("the restarted daemon did not freeze the killer's session\n%s", stderr)
+	}
+	sup.Process.Signal(unix.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- sup.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("supervisor: %v\n%s", err, stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the supervisor did not stop within 20 s of the SIGTERM\n%s", stderr)
+	}
+	if !strings.Contains(stderr.String(), "killed by SIGKILL") {
+		t.Errorf("the supervisor did not log the daemon's death\n%s", stderr)
+	}
+	found := false
+	for _, p := range policyLeaves(t, dir) {
+		found = found || (p.Action == "signal" && p.Sender != nil && p.Sender.TGID == atk.Process.Pid && p.Target.TGID == first &&
+			strings.Contains(p.Detail, "SIGKILL") && p.Verdict == raw.PolicyVerdictFrozen)
+	}
+	if !found {
+		t.Errorf("no POLICY leaf for the SIGKILL of %d by %d\n%s", first, atk.Process.Pid, stderr)
+	}
+	shiptest.OnlyCrashes(t, dir, verifyKeys(t, dir, keys))
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output copier and the test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -12,8 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -44,6 +47,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	storeDir := fs.String("store-dir", "", "")
 	protect := fs.String("protect", "", "")
 	protectPins := fs.String("protect-pins", "", "")
+	supervised := fs.Bool("supervise", false, "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -94,9 +98,12 @@ func runCmd(args []string, stderr io.Writer) error {
 	if cfg.Archive == "" {
 		return fmt.Errorf("%w: run needs --archive DIR (or archive: in the config)", errUsage)
 	}
+	log := zerolog.New(stderr).With().Timestamp().Logger()
+	if (cfg.Supervise || *supervised) && os.Getenv(supervisedEnv) == "" {
+		return supervise(args, log)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
-	log := zerolog.New(stderr).With().Timestamp().Logger()
 	return run(ctx, cfg, log)
 }
 
@@ -198,6 +205,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 	}
 	defended := make(chan struct{})
+	frozen := &frozenSessions{} // the sessions frozen after an attempt, for watchThaws
 	if cfg.Protect.Mode != ProtectOff {
 		g, err := startProtect(cfg.Protect.Mode, cfg.Protect.Pins, log)
 		if err != nil {
@@ -215,8 +223,9 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		log.Info().Str("mode", string(g.Mode())).Str("pins", cfg.Protect.Pins).Interface("hooks", g.Hooks()).Msg("protection")
 		go func() {
 			defer close(defended)
-			defend(ctx, g, w, log)
+			defend(ctx, g, w, frozen, log)
 		}()
+		go watchThaws(ctx, frozen, w, log)
 	} else {
 		close(defended)
 	}
@@ -259,9 +268,9 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
 	var sink audit.Sink = w
 	if cfg.Protect.Mode != ProtectOff {
-		fs := &fileWatchSink{Writer: w, hits: make(chan *audit.RawEvent, 64)}
-		sink = fs
-		go defendFiles(ctx, fs.hits, w, log)
+		ps := &protectSink{Writer: w, hits: make(chan *audit.RawEvent, 256)}
+		sink = ps
+		go defendAudit(ctx, ps, w, frozen, log)
 	}
 	capErr := c.Run(ctx, sink)
 	<-defended // what the protection saw up to the stop is archived before it
@@ -282,7 +291,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 
 // startProtect loads (or adopts) the protection programs of mode pinned in pins, mounting the bpf
 // filesystem at the pins' parent when it is not one, and protects this daemon and the process that
-// started it (its supervisor, which may stop it: systemd, or the shell of `make run`).
+// started it (its supervisor, which may stop it: systemd, or the shell of `make run`); under run
+// --supervise, also the process that started the supervisor.
 func startProtect(mode, pins string, log zerolog.Logger) (*policy.Guard, error) {
 	if mode == ProtectAuto {
 		m, why := policy.ChooseMode()
@@ -306,7 +316,13 @@ func startProtect(mode, pins string, log zerolog.Logger) (*policy.Guard, error) 
 	if err != nil {
 		return nil, err
 	}
-	for _, pid := range []int{os.Getpid(), os.Getppid()} {
+	pids := []int{os.Getpid(), os.Getppid()}
+	if os.Getenv(supervisedEnv) != "" { // and the process that started the supervisor
+		if pp := ppidOf(os.Getppid()); pp > 1 {
+			pids = append(pids, pp)
+		}
+	}
+	for _, pid := range pids {
 		if err := g.Protect(pid); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("protect pid %d: %w", pid, err)
@@ -321,7 +337,7 @@ func startProtect(mode, pins string, log zerolog.Logger) (*policy.Guard, error) 
 // (auditarch protect thaw). After ctx
 // ends it drains what is still queued (the signal that stopped the daemon was recorded before it was
 // delivered), then returns.
-func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, log zerolog.Logger) {
+func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, frozen *frozenSessions, log zerolog.Logger) {
 	drain := time.NewTimer(time.Hour)
 	drain.Stop()
 	done := ctx.Done()
@@ -358,6 +374,7 @@ func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, log zerolog.
 				if err != nil {
 					detail = append(detail, "session not frozen: "+err.Error())
 				} else {
+					frozen.add(f)
 					if !ev.Denied {
 						p.Verdict = raw.PolicyVerdictFrozen
 					}
@@ -385,68 +402,237 @@ func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, log zerolog.
 	}
 }
 
-// fileWatchSink passes every event to the writer and hands the ones the protection watches caught
-// (protectKey: someone else wrote to the archive or touched the identity key) to defendFiles.
-type fileWatchSink struct {
+// protectSink passes every event to the writer and hands to defendAudit the ones that show someone else
+// attacking the daemon through what the kernel audits: the protection watches (protectKey: a write to the
+// archive, an access to the identity key) and changes of the audit configuration (CONFIG_CHANGE) made by
+// another process's system call. The event itself is always archived first; when defendAudit is behind by
+// more than the channel holds, the response (freeze, POLICY leaf) is skipped and counted in skipped, which
+// the next POLICY leaf and the log report.
+type protectSink struct {
 	*writer.Writer
-	hits chan *audit.RawEvent
+	hits    chan *audit.RawEvent
+	skipped atomic.Uint64
 }
 
 var protectKeyField = []byte(` key="` + protectKey + `"`)
 
-func (s *fileWatchSink) Append(ev *audit.RawEvent) {
+func (s *protectSink) Append(ev *audit.RawEvent) {
 	s.Writer.Append(ev)
-	// One scan of the first record per event, only with protection on: the SYSCALL record carries the key.
-	if len(ev.Records) > 0 && ev.Records[0].Type == 1300 && bytes.Contains(ev.Records[0].Text, protectKeyField) {
+	// Only with protection on, and cheap: the record types are compared first; one bytes.Contains on the
+	// SYSCALL record of events that carry a key.
+	if len(ev.Records) == 0 || !attackOnDaemon(ev) {
+		return
+	}
+	select {
+	case s.hits <- ev.Clone():
+	default:
+		s.skipped.Add(1)
+	}
+}
+
+// attackOnDaemon reports whether ev is a protection watch's hit or a configuration change that another
+// process's system call made (the kernel adds that call's SYSCALL record to a CONFIG_CHANGE since 4.18;
+// the daemon's own changes carry its pid and are left to the configuration guard).
+func attackOnDaemon(ev *audit.RawEvent) bool {
+	first := ev.Records[0]
+	if first.Type == audit.TypeSyscall {
+		return bytes.Contains(first.Text, protectKeyField)
+	}
+	if first.Type != audit.TypeConfigChange {
+		return false
+	}
+	for _, r := range ev.Records[1:] {
+		if r.Type == audit.TypeSyscall {
+			return !bytes.Contains(r.Text, selfPIDField)
+		}
+	}
+	return false
+}
+
+// selfPIDField is this process's pid as a SYSCALL record writes it.
+var selfPIDField = []byte(fmt.Sprintf(" pid=%d ", os.Getpid()))
+
+// defendAudit freezes the session of whoever protectSink caught and writes a POLICY leaf: action file for
+// the watches, audit-config for configuration changes (the configuration guard restores those and writes
+// its own leaf). A burst from one process (auditctl -D removes rule by rule) gets one response. The doer
+// has often exited by then (auditctl): its parent's session is frozen instead.
+func defendAudit(ctx context.Context, s *protectSink, w *writer.Writer, frozen *frozenSessions, log zerolog.Logger) {
+	seen := map[uint32]time.Time{} // pids answered in the last burstWindow
+	var reported uint64            // s.skipped already reported
+	for {
+		var ev *audit.RawEvent
 		select {
-		case s.hits <- ev.Clone():
-		default: // (the event itself is archived; only the response is skipped)
+		case <-ctx.Done():
+			return
+		case ev = <-s.hits:
+		}
+		d := audit.Decode(ev)
+		if d.PID == nil || int(*d.PID) == os.Getpid() {
+			continue
+		}
+		now := time.Now()
+		for p, at := range seen {
+			if now.Sub(at) > burstWindow {
+				delete(seen, p)
+			}
+		}
+		if _, ok := seen[*d.PID]; ok {
+			continue
+		}
+		seen[*d.PID] = now
+		pid := int(*d.PID)
+		sender := &raw.Process{PID: pid, TGID: pid, Comm: d.Comm, Exe: d.Exe}
+		for dst, src := range map[*uint32]*uint32{&sender.UID: d.UID, &sender.EUID: d.EUID, &sender.AUID: d.AUID, &sender.Ses: d.Ses} {
+			if src != nil {
+				*dst = *src
+			}
+		}
+		p := raw.Policy{Action: raw.PolicyActionFile, Verdict: raw.PolicyVerdictRecorded, Sender: sender}
+		if ev.Records[0].Type == audit.TypeConfigChange {
+			p.Action = raw.PolicyActionAuditConfig
+			p.Detail = fmt.Sprintf("%s (audit serial %d)", configOp(ev.Records[0].Text), ev.Serial)
+		} else {
+			var paths []string
+			for _, pa := range d.Paths {
+				paths = append(paths, pa.Name)
+			}
+			p.Detail = fmt.Sprintf("%s on %s (audit serial %d)", d.Sys, strings.Join(paths, ", "), ev.Serial)
+		}
+		f, err := freeze.Session(pid, freeze.Options{})
+		if err != nil && d.PPID != nil && errors.Is(err, unix.ESRCH) {
+			f, err = freeze.Session(int(*d.PPID), freeze.Options{})
+			if err == nil {
+				p.Detail += fmt.Sprintf("; pid %d had exited, its parent %d's", pid, *d.PPID)
+			}
+		}
+		if err != nil {
+			p.Detail += "; session not frozen: " + err.Error()
+		} else {
+			frozen.add(f)
+			p.Verdict = raw.PolicyVerdictFrozen
+			p.Detail += fmt.Sprintf("; session %d frozen (%d processes)", f.Session, len(f.Pids))
+		}
+		if n := s.skipped.Load(); n > reported {
+			p.Detail += fmt.Sprintf("; %d earlier catches got no response (the daemon was behind)", n-reported)
+			reported = n
+		}
+		w.Policy(p)
+		log.Error().Str("action", p.Action).Str("verdict", p.Verdict).Int("sender_pid", pid).Str("sender_comm", d.Comm).
+			Str("detail", p.Detail).Msg("ALERT: attempt on the audit daemon")
+	}
+}
+
+// burstWindow: catches from one pid within it get one response.
+const burstWindow = 5 * time.Second
+
+// configOp is the op= and what it set, from a CONFIG_CHANGE record's text ("op=remove_rule key=exec",
+// "op=set audit_enabled=0 old=1").
+func configOp(text []byte) string {
+	var out []string
+	for _, f := range strings.Fields(string(text)) {
+		for _, k := range []string{"op=", "key=", "audit_enabled=", "audit_pid=", "audit_failure=", "audit_backlog_limit=", "old="} {
+			if strings.HasPrefix(f, k) {
+				out = append(out, f)
+			}
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// frozenSessions is what watchThaws compares the cgroup tree with: the frozen sessions it found at its
+// last look, and those the daemon froze since (told at once, so that a thaw within the same second is
+// seen).
+type frozenSessions struct {
+	mu sync.Mutex
+	m  map[string]frozenSeen // by cgroup
+}
+
+type frozenSeen struct {
+	freeze.Frozen
+	added time.Time
+}
+
+// add records a session the daemon has just frozen.
+func (s *frozenSessions) add(f freeze.Frozen) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]frozenSeen{}
+	}
+	s.m[f.Cgroup] = frozenSeen{f, time.Now()}
+}
+
+// watchThaws records every release of a frozen session: thawing needs nothing but root (docs/protect.md,
+// "Thawing"), so every thaw is evidence. At each configCheck it compares the frozen sessions' cgroups with
+// what it knew: a cgroup gone (auditarch protect thaw, or removed by hand) or a process no longer in it
+// (moved out, which resumes it, or killed) gets a POLICY leaf (action thaw, verdict recorded).
+func watchThaws(ctx context.Context, known *frozenSessions, w *writer.Writer, log zerolog.Logger) {
+	t := time.NewTicker(configCheck)
+	defer t.Stop()
+	for {
+		start := time.Now()
+		list, err := freeze.List()
+		if err != nil {
+			log.Warn().Err(err).Msg("list the frozen sessions")
+		} else {
+			now := make(map[string]frozenSeen, len(list))
+			for _, f := range list {
+				now[f.Cgroup] = frozenSeen{f, start}
+			}
+			known.mu.Lock()
+			for cg, before := range known.m {
+				if before.added.After(start) {
+					now[cg] = before // frozen after the listing began: next time
+					continue
+				}
+				after, still := now[cg]
+				var gone []int
+				for _, p := range before.Pids {
+					if !still || !slices.Contains(after.Pids, p) {
+						gone = append(gone, p)
+					}
+				}
+				if len(gone) == 0 {
+					continue
+				}
+				var how []string
+				for _, p := range gone {
+					if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil {
+						how = append(how, fmt.Sprintf("%d running again", p))
+					} else {
+						how = append(how, fmt.Sprintf("%d exited", p))
+					}
+				}
+				detail := fmt.Sprintf("session %d, frozen since %s: %s", before.Session, before.At.UTC().Format(time.RFC3339), strings.Join(how, ", "))
+				if !still {
+					detail += "; its cgroup was removed (auditarch protect thaw, or by hand)"
+				}
+				w.Policy(raw.Policy{Action: raw.PolicyActionThaw, Verdict: raw.PolicyVerdictRecorded, Detail: detail})
+				log.Warn().Int("session", before.Session).Str("detail", detail).Msg("a frozen session was released")
+			}
+			known.m = now
+			known.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
 
-// defendFiles freezes the session of whoever the protection watches caught and writes a POLICY leaf.
-func defendFiles(ctx context.Context, hits <-chan *audit.RawEvent, w *writer.Writer, log zerolog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev := <-hits:
-			d := audit.Decode(ev)
-			if d.PID == nil || int(*d.PID) == os.Getpid() {
-				continue
-			}
-			pid := int(*d.PID)
-			sender := &raw.Process{PID: pid, TGID: pid, Comm: d.Comm, Exe: d.Exe}
-			if d.UID != nil {
-				sender.UID = *d.UID
-			}
-			if d.EUID != nil {
-				sender.EUID = *d.EUID
-			}
-			if d.AUID != nil {
-				sender.AUID = *d.AUID
-			}
-			if d.Ses != nil {
-				sender.Ses = *d.Ses
-			}
-			var paths []string
-			for _, p := range d.Paths {
-				paths = append(paths, p.Name)
-			}
-			p := raw.Policy{Action: raw.PolicyActionFile, Verdict: raw.PolicyVerdictRecorded, Sender: sender,
-				Detail: fmt.Sprintf("%s on %s (audit serial %d)", d.Sys, strings.Join(paths, ", "), ev.Serial)}
-			if f, err := freeze.Session(pid, freeze.Options{}); err != nil {
-				p.Detail += "; session not frozen: " + err.Error()
-			} else {
-				p.Verdict = raw.PolicyVerdictFrozen
-				p.Detail += fmt.Sprintf("; session %d frozen (%d processes)", f.Session, len(f.Pids))
-			}
-			w.Policy(p)
-			log.Error().Str("action", p.Action).Str("verdict", p.Verdict).Int("sender_pid", pid).Str("sender_comm", d.Comm).
-				Str("detail", p.Detail).Msg("ALERT: the daemon's files were touched")
-		}
+// ppidOf is pid's parent (field 4 of /proc/PID/stat), or 0.
+func ppidOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
 	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
 }
 
 // exeOf is the executable of process pid, or "" once it is gone.
