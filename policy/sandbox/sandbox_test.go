@@ -135,7 +135,7 @@ func runChecks(dir string, ports []string, check func(string, error)) {
 	// kill: one positive pid, read from the low 32 bits only.
 	ppid := uintptr(os.Getppid())
 	check("kill-pid", raw(unix.SYS_KILL, ppid, 0))
-	check("kill-all", wantErrno(raw(unix.SYS_KILL, 0xffffffff, 0), unix.EPERM))       // -1 as pid_t
+	check("kill-all", wantErrno(raw(unix.SYS_KILL, 0xffffffff, 0), unix.EPERM))              // -1 as pid_t
 	check("kill-all-bypass", wantErrno(raw(unix.SYS_KILL, 1<<32|0xffffffff, 0), unix.EPERM)) // still -1 to the kernel
 	check("kill-group-bypass", wantErrno(raw(unix.SYS_KILL, 1<<32|uintptr(uint32(-int32(ppid))), 0), unix.EPERM))
 	check("kill-own-group", wantErrno(raw(unix.SYS_KILL, 0, 0), unix.EPERM))
