@@ -44,6 +44,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	storeDir := fs.String("store-dir", "", "")
 	protect := fs.String("protect", "", "")
 	protectPins := fs.String("protect-pins", "", "")
+	sandboxMode := fs.String("sandbox", "", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -79,6 +80,12 @@ func runCmd(args []string, stderr io.Writer) error {
 	}
 	if *protectPins != "" {
 		cfg.Protect.Pins = *protectPins
+	}
+	if *sandboxMode != "" {
+		if *sandboxMode != SandboxOn && *sandboxMode != SandboxOff {
+			return fmt.Errorf("%w: --sandbox %q: want %s or %s", errUsage, *sandboxMode, SandboxOn, SandboxOff)
+		}
+		cfg.Sandbox = *sandboxMode
 	}
 	switch cfg.Protect.Mode {
 	case ProtectOff, ProtectDetect, ProtectEnforce, ProtectAuto:
@@ -257,6 +264,9 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		close(guarded)
 	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
+	if err := applySandbox(&cfg, log); err != nil { // capturing matters more than confinement
+		log.Error().Err(err).Msg("self-sandbox not (fully) applied: the daemon goes on less confined")
+	}
 	var sink audit.Sink = w
 	if cfg.Protect.Mode != ProtectOff {
 		fs := &fileWatchSink{Writer: w, hits: make(chan *audit.RawEvent, 64)}
