@@ -264,7 +264,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		close(guarded)
 	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
-	if err := applySandbox(&cfg, log); err != nil { // capturing matters more than confinement
+	// Confined from here on (docs/protect.md, "Self-sandbox"); capturing matters more than confinement.
+	if err := applySandbox(&cfg, log); err != nil {
 		log.Error().Err(err).Msg("self-sandbox not (fully) applied: the daemon goes on less confined")
 	}
 	var sink audit.Sink = w
