@@ -462,7 +462,10 @@ func defendFiles(ctx context.Context, hits <-chan *audit.RawEvent, w *writer.Wri
 
 // exeOf is the executable of process pid, or "" once it is gone.
 func exeOf(pid int) string {
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		exe = helperExe(pid) // confined: the link of a process outside the sandbox is out of reach
+	}
 	return exe
 }
 

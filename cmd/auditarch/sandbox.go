@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 	"kernel.org/pub/linux/libs/security/libcap/cap"
 
 	"github.com/auditarch/auditarch/policy/freeze"
@@ -93,6 +99,10 @@ func applySandbox(cfg *Config, log zerolog.Logger) error {
 		} else {
 			log.Warn().Err(err).Msg("self-sandbox: no cgroup2 mount: attackers' sessions cannot be frozen")
 		}
+		// The attacker's executable, for the POLICY leaf: the sandbox forbids reading /proc/PID/exe.
+		if err := startExeHelper(); err != nil {
+			log.Warn().Err(err).Msg("self-sandbox: no exe helper: POLICY leaves will not name the attacker's executable")
+		}
 		// BPF: the protection programs' maps and ring buffer.
 		opts.Keep = append(opts.Keep, cap.BPF, cap.PERFMON, cap.SYS_ADMIN)
 	}
@@ -109,4 +119,82 @@ func applySandbox(cfg *Config, log zerolog.Logger) error {
 		Int("bpf_instructions", rep.Instructions).Strs("caps", rep.Caps).Str("threads", strconv.Itoa(rep.Threads)).
 		Msg("self-sandbox applied")
 	return nil
+}
+
+// exeHelperEnv makes the binary (the daemon's own, re-executed before it confines itself) the exe
+// helper: every Landlock domain forbids ptrace access to processes outside it, reading /proc/PID/exe
+// included, so the confined daemon asks this unconfined child for the executable of an attacker. It
+// reads decimal pids, one a line, on stdin and answers each with the link's target (empty if unreadable)
+// on a line; it exits at EOF, or when the daemon dies.
+const exeHelperEnv = "AUDITARCH_EXE_HELPER"
+
+func init() {
+	if os.Getenv(exeHelperEnv) == "1" {
+		os.Exit(exeHelper(os.Stdin, os.Stdout))
+	}
+}
+
+func exeHelper(in io.Reader, out io.Writer) int {
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		exe := ""
+		if pid, err := strconv.Atoi(sc.Text()); err == nil && pid > 0 {
+			exe, _ = os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+		}
+		if _, err := fmt.Fprintln(out, strings.ReplaceAll(exe, "\n", `\n`)); err != nil {
+			return 1
+		}
+	}
+	return 0
+}
+
+// exeResolver is the daemon's link to its exe helper (nil: none started).
+var exeResolver struct {
+	sync.Mutex
+	in  io.Writer
+	out *bufio.Reader
+}
+
+// startExeHelper starts the exe helper. Called before the sandbox: it execs the daemon's binary.
+func startExeHelper() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = []string{exeHelperEnv + "=1"}
+	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait()
+	exeResolver.Lock()
+	exeResolver.in, exeResolver.out = in, bufio.NewReader(out)
+	exeResolver.Unlock()
+	return nil
+}
+
+// helperExe asks the exe helper for the executable of pid: "" without a helper or an answer.
+func helperExe(pid int) string {
+	exeResolver.Lock()
+	defer exeResolver.Unlock()
+	if exeResolver.in == nil {
+		return ""
+	}
+	if _, err := fmt.Fprintln(exeResolver.in, pid); err != nil {
+		return ""
+	}
+	line, err := exeResolver.out.ReadString('\n')
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(line, "\n")
 }

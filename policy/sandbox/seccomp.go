@@ -36,6 +36,8 @@ var Allowed = []string{
 	"bpf",
 	// Identity and session lookups (freeze), signals to itself.
 	"getuid", "geteuid", "getgid", "getegid", "getsid", "getpgid",
+	// Reaping the exe helper (cmd/auditarch), started before the sandbox.
+	"waitid", "wait4",
 	// Checked by argument in the filter: kill, tgkill (package doc) and the calls in conditional.
 	"kill", "tgkill", "clone", "ioctl", "prctl", "socket",
 }
