@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -151,8 +152,9 @@ func exeHelper(in io.Reader, out io.Writer) int {
 // exeResolver is the daemon's link to its exe helper (nil: none started).
 var exeResolver struct {
 	sync.Mutex
-	in  io.Writer
-	out *bufio.Reader
+	in   io.Writer
+	pipe *os.File // the helper's stdout, for read deadlines
+	out  *bufio.Reader
 }
 
 // startExeHelper starts the exe helper. Called before the sandbox: it execs the daemon's binary.
@@ -172,12 +174,16 @@ func startExeHelper() error {
 	if err != nil {
 		return err
 	}
+	f, ok := out.(*os.File)
+	if !ok {
+		return fmt.Errorf("exe helper: stdout is a %T", out)
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	go cmd.Wait()
 	exeResolver.Lock()
-	exeResolver.in, exeResolver.out = in, bufio.NewReader(out)
+	exeResolver.in, exeResolver.pipe, exeResolver.out = in, f, bufio.NewReader(f)
 	exeResolver.Unlock()
 	return nil
 }
@@ -190,10 +196,14 @@ func helperExe(pid int) string {
 		return ""
 	}
 	if _, err := fmt.Fprintln(exeResolver.in, pid); err != nil {
+		exeResolver.in = nil
 		return ""
 	}
+	// The response to an attack must not wait on the helper: a slow or dead one is dropped.
+	exeResolver.pipe.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	line, err := exeResolver.out.ReadString('\n')
 	if err != nil {
+		exeResolver.in = nil
 		return ""
 	}
 	return strings.TrimSuffix(line, "\n")
