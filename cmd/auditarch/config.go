@@ -42,6 +42,8 @@ type Config struct {
 
 	Store   StoreConfig   `yaml:"store"`
 	Protect ProtectConfig `yaml:"protect"`
+	// Sandbox is SandboxOn (default: the daemon confines itself once set up) or SandboxOff.
+	Sandbox string `yaml:"sandbox"`
 }
 
 // Protection modes (docs/protect.md).
@@ -89,6 +91,7 @@ func defaultConfig() Config {
 		Sync:              writer.SyncBatch,
 		DiskFull:          writer.DiskFullKeep,
 		Store:             StoreConfig{MaxBacklog: 1 << 30},
+		Sandbox:           SandboxOn,
 	}
 }
 
@@ -112,6 +115,8 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: sync: %q is not batch or none", path, cfg.Sync)
 	case cfg.DiskFull != writer.DiskFullKeep && cfg.DiskFull != writer.DiskFullExit:
 		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
+	case cfg.Sandbox != SandboxOn && cfg.Sandbox != SandboxOff:
+		return cfg, fmt.Errorf("config %s: sandbox: %q is not on or off", path, cfg.Sandbox)
 	}
 	return cfg, nil
 }

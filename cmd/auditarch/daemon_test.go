@@ -113,7 +113,12 @@ func daemonProcess(t *testing.T, ctl *libaudit.AuditClient, dir, keys string, ex
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, err := ctl.GetStatus()
-		if err == nil && int(st.PID) == cmd.Process.Pid && st.Enabled != 0 && strings.Contains(stderr.String(), "capturing") {
+		// Every daemon test runs the daemon confined (the self-sandbox follows "capturing").
+		if err == nil && int(st.PID) == cmd.Process.Pid && st.Enabled != 0 && strings.Contains(stderr.String(), "capturing") &&
+			strings.Contains(stderr.String(), "self-sandbox") {
+			if strings.Contains(stderr.String(), "self-sandbox not") {
+				t.Fatalf("the daemon is not confined: %s", stderr.String())
+			}
 			return cmd, stderr
 		}
 		if time.Now().After(deadline) {

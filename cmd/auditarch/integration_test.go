@@ -197,6 +197,7 @@ func startDaemon(t *testing.T, dir string) (stop func()) {
 	cfg := defaultConfig()
 	cfg.Archive = dir
 	cfg.Key = filepath.Join(filepath.Dir(dir), "keys", "host.key")
+	cfg.Sandbox = SandboxOff // in-process: the sandbox would confine the test binary (daemon tests run it)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logBuf bytes.Buffer
 	done := make(chan error, 1)

@@ -16,6 +16,7 @@ const usage = `Usage:
     auditarch run --archive DIR [--key FILE] [--segment-duration D] [--rules FILE] [--config FILE] [--lock]
                   [--store ADDR --store-key PUBFILE | --store-dir DIR] [--protect MODE [--protect-pins DIR]]
                   [--supervise]
+                  [--sandbox on|off]
     auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
                     [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
     auditarch store enroll --dir DIR PUBFILE...
@@ -73,6 +74,8 @@ Options:
     --supervise            run: restart the daemon whenever it dies other than by SIGTERM/SIGINT (a
                            SIGKILL in detect mode, a crash), from a small parent process that the daemon
                            protects; for hosts where no service manager restarts it (config supervise).
+    --sandbox on|off       run: once set up, the daemon confines itself (Landlock, seccomp, capabilities;
+                           default on, config sandbox:). off is for diagnosis (docs/protect.md).
     --config FILE          A YAML configuration file; flags override it.
     --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
     --store ADDR           run: the store's host:port (config store.address).

@@ -48,6 +48,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	protect := fs.String("protect", "", "")
 	protectPins := fs.String("protect-pins", "", "")
 	supervised := fs.Bool("supervise", false, "")
+	sandboxMode := fs.String("sandbox", "", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -83,6 +84,12 @@ func runCmd(args []string, stderr io.Writer) error {
 	}
 	if *protectPins != "" {
 		cfg.Protect.Pins = *protectPins
+	}
+	if *sandboxMode != "" {
+		if *sandboxMode != SandboxOn && *sandboxMode != SandboxOff {
+			return fmt.Errorf("%w: --sandbox %q: want %s or %s", errUsage, *sandboxMode, SandboxOn, SandboxOff)
+		}
+		cfg.Sandbox = *sandboxMode
 	}
 	switch cfg.Protect.Mode {
 	case ProtectOff, ProtectDetect, ProtectEnforce, ProtectAuto:
@@ -266,6 +273,10 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		close(guarded)
 	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
+	// Confined from here on (docs/protect.md, "Self-sandbox"); capturing matters more than confinement.
+	if err := applySandbox(&cfg, log); err != nil {
+		log.Error().Err(err).Msg("self-sandbox not (fully) applied: the daemon goes on less confined")
+	}
 	var sink audit.Sink = w
 	if cfg.Protect.Mode != ProtectOff {
 		ps := &protectSink{Writer: w, hits: make(chan *audit.RawEvent, 256)}
@@ -637,7 +648,10 @@ func ppidOf(pid int) int {
 
 // exeOf is the executable of process pid, or "" once it is gone.
 func exeOf(pid int) string {
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		exe = helperExe(pid) // confined: the link of a process outside the sandbox is out of reach
+	}
 	return exe
 }
 

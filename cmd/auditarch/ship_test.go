@@ -87,6 +87,7 @@ func TestRunStopsWhenShippingFails(t *testing.T) {
 	cfg.Archive = filepath.Join(root, "archive")
 	cfg.Key = filepath.Join(root, "keys", archive.IdentityKeyFile)
 	cfg.Store.Dir = filepath.Join(root, "store")
+	cfg.Sandbox = SandboxOff // in-process: the sandbox would confine the test binary
 	t.Cleanup(func() { store.ClearImmutable(cfg.Store.Dir) })
 	if err := os.MkdirAll(cfg.Archive, 0o700); err != nil {
 		t.Fatal(err)
