@@ -353,7 +353,7 @@ func TestEnforceRefusesAttacker(t *testing.T) {
 		atk := startAttacker(t, fmt.Sprintf("%d %s", daemon, row))
 		attackers[row] = atk.Process.Pid
 		if frozenWithin(t, atk.Process.Pid, 10*time.Second) == nil {
-			t.Errorf("%s: the attacker's session was not frozen within 10 s", row)
+			t.Errorf("%s: the attacker's session was not frozen within 10 s\n%s", row, stderr)
 		}
 		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", daemon)); err != nil || bytes.Contains(stat, []byte(") T ")) || bytes.Contains(stat, []byte(") t ")) {
 			t.Fatalf("%s: the daemon is gone or stopped: %v %s\n%s", row, err, stat, stderr)

@@ -95,8 +95,10 @@ func applySandbox(cfg *Config, log zerolog.Logger) error {
 			return err
 		}
 		opts.ReadWrite = append(opts.ReadWrite, pins)
-		if m, err := freeze.Cgroup2Mount(); err == nil {
-			opts.ReadWrite = append(opts.ReadWrite, m) // freezing an attacker's session
+		// Freezing an attacker's session: the frozen sessions' directory is made now, while the daemon
+		// may still create entries in the cgroup2 root (0555: CAP_DAC_OVERRIDE, which it drops).
+		if m, err := freeze.Prepare(); err == nil {
+			opts.ReadWrite = append(opts.ReadWrite, m)
 		} else {
 			log.Warn().Err(err).Msg("self-sandbox: no cgroup2 mount: attackers' sessions cannot be frozen")
 		}

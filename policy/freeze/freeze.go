@@ -215,6 +215,21 @@ func refusedSessions() (map[int]string, error) {
 	return m, nil
 }
 
+// Prepare creates the directory that holds the frozen sessions' cgroups under the cgroup2 mount, if it
+// is not there, and returns the mount. A daemon that confines itself calls it first: the cgroup2 root
+// directory is read-only to its owner (0555), so creating an entry in it needs CAP_DAC_OVERRIDE, which
+// Session does not otherwise need (the directory Prepare makes is 0755).
+func Prepare() (string, error) {
+	mount, err := Cgroup2Mount()
+	if err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(filepath.Join(mount, RootName), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("freeze: %w", err)
+	}
+	return mount, nil
+}
+
 // sessionCgroup returns the cgroup of session sid under mount: an existing one, or a new one.
 func sessionCgroup(mount string, sid int) (string, error) {
 	root := filepath.Join(mount, RootName)
