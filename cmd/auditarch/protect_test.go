@@ -66,7 +66,8 @@ func TestProtectStatusThaw(t *testing.T) {
 // loop until killed. Actions: kill, pgrp (kill of PID's process group), kill64 (kill(PID | 1<<32)),
 // pidfd (pidfd_send_signal), tgkill (to a thread of PID other than the first), seize (PTRACE_SEIZE);
 // read, create, unlink, rename (to FILE.moved) and truncate FILE (PID unused); auditpid (AUDIT_SET of its
-// own pid as the audit daemon's; PID unused).
+// own pid as the audit daemon's; PID unused); auditdel and auditoff (auditctl -D and -e 0 over netlink);
+// umount DIR; cgroupkill and cgroupfreeze (write 1 to that file of PID's cgroup).
 const attackerEnv = "AUDITARCH_TEST_ATTACKER"
 
 func attacker(spec string) int {
@@ -90,6 +91,30 @@ func attacker(spec string) int {
 		if c, err = libaudit.NewAuditClient(nil); err == nil {
 			err = c.SetPID(libaudit.WaitForReply)
 			c.Close()
+		}
+	case "auditdel": // delete every audit rule (auditctl -D)
+		var c *libaudit.AuditClient
+		if c, err = libaudit.NewAuditClient(nil); err == nil {
+			_, err = c.DeleteRules()
+			c.Close()
+		}
+	case "auditoff": // disable auditing (auditctl -e 0)
+		var c *libaudit.AuditClient
+		if c, err = libaudit.NewAuditClient(nil); err == nil {
+			err = c.SetEnabled(false, libaudit.WaitForReply)
+			c.Close()
+		}
+	case "umount": // arg is a mount point
+		err = unix.Unmount(arg, 0)
+	case "cgroupkill", "cgroupfreeze": // write 1 to cgroup.kill or cgroup.freeze of PID's cgroup v2
+		var b []byte
+		if b, err = os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
+			rel := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(b)), "0::"))
+			file := map[string]string{"cgroupkill": "cgroup.kill", "cgroupfreeze": "cgroup.freeze"}[action]
+			var mnt string
+			if mnt, err = freeze.Cgroup2Mount(); err == nil {
+				err = os.WriteFile(filepath.Join(mnt, rel, file), []byte("1"), 0)
+			}
 		}
 	case "unlink":
 		err = os.Remove(arg)
@@ -594,7 +619,7 @@ func TestSupervisorRestartsKilledDaemon(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("the supervisor did not stop within 20 s of the SIGTERM\n%s", stderr)
 	}
-	if !strings.Contains(stderr.String(), "killed by SIGKILL") {
+	if !strings.Contains(stderr.String(), `"exit":"signal: killed"`) {
 		t.Errorf("the supervisor did not log the daemon's death\n%s", stderr)
 	}
 	found := false

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -80,13 +78,7 @@ func supervise(args []string, log zerolog.Logger) error {
 		} else {
 			delay = min(max(2*delay, restartMin), restartMax)
 		}
-		how := waitErr.Error()
-		var ee *exec.ExitError
-		if errors.As(waitErr, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				how = "killed by " + unix.SignalName(ws.Signal())
-			}
-		}
+		how := cmd.ProcessState.String() // "signal: killed", "exit status 1"
 		log.Error().Int("pid", cmd.Process.Pid).Str("exit", how).Dur("restart_in", delay).Msg("ALERT: the daemon exited; restarting it")
 		select {
 		case <-time.After(delay):
