@@ -88,7 +88,9 @@ func (r *Render) append(b []byte, l *archive.Leaf, i uint64) ([]byte, error) {
 
 // Append appends the rendering of leaf l at index i, without a newline; the error says the leaf is not
 // exported (Exported).
-func (r *Render) Append(b []byte, l *archive.Leaf, i uint64) ([]byte, error) { return r.append(b, l, i) }
+func (r *Render) Append(b []byte, l *archive.Leaf, i uint64) ([]byte, error) {
+	return r.append(b, l, i)
+}
 
 // appendHeaderField appends a header field: printable US-ASCII, at most n bytes, "-" when empty.
 func appendHeaderField(b []byte, s string, n int) []byte {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 
 	"github.com/auditarch/auditarch/archive"
@@ -42,6 +43,7 @@ type Config struct {
 
 	Store   StoreConfig   `yaml:"store"`
 	Protect ProtectConfig `yaml:"protect"`
+	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
 }
 
 // Protection modes (docs/protect.md).
@@ -112,6 +114,9 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: sync: %q is not batch or none", path, cfg.Sync)
 	case cfg.DiskFull != writer.DiskFullKeep && cfg.DiskFull != writer.DiskFullExit:
 		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
+	}
+	if _, err := newSinks(cfg, cfg.Archive, nil, "", zerolog.Nop()); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
