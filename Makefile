@@ -36,12 +36,15 @@ test: deps lint
 # on an area of 1M leaves from its saved state; search over a
 # 90-day, 10-million-event archive (generated once into bench-out/search10m); then the audited workload
 # rate, consumer CPU and disk bytes per event for no audit, a bare netlink reader, auditd and auditarch;
+# SIEM sinks: events/s through the file, RFC 5424 over TLS and RELP sinks to a private rsyslogd on loopback
+# (targets 200k/s, 80k/s, 50k/s) and the ECS rendering alone;
 # shipping: syscall-to-durable-on-the-store latency (p50/p99 at 1k and 10k events/s) for auditarch → its
 # store and auditd + audisp-remote → a second auditd, and catch-up after a 5-minute outage; detect-mode
 # protection: overhead on open, kill(self, 0) and exec loops, and attack-to-stopped/-frozen latency.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./audit/ ./archive/...
 	$(GO) test -run '^$$' -bench CatchUp -benchtime 1x ./forward/
+	$(GO) test -run '^$$' -bench 'Sink|RenderECS' -benchtime 20000x ./forward/
 	$(GO) test -run '^$$' -bench StoreStart -benchtime 1x ./store/
 	$(GO) run ./bench/cmd/searchbench -out bench-out -auditarch $(BIN)
 	$(GO) run ./bench/cmd/sidebyside -out bench-out

@@ -17,6 +17,10 @@ if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
 fi
 
 need=()
+# rsyslog with gnutls and relp: the syslog-over-TLS and RELP peer of forward's sink tests (internal/peers).
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog-gnutls)
+ls /usr/lib/*/rsyslog/imrelp.so >/dev/null 2>&1 || need+=(rsyslog-relp)
 command -v ausearch >/dev/null 2>&1 || need+=(auditd)
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
 [ -x /sbin/audisp-remote ] || need+=(audispd-plugins) # bench/cmd/shipbench: auditd's remote-logging plugin

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 
 	"github.com/auditarch/auditarch/archive"
@@ -44,6 +45,7 @@ type Config struct {
 	Protect ProtectConfig `yaml:"protect"`
 	// Sandbox is SandboxOn (default: the daemon confines itself once set up) or SandboxOff.
 	Sandbox string `yaml:"sandbox"`
+	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
 }
 
 // Protection modes (docs/protect.md).
@@ -117,6 +119,9 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
 	case cfg.Sandbox != SandboxOn && cfg.Sandbox != SandboxOff:
 		return cfg, fmt.Errorf("config %s: sandbox: %q is not on or off", path, cfg.Sandbox)
+	}
+	if _, err := newSinks(cfg, cfg.Archive, nil, "", zerolog.Nop()); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }

@@ -27,6 +27,7 @@ const usage = `Usage:
     auditarch show [--json] DIR
     auditarch search DIR [--since T] [--until T] [--syscall S] [--pid N] [--auid N] [--uid N]
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
+    auditarch export [--format ecs|rfc5424] [--original] [--host NAME] DIR [search options]
     auditarch rules [--rules FILE] [--config FILE]
     auditarch protect status | thaw SESSION
 
@@ -53,6 +54,7 @@ Commands:
             archive could not be read, or a store receipt is not signed by the store key.
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
     search  Print the events that match every given filter, like show.
+    export  Write the events that match, as the SIEM sinks send them: ECS JSON or RFC 5424.
     rules   Print the effective audit rules in auditctl syntax.
     protect "status" shows what detect mode has pinned and the login sessions frozen after an
             attempt on the daemon (cgroup v2 freezer: SIGCONT cannot resume them); "thaw SESSION"
@@ -175,6 +177,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return verifyCmd(args[1:], stdout)
 	case "search":
 		return searchCmd(args[1:], stdout)
+	case "export":
+		return exportCmd(args[1:], stdout)
 	case "store":
 		return storeCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

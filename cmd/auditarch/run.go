@@ -171,6 +171,7 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		w.Close()
 		return err
 	}
+	defer startSinks(ctx, cfg, w, id, log)() // SIEM sinks (forward.go), stopped when run returns
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
