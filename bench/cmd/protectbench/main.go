@@ -119,6 +119,9 @@ func run(reps, n, rounds int) error {
 			return g.Protect(dummy.Process.Pid)
 		}
 		if !on && g != nil {
+			// Unprotected first: the links detach asynchronously after Unpin, and the dummy is killed at
+			// the end, which a program still attached would answer by stopping this process.
+			g.Unprotect(dummy.Process.Pid)
 			g.Close()
 			err := g.Unpin()
 			g = nil
