@@ -57,7 +57,11 @@
 // p50 12-14 µs, p99 33-38 µs; to its parent being woken by waitid with the attacker stopped, p50 100-145 µs,
 // p99 260-600 µs (200 rounds; the attacker never ran user code after the system call). With the programs
 // attached, every system call on the host pays the sys_enter program (getppid 308 -> 404 ns, kill(self, 0)
-// 674 -> 752 ns), and every signal the signal_generate one (kill(self, SIGURG) 2.8 -> 3.7 µs).
+// 674 -> 752 ns), and every signal the signal_generate one (kill(self, SIGURG) 2.8 -> 3.7 µs). Those
+// figures predate the umount2 watch (one more comparison of the system call number in sys_enter, and a
+// path compare in umount2 only) and the cgroup_freeze program (runs only when a cgroup is frozen); run
+// again with them, on a machine busy with other tests, syscall to record was p50 13.7-14.3 µs, p99
+// 27-64 µs, and the overhead benchmark was inconclusive (detached slower than attached: noise).
 //
 // SIGSTOP from bpf_send_signal can be undone by anyone's SIGCONT; the daemon is expected to freeze the
 // doer's cgroup (package policy/freeze) on the event.
@@ -130,7 +134,10 @@
 // unmount /sys/fs/bpf.
 //
 // Cost, measured in the vmtest guest (Debian 6.1, emulated with TCG, so relative only; go test -v -run
-// TestEnforceInVM ./policy/, the overhead subtest: fastest of 5 alternations attached/detached, 3 runs):
-// kill(self, 0) 1.13-1.18 -> 1.47-1.66 µs (x1.24-1.45, the hook's map lookup); kill(self, SIGURG) within
-// the noise (x0.86-1.33, delivery dominates); getppid, no hook, x0.91-1.02.
+// TestEnforceInVM ./policy/, the overhead subtest: fastest of 5 alternations attached/detached, 4 runs
+// with all twelve hooks attached): kill(self, 0) 1.12-1.21 -> 1.44-2.49 µs (x1.19-2.05, the task_kill
+// hook's map lookup; three of the four runs x1.19-1.50); kill(self, SIGURG) within the noise (x0.96-1.86,
+// delivery dominates); open and close of /proc/self/stat (file_open: two inodes map lookups; 3 runs)
+// 19-26 -> 19-28 µs, within the noise (x0.81-1.46); getppid, no hook, x0.85-1.10. The control's spread
+// says how little these ratios can be trusted; no bare-metal kernel here runs BPF LSM programs.
 package policy
