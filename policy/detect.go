@@ -332,9 +332,9 @@ func startTicks(pid int) (uint64, error) {
 
 // Protect adds the process pid to the protected set: from now on, signals sent to it and ptrace or
 // process_vm access to it are recorded and stop their doer. The entry names the process by pid and start
-// time, so it does not carry over to a process that reuses the pid. Its cgroup and their ancestors join
-// the cgroups map (detect mode watches freezing them): Protect again after moving a protected process to
-// another cgroup.
+// time, so it does not carry over to a process that reuses the pid. Its cgroup and its ancestors join
+// the cgroups map (detect mode watches freezing them; enforce mode refuses opening their cgroup.kill and
+// cgroup.freeze for write): Protect again after moving a protected process to another cgroup.
 func (g *Guard) Protect(pid int) error {
 	start, err := startTicks(pid)
 	if err != nil {

@@ -99,8 +99,11 @@
 //     open(O_CREAT) for write of the new file is refused after the kernel created it (it stays, empty). This
 //     covers cgroup2 and bpffs too: the daemon's cgroup directory (CgroupPath) with FlagDir refuses writes
 //     to its cgroup.kill, cgroup.freeze, cgroup.procs and the rest, and rmdir; the pin directory with
-//     FlagDir refuses unpinning (unlink) and renaming a pin. inode_setattr's arguments gained an idmap in
-//     Linux 6.9: Enforce reads the kernel's BTF and tells the program (a constant) which layout it has.
+//     FlagDir refuses unpinning (unlink) and renaming a pin. Without any ProtectPath, file_open also
+//     refuses opening for write cgroup.kill and cgroup.freeze of a protected process's cgroup and of each
+//     of its ancestors (the cgroups map, which Protect fills; Result FlagCgroup): killing or freezing a
+//     parent slice reaches the daemon too. inode_setattr's arguments gained an idmap in Linux 6.9:
+//     Enforce reads the kernel's BTF and tells the program (a constant) which layout it has.
 //   - lsm/sb_umount: umount, lazy or not, of any bpf file system (KindUmount; Name the mount point's last
 //     component, Ino its root inode, Code the flags).
 //   - lsm/netlink_send: on NETLINK_AUDIT sockets, the messages that change the kernel's audit state:
@@ -122,11 +125,9 @@
 // (lsm=...,bpf): a kernel without it loads and attaches the programs but never runs them, so
 // EnforceAvailable reads /sys/kernel/security/lsm as well as trying a load.
 //
-// Not covered yet: BPF_OBJ_GET of a pin (the next Enforce's adoption goes through that path); the
-// ancestors of the daemon's cgroup, whose cgroup.kill and cgroup.freeze reach the daemon (FlagDir on an
-// ancestor would also refuse its other children's removal and its other control files; detect mode
-// watches ancestors' freezes); moving the daemon to another cgroup (a write to the destination's
-// cgroup.procs) and the cgroup v1 freezer; names elsewhere that a FlagDir entry had before ProtectPath
+// Not covered yet: BPF_OBJ_GET of a pin (the next Enforce's adoption goes through that path); moving the
+// daemon to another cgroup (a write to the destination's cgroup.procs; the cgroups map then names the old
+// ones until the next Protect) and the cgroup v1 freezer; names elsewhere that a FlagDir entry had before ProtectPath
 // (hard links), and fds opened for write before it; extended attributes, chattr (FS_IOC_SETFLAGS after an
 // open for read: +i would stop the daemon's writes), mounting over a protected directory, the block
 // device under the file system; AUDIT_TTY_SET. A service manager cannot stop a protected daemon with a

@@ -19,7 +19,7 @@ import (
 )
 
 // vmLSM boots the guest with the BPF LSM active (this host refuses LSM programs).
-var vmLSM = vmtest.Options{Cmdline: "lsm=landlock,lockdown,yama,bpf", Timeout: 2 * time.Minute}
+var vmLSM = vmtest.Options{Cmdline: "lsm=landlock,lockdown,yama,bpf", Timeout: 3 * time.Minute}
 
 // PTRACE_MODE_* (include/linux/ptrace.h): what the kernel passes to ptrace_access_check.
 const (

@@ -84,7 +84,8 @@ type Event struct {
 	// AUDIT_TRIM 1014, AUDIT_MAKE_EQUIV 1015, AUDIT_SET_FEATURE 1018; 0: a batch too long to check).
 	Code int32
 	// KindSignal in detect mode: TRACE_SIGNAL_* (0 delivered, 1 ignored, 2 already pending, ...);
-	// KindFile: the PathFlag bits that protect the file (FlagFile: its own entry; FlagDir: its directory's).
+	// KindFile: the PathFlag bits that protect the file (FlagFile: its own entry; FlagDir: its directory's;
+	// FlagCgroup: cgroup.kill or cgroup.freeze of a protected process's cgroup or an ancestor).
 	Result  int32
 	Syscall int // the system call number (x86_64), for all kinds but KindSignal and KindSigIO
 	// KindBPFGetFD: the object id asked for; KindFile: the open flags (FileOpenWrite, FileOpenRead) or the

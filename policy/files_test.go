@@ -234,12 +234,16 @@ func checkFileEvent(t *testing.T, e Event, c fileRow, st *unix.Stat_t) {
 }
 
 // cgroupRows: the victim's cgroup directory protected with FlagDir: writing 1 to its cgroup.kill or
-// cgroup.freeze, or moving a process with cgroup.procs, is refused and recorded; the victim lives on,
-// not frozen; a protected process may still write them.
+// cgroup.freeze, or moving a process with cgroup.procs, is refused and recorded; so is writing to the
+// parent cgroup's cgroup.kill and cgroup.freeze (an ancestor: no ProtectPath needed), not to its other
+// files; the victim lives on, not frozen; a protected process may still write them.
 func cgroupRows(t *testing.T, g *Guard) {
 	v := startVictim(t, g)
 	cg := victimCgroup(t, g, v.pid)
+	parent := filepath.Dir(cg)
 	for _, c := range []fileRow{
+		{name: "parent-cgroup.kill", method: "write", path: filepath.Join(parent, "cgroup.kill"), data: "1", op: FileOpenWrite, matched: FlagCgroup, entry: "cgroup.kill"},
+		{name: "parent-cgroup.freeze", method: "write", path: filepath.Join(parent, "cgroup.freeze"), data: "1", op: FileOpenWrite, matched: FlagCgroup, entry: "cgroup.freeze"},
 		{name: "cgroup.kill", method: "write", path: filepath.Join(cg, "cgroup.kill"), data: "1", op: FileOpenWrite, matched: FlagDir, entry: "cgroup.kill"},
 		{name: "cgroup.freeze", method: "write", path: filepath.Join(cg, "cgroup.freeze"), data: "1", op: FileOpenWrite, matched: FlagDir, entry: "cgroup.freeze"},
 		{name: "cgroup.procs", method: "write", path: filepath.Join(cg, "cgroup.procs"), data: "1", op: FileOpenWrite, matched: FlagDir, entry: "cgroup.procs"},
@@ -266,8 +270,20 @@ func cgroupRows(t *testing.T, g *Guard) {
 			}
 		})
 	}
+	t.Run("parent-other-file", func(t *testing.T) {
+		pid, err := runAttack(t, "write", 0, 0, envPath+"="+filepath.Join(parent, "cgroup.max.depth"), envData+"=max")
+		if err != nil {
+			t.Fatalf("write of the parent cgroup's cgroup.max.depth: %v", err)
+		}
+		noEventFrom(t, g, pid, 50*time.Millisecond)
+	})
 	t.Run("exempt", func(t *testing.T) {
-		pid, err := runAttackAs(t, g, "write", 0, 0, envPath+"="+filepath.Join(cg, "cgroup.freeze"), envData+"=0")
+		pid, err := runAttackAs(t, g, "write", 0, 0, envPath+"="+filepath.Join(parent, "cgroup.freeze"), envData+"=0")
+		if err != nil {
+			t.Fatalf("protected write of the parent's cgroup.freeze: %v", err)
+		}
+		noEventFrom(t, g, pid, 50*time.Millisecond)
+		pid, err = runAttackAs(t, g, "write", 0, 0, envPath+"="+filepath.Join(cg, "cgroup.freeze"), envData+"=0")
 		if err != nil {
 			t.Fatalf("protected write of cgroup.freeze: %v", err)
 		}
@@ -283,17 +299,21 @@ func cgroupRows(t *testing.T, g *Guard) {
 	})
 }
 
-// victimCgroup moves the process pid into a new cgroup under the cgroup2 mount, protects that directory
-// with FlagDir, and registers a cleanup that unprotects it, kills the process and removes the cgroup.
+// victimCgroup moves the process pid into a new cgroup (the child of a new cgroup) under the cgroup2 mount,
+// protects that directory with FlagDir, and registers a cleanup that unprotects it, kills the process and
+// removes both cgroups.
 func victimCgroup(t *testing.T, g *Guard, pid int) string {
 	t.Helper()
 	mnt, err := cgroup2Mount()
 	if err != nil || mnt == "" {
 		t.Fatalf("cgroup2 mount: %q %v", mnt, err)
 	}
-	cg := filepath.Join(mnt, "auditarch-test-"+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(pid))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
+	parent := filepath.Join(mnt, "auditarch-test-"+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(pid))
+	cg := filepath.Join(parent, "victim")
+	for _, d := range []string{parent, cg} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		if err := g.UnprotectPath(cg); err != nil {
@@ -302,14 +322,16 @@ func victimCgroup(t *testing.T, g *Guard, pid int) string {
 		os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0)
 		g.Unprotect(pid)
 		unix.Kill(pid, unix.SIGKILL)
-		var err error
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if err = unix.Rmdir(cg); err != unix.EBUSY {
-				break
+		for _, d := range []string{cg, parent} {
+			var err error
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if err = unix.Rmdir(d); err != unix.EBUSY {
+					break
+				}
 			}
-		}
-		if err != nil {
-			t.Errorf("rmdir %s: %v", cg, err)
+			if err != nil {
+				t.Errorf("rmdir %s: %v", d, err)
+			}
 		}
 	})
 	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {

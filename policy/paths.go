@@ -31,6 +31,10 @@ const (
 	FlagFile PathFlag = 2
 	// FlagNoRead, with FlagFile: also any open for read (the identity key); with FlagDir: of the entries.
 	FlagNoRead PathFlag = 4
+	// FlagCgroup is never set by ProtectPath: in a KindFile event's Result it says that the file was
+	// cgroup.kill or cgroup.freeze of a protected process's cgroup or of one of its ancestors (Protect
+	// keeps their ids), which enforce mode refuses to open for write without any ProtectPath.
+	FlagCgroup PathFlag = 8
 
 	pathFlagsAll = FlagDir | FlagFile | FlagNoRead
 )
@@ -40,7 +44,7 @@ func (f PathFlag) String() string {
 	for _, n := range []struct {
 		f    PathFlag
 		name string
-	}{{FlagDir, "dir"}, {FlagFile, "file"}, {FlagNoRead, "noread"}} {
+	}{{FlagDir, "dir"}, {FlagFile, "file"}, {FlagNoRead, "noread"}, {FlagCgroup, "cgroup"}} {
 		if f&n.f != 0 {
 			s = append(s, n.name)
 			f &^= n.f
@@ -280,7 +284,8 @@ func cgroupOf(pid int) (string, error) {
 }
 
 // syncCgroups makes the cgroups map hold the ids of the protected processes' cgroups and of all their
-// ancestors (detect mode watches freezing them), and nothing else. Without a cgroup2 mount it is empty.
+// ancestors (detect mode watches freezing them, enforce mode refuses writes to their cgroup.kill and
+// cgroup.freeze), and nothing else. Without a cgroup2 mount it is empty.
 func (g *Guard) syncCgroups() error {
 	want := map[uint64]bool{}
 	mnt, err := cgroup2Mount()

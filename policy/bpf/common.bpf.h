@@ -30,6 +30,7 @@
 #define FLAG_DIR 1    // the directory's entries: unlink, rmdir, rename out of or into it, open for write, setattr
 #define FLAG_FILE 2   // the inode itself: open for write, unlink, rmdir, rename, setattr, link
 #define FLAG_NOREAD 4 // with FLAG_FILE the inode, with FLAG_DIR the entries: any open at all
+#define FLAG_CGROUP 8 // not in the map: a record's result for cgroup.kill/freeze of a cgroup in the cgroups map
 
 #define NAME_LEN 32
 #define BPFFS_PATH_LEN 256
@@ -100,7 +101,8 @@ struct {
 } inodes SEC(".maps");
 
 // cgroups: the cgroup v2 ids (kernfs node ids) of the protected processes' cgroups and all their ancestors;
-// freezing one freezes a protected process. Read by the detect programs only.
+// freezing or killing one freezes or kills a protected process. Detect watches freezes; enforce refuses
+// opening their cgroup.kill and cgroup.freeze for write.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);

@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define FMODE_WRITE 0x2
 #define BPF_FS_MAGIC 0xcafe4a11
+#define CGROUP2_SUPER_MAGIC 0x63677270
 #define NETLINK_AUDIT 9
 #define NLMSG_HDRLEN 16
 #define MAX_AUDIT_MSGS 32 // messages of one sendmsg checked; a longer batch is refused whole
@@ -226,17 +227,47 @@ static __always_inline int deny_file(int op, struct dentry *dentry, __u32 matche
 	return -EPERM;
 }
 
+// is_name reports whether the dentry's name is the NUL-terminated want (at most NAME_LEN bytes).
+static __always_inline bool is_name(struct dentry *d, const char *want, int n)
+{
+	char name[NAME_LEN];
+	if (bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(d, d_name.name)) != n)
+		return false;
+	for (int i = 0; i < n && i < NAME_LEN; i++)
+		if (name[i] != want[i])
+			return false;
+	return true;
+}
+
+// cgroup_control reports whether d is cgroup.kill or cgroup.freeze of a cgroup in the cgroups map (a
+// protected process's cgroup or an ancestor): writing 1 kills or freezes the protected process.
+static __always_inline bool cgroup_control(struct inode *inode, struct dentry *d)
+{
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != CGROUP2_SUPER_MAGIC)
+		return false;
+	__u64 id = BPF_CORE_READ(d, d_parent, d_inode, i_ino); // a cgroup's id is its directory's inode number
+	if (!bpf_map_lookup_elem(&cgroups, &id))
+		return false;
+	return is_name(d, "cgroup.kill", sizeof("cgroup.kill")) || is_name(d, "cgroup.freeze", sizeof("cgroup.freeze"));
+}
+
 // An open of a protected file: for write (FLAG_FILE, or an entry of a FLAG_DIR directory), or at all
-// (FLAG_NOREAD). Opening a file its caller creates in a protected directory is an open for write too.
+// (FLAG_NOREAD); and for write, cgroup.kill or cgroup.freeze of a protected process's cgroup or of an
+// ancestor (the cgroups map; the record's Result is FLAG_CGROUP). Opening a file its caller creates in a
+// protected directory is an open for write too.
 SEC("lsm/file_open")
 int BPF_PROG(file_open, struct file *file)
 {
 	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
-	__u32 f = inode_flags(BPF_CORE_READ(file, f_inode));
-	__u32 pf = inode_flags(BPF_CORE_READ(d, d_parent, d_inode));
-	if (!f && !pf)
-		return 0;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	bool write = BPF_CORE_READ(file, f_mode) & FMODE_WRITE;
+	__u32 f = inode_flags(inode);
+	__u32 pf = inode_flags(BPF_CORE_READ(d, d_parent, d_inode));
+	if (!f && !pf) {
+		if (write && cgroup_control(inode, d))
+			return deny_file(FILE_OPEN_WRITE, d, FLAG_CGROUP, BPF_CORE_READ(file, f_flags));
+		return 0;
+	}
 	__u32 matched = 0;
 	if ((f & FLAG_FILE) && (write || (f & FLAG_NOREAD)))
 		matched = f & (FLAG_FILE | FLAG_NOREAD);
