@@ -24,8 +24,14 @@ const DefaultPinDir = "/sys/fs/bpf/auditarch"
 // Hooks: the tracepoints Detect attaches to, by the name their pins carry.
 const (
 	HookSignalGenerate = "signal_generate" // required
-	HookSysEnter       = "sys_enter"       // optional: ptrace, process_vm_*, bpf
+	HookSysEnter       = "sys_enter"       // optional: ptrace, process_vm_*, bpf, umount2 of the pins' bpffs
+	HookCgroupFreeze   = "cgroup_freeze"   // optional: freezing a protected process's cgroup
 )
+
+var detectHooks = []string{HookSignalGenerate, HookSysEnter, HookCgroupFreeze}
+
+// mapNames are the maps both modes share in the pin directory.
+var mapNames = []string{"protected", "objects", "inodes", "cgroups", "bpffs", "events", "counters"}
 
 // ErrIncompatible is returned by Detect when the maps pinned in the pin directory have another layout than
 // this binary's (an older or newer version left them): Unpin them, then Detect again.
@@ -62,7 +68,8 @@ type Guard struct {
 
 // Detect loads the programs and attaches them (or adopts the ones pinned by a previous instance), and
 // starts reading their records. It protects no process: call Protect, for the daemon with os.Getpid().
-// The signal_generate hook is required; sys_enter is attached where the kernel accepts it (Hooks says).
+// The signal_generate hook is required; sys_enter and cgroup_freeze are attached where the kernel accepts
+// them (Hooks says).
 // Detect needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (root).
 func Detect(opts Options) (*Guard, error) {
 	spec, err := loadDetect()
@@ -73,10 +80,8 @@ func Detect(opts Options) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
-	replace := map[string]*ebpf.Map{
-		"protected": g.maps.Protected, "objects": g.maps.Objects, "events": g.maps.Events, "counters": g.maps.Counters,
-	}
-	for _, hook := range []string{HookSignalGenerate, HookSysEnter} {
+	replace := g.shared()
+	for _, hook := range detectHooks {
 		err := g.attach(spec, hook, replace)
 		if err != nil && hook == HookSignalGenerate {
 			g.release()
@@ -111,13 +116,15 @@ func newGuard(opts Options, spec *ebpf.CollectionSpec) (*Guard, error) {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	for name, m := range spec.Maps {
-		if name == ".bss" {
+		switch {
+		case name == ".bss":
 			// It holds only unused_event, which keeps struct event in the BTF for bpf2go.
 			delete(spec.Maps, name)
 			delete(spec.Variables, "unused_event")
-			continue
+		case strings.HasPrefix(name, "."): // .rodata: each program's own constants, not pinned
+		default:
+			m.Pinning = ebpf.PinByName
 		}
-		m.Pinning = ebpf.PinByName
 	}
 	g := &Guard{
 		dir:     dir,
@@ -133,13 +140,28 @@ func newGuard(opts Options, spec *ebpf.CollectionSpec) (*Guard, error) {
 	return g, nil
 }
 
+// shared returns the pinned maps by name, for loading programs that use them.
+func (g *Guard) shared() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		"protected": g.maps.Protected, "objects": g.maps.Objects, "inodes": g.maps.Inodes, "cgroups": g.maps.Cgroups,
+		"bpffs": g.maps.Bpffs, "events": g.maps.Events, "counters": g.maps.Counters,
+	}
+}
+
 // start finishes a Detect or Enforce whose programs are attached: it lists the package's objects, drops
-// stale protected entries, opens the ring buffer and starts reading it.
+// stale protected entries and brings the cgroups and bpffs maps up to date, opens the ring buffer and
+// starts reading it.
 func (g *Guard) start() error {
 	if err := g.listObjects(); err != nil {
 		return err
 	}
 	if err := g.dropStale(); err != nil {
+		return err
+	}
+	if err := g.syncCgroups(); err != nil {
+		return err
+	}
+	if err := g.setBPFFS(); err != nil {
 		return err
 	}
 	var err error
@@ -238,7 +260,7 @@ const (
 // listObjects fills the objects map with the ids of this package's programs, maps and links.
 func (g *Guard) listObjects() error {
 	var keys []detectObjectKey
-	for _, m := range []*ebpf.Map{g.maps.Protected, g.maps.Objects, g.maps.Events, g.maps.Counters} {
+	for _, m := range g.shared() {
 		if info, err := m.Info(); err == nil {
 			if id, ok := info.ID(); ok {
 				keys = append(keys, detectObjectKey{Cmd: bpfMapGetFDByID, Id: uint32(id)})
@@ -310,7 +332,9 @@ func startTicks(pid int) (uint64, error) {
 
 // Protect adds the process pid to the protected set: from now on, signals sent to it and ptrace or
 // process_vm access to it are recorded and stop their doer. The entry names the process by pid and start
-// time, so it does not carry over to a process that reuses the pid.
+// time, so it does not carry over to a process that reuses the pid. Its cgroup and its ancestors join
+// the cgroups map (detect mode watches freezing them; enforce mode refuses opening their cgroup.kill and
+// cgroup.freeze for write): Protect again after moving a protected process to another cgroup.
 func (g *Guard) Protect(pid int) error {
 	start, err := startTicks(pid)
 	if err != nil {
@@ -319,7 +343,7 @@ func (g *Guard) Protect(pid int) error {
 	if err := g.maps.Protected.Put(uint32(pid), start); err != nil {
 		return fmt.Errorf("policy: protect %d: %w", pid, err)
 	}
-	return nil
+	return g.syncCgroups()
 }
 
 // Unprotect removes the process pid from the protected set. It is not an error if pid was not in it.
@@ -327,10 +351,11 @@ func (g *Guard) Unprotect(pid int) error {
 	if err := g.maps.Protected.Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("policy: unprotect %d: %w", pid, err)
 	}
-	return nil
+	return g.syncCgroups()
 }
 
-// Hooks returns the hooks attached (HookSignalGenerate, and HookSysEnter where the kernel accepted it), and
+// Hooks returns the hooks attached (detect mode: HookSignalGenerate, and HookSysEnter and HookCgroupFreeze
+// where the kernel accepted them; enforce mode: all of enforce's), and
 // for each whether it was adopted from the pins of a previous instance rather than attached by this one.
 func (g *Guard) Hooks() map[string]bool {
 	out := map[string]bool{}
@@ -408,12 +433,20 @@ func (g *Guard) Unpin() error {
 // then. Removing a pin does not detach a link another process holds open.
 func Unpin(dir string) error {
 	var errs []error
-	names := []string{"link_" + HookSignalGenerate, "link_" + HookSysEnter,
-		"prog_" + HookSignalGenerate, "prog_" + HookSysEnter}
-	for _, h := range enforceHooks {
+	// Stop watching umount2 of the pins' file system first: a link released by removing its pin detaches
+	// asynchronously, and unmounting that file system is what an uninstall does next.
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "bpffs"), nil); err == nil {
+		var none detectBpffsPath
+		if err := m.Put(uint32(0), &none); err != nil {
+			errs = append(errs, fmt.Errorf("policy: bpffs map: %w", err))
+		}
+		m.Close()
+	}
+	var names []string
+	for _, h := range append(append([]string{}, detectHooks...), enforceHooks...) {
 		names = append(names, "link_"+h, "prog_"+h)
 	}
-	for _, name := range append(names, "protected", "objects", "events", "counters") {
+	for _, name := range append(names, mapNames...) {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type detectBpffsPath struct {
+	_    structs.HostLayout
+	Path [256]int8
+	Base uint32
+}
+
 type detectEvent struct {
 	_          structs.HostLayout
 	TimeNs     uint64
@@ -32,6 +38,15 @@ type detectEvent struct {
 	Stop       int32
 	Id         uint32
 	Comm       [16]int8
+	Ino        uint64
+	Dev        uint64
+	Name       [32]int8
+}
+
+type detectInodeKey struct {
+	_   structs.HostLayout
+	Dev uint64
+	Ino uint64
 }
 
 type detectObjectKey struct {
@@ -44,10 +59,14 @@ type detectObjectKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	detectMapBpffs           = "bpffs"
+	detectMapCgroups         = "cgroups"
 	detectMapCounters        = "counters"
 	detectMapEvents          = "events"
+	detectMapInodes          = "inodes"
 	detectMapObjects         = "objects"
 	detectMapProtected       = "protected"
+	detectProgCgroupFreeze   = "cgroup_freeze"
 	detectProgSignalGenerate = "signal_generate"
 	detectProgSysEnter       = "sys_enter"
 	detectVarUnusedEvent     = "unused_event"
@@ -95,6 +114,7 @@ type detectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectProgramSpecs struct {
+	CgroupFreeze   *ebpf.ProgramSpec `ebpf:"cgroup_freeze"`
 	SignalGenerate *ebpf.ProgramSpec `ebpf:"signal_generate"`
 	SysEnter       *ebpf.ProgramSpec `ebpf:"sys_enter"`
 }
@@ -103,8 +123,11 @@ type detectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type detectMapSpecs struct {
+	Bpffs     *ebpf.MapSpec `ebpf:"bpffs"`
+	Cgroups   *ebpf.MapSpec `ebpf:"cgroups"`
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	Inodes    *ebpf.MapSpec `ebpf:"inodes"`
 	Objects   *ebpf.MapSpec `ebpf:"objects"`
 	Protected *ebpf.MapSpec `ebpf:"protected"`
 }
@@ -136,16 +159,22 @@ func (o *detectObjects) Close() error {
 //
 // It can be passed to loadDetectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectMaps struct {
+	Bpffs     *ebpf.Map `ebpf:"bpffs"`
+	Cgroups   *ebpf.Map `ebpf:"cgroups"`
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Events    *ebpf.Map `ebpf:"events"`
+	Inodes    *ebpf.Map `ebpf:"inodes"`
 	Objects   *ebpf.Map `ebpf:"objects"`
 	Protected *ebpf.Map `ebpf:"protected"`
 }
 
 func (m *detectMaps) Close() error {
 	return _DetectClose(
+		m.Bpffs,
+		m.Cgroups,
 		m.Counters,
 		m.Events,
+		m.Inodes,
 		m.Objects,
 		m.Protected,
 	)
@@ -162,12 +191,14 @@ type detectVariables struct {
 //
 // It can be passed to loadDetectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type detectPrograms struct {
+	CgroupFreeze   *ebpf.Program `ebpf:"cgroup_freeze"`
 	SignalGenerate *ebpf.Program `ebpf:"signal_generate"`
 	SysEnter       *ebpf.Program `ebpf:"sys_enter"`
 }
 
 func (p *detectPrograms) Close() error {
 	return _DetectClose(
+		p.CgroupFreeze,
 		p.SignalGenerate,
 		p.SysEnter,
 	)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 )
@@ -19,11 +20,20 @@ const (
 	HookPtraceAccessCheck = "ptrace_access_check" // ptrace, /proc/PID/mem, process_vm_*, pidfd_getfd, ...
 	HookFileSendSigiotask = "file_send_sigiotask" // SIGIO and F_SETSIG signals
 	HookBPF               = "bpf"                 // bpf(*_GET_FD_BY_ID) on this package's objects
+	HookFileOpen          = "file_open"           // protected files opened for write (or read: FlagNoRead)
+	HookInodeUnlink       = "inode_unlink"        // protected files and directory entries unlinked
+	HookInodeRmdir        = "inode_rmdir"         // protected directories and their subdirectories removed
+	HookInodeRename       = "inode_rename"        // renamed, out of or into a protected directory
+	HookInodeLink         = "inode_link"          // hard links to protected files
+	HookInodeSetattr      = "inode_setattr"       // truncate, chmod, chown, utimes
+	HookSbUmount          = "sb_umount"           // umount of a bpf file system
+	HookNetlinkSend       = "netlink_send"        // audit netlink control messages
 	securityLSMFile       = "/sys/kernel/security/lsm"
 	verdictDenied         = 2 // struct event's stop field: the hook refused (bpf/enforce.bpf.c)
 )
 
-var enforceHooks = []string{HookTaskKill, HookPtraceAccessCheck, HookFileSendSigiotask, HookBPF}
+var enforceHooks = []string{HookTaskKill, HookPtraceAccessCheck, HookFileSendSigiotask, HookBPF, HookFileOpen,
+	HookInodeUnlink, HookInodeRmdir, HookInodeRename, HookInodeLink, HookInodeSetattr, HookSbUmount, HookNetlinkSend}
 
 // Mode is how the processes are protected: enforce (refuse) or detect (record and stop the doer).
 type Mode string
@@ -84,15 +94,20 @@ func Enforce(opts Options) (*Guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: load spec: %w", err)
 	}
+	idmap, err := setattrIdmap()
+	if err != nil {
+		return nil, fmt.Errorf("policy: enforce mode: %w", err)
+	}
+	if err := spec.Variables["setattr_idmap"].Set(idmap); err != nil {
+		return nil, fmt.Errorf("policy: enforce mode: %w", err)
+	}
 	g, err := newGuard(opts, spec)
 	if err != nil {
 		return nil, err
 	}
 	// All programs are loaded (verified) before any is attached: a program this kernel refuses leaves
 	// the pins as they were.
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		"protected": g.maps.Protected, "objects": g.maps.Objects, "events": g.maps.Events, "counters": g.maps.Counters,
-	}})
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: g.shared()})
 	if err != nil {
 		g.release()
 		return nil, fmt.Errorf("policy: load enforce programs: %w", err)
@@ -148,4 +163,29 @@ func (g *Guard) Mode() Mode {
 		return ModeEnforce
 	}
 	return ModeDetect
+}
+
+// setattrIdmap reports whether this kernel's inode_setattr LSM hook takes (idmap, dentry, attr), as from
+// Linux 6.9, rather than (dentry, attr): the program reads its arguments by position.
+func setattrIdmap() (bool, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false, fmt.Errorf("kernel BTF: %w", err)
+	}
+	var fn *btf.Func
+	if err := spec.TypeByName("bpf_lsm_inode_setattr", &fn); err != nil {
+		return false, fmt.Errorf("kernel BTF: %w", err)
+	}
+	proto, ok := fn.Type.(*btf.FuncProto)
+	if !ok {
+		return false, fmt.Errorf("kernel BTF: bpf_lsm_inode_setattr has type %v", fn.Type)
+	}
+	switch n := len(proto.Params); n {
+	case 2:
+		return false, nil
+	case 3:
+		return true, nil
+	default:
+		return false, fmt.Errorf("kernel BTF: bpf_lsm_inode_setattr takes %d arguments, want 2 or 3", n)
+	}
 }

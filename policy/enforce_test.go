@@ -19,7 +19,7 @@ import (
 )
 
 // vmLSM boots the guest with the BPF LSM active (this host refuses LSM programs).
-var vmLSM = vmtest.Options{Cmdline: "lsm=landlock,lockdown,yama,bpf", Timeout: 2 * time.Minute}
+var vmLSM = vmtest.Options{Cmdline: "lsm=landlock,lockdown,yama,bpf", Timeout: 3 * time.Minute}
 
 // PTRACE_MODE_* (include/linux/ptrace.h): what the kernel passes to ptrace_access_check.
 const (
@@ -85,24 +85,57 @@ func startVictim(t *testing.T, g *Guard) *attacker {
 }
 
 // runAttack runs one attack to completion and returns the attacker's pid and its error (nil when the
-// system call succeeded).
-func runAttack(t *testing.T, method string, target int, sig unix.Signal) (int, error) {
+// system call succeeded). env adds KEY=value pairs (envPath, envData, ...).
+func runAttack(t *testing.T, method string, target int, sig unix.Signal, env ...string) (int, error) {
+	t.Helper()
+	return runAttackAs(t, nil, method, target, sig, env...)
+}
+
+// runAttackAs is runAttack, with the attacker protected by g (unprotected again when it has exited) when g
+// is not nil: it makes its system call only once it is in g's protected set.
+func runAttackAs(t *testing.T, g *Guard, method string, target int, sig unix.Signal, env ...string) (int, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envAttack+"="+method, envTarget+"="+strconv.Itoa(target),
 		envSignal+"="+strconv.Itoa(int(sig)), envRounds+"=1")
+	cmd.Env = append(cmd.Env, env...)
 	var stderr bytes.Buffer
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("attacker %s: %v\n%s", method, err, stderr.Bytes())
+	if g == nil {
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("attacker %s: %v\n%s", method, err, stderr.Bytes())
+		}
+	} else {
+		cmd.Env = append(cmd.Env, envWait+"=1")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Protect(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal(err)
+		}
+		in.Write([]byte{1})
+		in.Close()
+		err = cmd.Wait()
+		if uerr := g.Unprotect(cmd.Process.Pid); uerr != nil {
+			t.Error(uerr)
+		}
+		if err != nil {
+			t.Fatalf("attacker %s: %v\n%s", method, err, stderr.Bytes())
+		}
 	}
 	pid := cmd.Process.Pid
 	switch out := stderr.String(); {
 	case out == "":
 		return pid, nil
 	default:
-		for _, e := range []unix.Errno{unix.EPERM, unix.EACCES, unix.ESRCH} {
+		for _, e := range []unix.Errno{unix.EPERM, unix.EACCES, unix.ESRCH, unix.EBUSY, unix.EINVAL, unix.ENOENT} {
 			if out == fmt.Sprintf("attacker: %s: %v\n", method, e) {
 				return pid, e
 			}
@@ -167,6 +200,8 @@ func TestEnforceInVM(t *testing.T) {
 		}
 	}
 	t.Run("matrix", func(t *testing.T) { attackMatrix(t, g) })
+	t.Run("files", func(t *testing.T) { fileMatrix(t, g, dir) })
+	t.Run("audit", func(t *testing.T) { auditMatrix(t, g) })
 	t.Run("adopt", func(t *testing.T) { adoptEnforce(t, g, dir) })
 }
 
@@ -303,12 +338,13 @@ func adoptEnforce(t *testing.T, g *Guard, dir string) {
 }
 
 // signalOverhead measures the cost of kill(self, SIGURG) (the task_kill hook runs; this process is not
-// protected), kill(self, 0) (the hook returns at once) and getppid (no hook: the control), alternately
+// protected), kill(self, 0) (the hook returns at once), an open and close (file_open) and getppid (no
+// hook: the control), alternately
 // with enforce mode attached and detached, 5 times each, and logs the fastest of each (the emulated
 // guest's noise only adds time). The guest is emulated (TCG): only the ratios mean something, and the
 // control's ratio says how far they can be trusted.
 func signalOverhead(t *testing.T) {
-	names := []string{"kill-SIGURG", "kill-0", "getppid"}
+	names := []string{"kill-SIGURG", "kill-0", "open-close", "getppid"}
 	costs := map[string]map[bool][]float64{}
 	for _, n := range names {
 		costs[n] = map[bool][]float64{}
@@ -337,14 +373,20 @@ func signalOverhead(t *testing.T) {
 	}
 }
 
-// signalCost returns the fastest cost in ns of each call over 5 rounds of 5000 calls.
+// signalCost returns the fastest cost in ns of each call over 5 rounds of 5000 calls. open-close opens
+// /proc/self/stat for read (the file_open hook runs: two inodes map lookups) and closes it.
 func signalCost() map[string]float64 {
 	self := os.Getpid()
 	out := map[string]float64{}
 	for name, call := range map[string]func(){
 		"kill-SIGURG": func() { unix.Kill(self, unix.SIGURG) },
 		"kill-0":      func() { unix.Kill(self, 0) },
-		"getppid":     func() { unix.Getppid() },
+		"open-close": func() {
+			if fd, err := unix.Open("/proc/self/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+				unix.Close(fd)
+			}
+		},
+		"getppid": func() { unix.Getppid() },
 	} {
 		var rounds []float64
 		for range 5 {

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type enforceBpffsPath struct {
+	_    structs.HostLayout
+	Path [256]int8
+	Base uint32
+}
+
 type enforceEvent struct {
 	_          structs.HostLayout
 	TimeNs     uint64
@@ -32,6 +38,15 @@ type enforceEvent struct {
 	Stop       int32
 	Id         uint32
 	Comm       [16]int8
+	Ino        uint64
+	Dev        uint64
+	Name       [32]int8
+}
+
+type enforceInodeKey struct {
+	_   structs.HostLayout
+	Dev uint64
+	Ino uint64
 }
 
 type enforceObjectKey struct {
@@ -44,14 +59,26 @@ type enforceObjectKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	enforceMapBpffs              = "bpffs"
+	enforceMapCgroups            = "cgroups"
 	enforceMapCounters           = "counters"
 	enforceMapEvents             = "events"
+	enforceMapInodes             = "inodes"
 	enforceMapObjects            = "objects"
 	enforceMapProtected          = "protected"
 	enforceProgBpf               = "bpf"
+	enforceProgFileOpen          = "file_open"
 	enforceProgFileSendSigiotask = "file_send_sigiotask"
+	enforceProgInodeLink         = "inode_link"
+	enforceProgInodeRename       = "inode_rename"
+	enforceProgInodeRmdir        = "inode_rmdir"
+	enforceProgInodeSetattr      = "inode_setattr"
+	enforceProgInodeUnlink       = "inode_unlink"
+	enforceProgNetlinkSend       = "netlink_send"
 	enforceProgPtraceAccessCheck = "ptrace_access_check"
+	enforceProgSbUmount          = "sb_umount"
 	enforceProgTaskKill          = "task_kill"
+	enforceVarSetattrIdmap       = "setattr_idmap"
 	enforceVarUnusedEvent        = "unused_event"
 )
 
@@ -98,8 +125,16 @@ type enforceSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceProgramSpecs struct {
 	Bpf               *ebpf.ProgramSpec `ebpf:"bpf"`
+	FileOpen          *ebpf.ProgramSpec `ebpf:"file_open"`
 	FileSendSigiotask *ebpf.ProgramSpec `ebpf:"file_send_sigiotask"`
+	InodeLink         *ebpf.ProgramSpec `ebpf:"inode_link"`
+	InodeRename       *ebpf.ProgramSpec `ebpf:"inode_rename"`
+	InodeRmdir        *ebpf.ProgramSpec `ebpf:"inode_rmdir"`
+	InodeSetattr      *ebpf.ProgramSpec `ebpf:"inode_setattr"`
+	InodeUnlink       *ebpf.ProgramSpec `ebpf:"inode_unlink"`
+	NetlinkSend       *ebpf.ProgramSpec `ebpf:"netlink_send"`
 	PtraceAccessCheck *ebpf.ProgramSpec `ebpf:"ptrace_access_check"`
+	SbUmount          *ebpf.ProgramSpec `ebpf:"sb_umount"`
 	TaskKill          *ebpf.ProgramSpec `ebpf:"task_kill"`
 }
 
@@ -107,8 +142,11 @@ type enforceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceMapSpecs struct {
+	Bpffs     *ebpf.MapSpec `ebpf:"bpffs"`
+	Cgroups   *ebpf.MapSpec `ebpf:"cgroups"`
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	Inodes    *ebpf.MapSpec `ebpf:"inodes"`
 	Objects   *ebpf.MapSpec `ebpf:"objects"`
 	Protected *ebpf.MapSpec `ebpf:"protected"`
 }
@@ -117,7 +155,8 @@ type enforceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceVariableSpecs struct {
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	SetattrIdmap *ebpf.VariableSpec `ebpf:"setattr_idmap"`
+	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // enforceObjects contains all objects after they have been loaded into the kernel.
@@ -140,16 +179,22 @@ func (o *enforceObjects) Close() error {
 //
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforceMaps struct {
+	Bpffs     *ebpf.Map `ebpf:"bpffs"`
+	Cgroups   *ebpf.Map `ebpf:"cgroups"`
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Events    *ebpf.Map `ebpf:"events"`
+	Inodes    *ebpf.Map `ebpf:"inodes"`
 	Objects   *ebpf.Map `ebpf:"objects"`
 	Protected *ebpf.Map `ebpf:"protected"`
 }
 
 func (m *enforceMaps) Close() error {
 	return _EnforceClose(
+		m.Bpffs,
+		m.Cgroups,
 		m.Counters,
 		m.Events,
+		m.Inodes,
 		m.Objects,
 		m.Protected,
 	)
@@ -159,7 +204,8 @@ func (m *enforceMaps) Close() error {
 //
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforceVariables struct {
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	SetattrIdmap *ebpf.Variable `ebpf:"setattr_idmap"`
+	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // enforcePrograms contains all programs after they have been loaded into the kernel.
@@ -167,16 +213,32 @@ type enforceVariables struct {
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcePrograms struct {
 	Bpf               *ebpf.Program `ebpf:"bpf"`
+	FileOpen          *ebpf.Program `ebpf:"file_open"`
 	FileSendSigiotask *ebpf.Program `ebpf:"file_send_sigiotask"`
+	InodeLink         *ebpf.Program `ebpf:"inode_link"`
+	InodeRename       *ebpf.Program `ebpf:"inode_rename"`
+	InodeRmdir        *ebpf.Program `ebpf:"inode_rmdir"`
+	InodeSetattr      *ebpf.Program `ebpf:"inode_setattr"`
+	InodeUnlink       *ebpf.Program `ebpf:"inode_unlink"`
+	NetlinkSend       *ebpf.Program `ebpf:"netlink_send"`
 	PtraceAccessCheck *ebpf.Program `ebpf:"ptrace_access_check"`
+	SbUmount          *ebpf.Program `ebpf:"sb_umount"`
 	TaskKill          *ebpf.Program `ebpf:"task_kill"`
 }
 
 func (p *enforcePrograms) Close() error {
 	return _EnforceClose(
 		p.Bpf,
+		p.FileOpen,
 		p.FileSendSigiotask,
+		p.InodeLink,
+		p.InodeRename,
+		p.InodeRmdir,
+		p.InodeSetattr,
+		p.InodeUnlink,
+		p.NetlinkSend,
 		p.PtraceAccessCheck,
+		p.SbUmount,
 		p.TaskKill,
 	)
 }

@@ -21,6 +21,14 @@ const (
 	// Enforce mode only.
 	KindSigIO        Kind = 5 // a SIGIO or F_SETSIG signal from a file it owns (F_SETOWN)
 	KindPtraceAccess Kind = 6 // a ptrace access check: ptrace, /proc/PID/mem, process_vm_*, pidfd_getfd, ...
+	KindFile         Kind = 7 // a protected file or directory entry (ProtectPath); Code is the FileOp
+	KindAuditControl Kind = 9 // an audit netlink message that changes the kernel's audit state; Code is its type
+
+	// Both modes.
+	KindUmount Kind = 8 // umount of a bpf file system (detect: of the pins' one, by path); Code is the flags
+
+	// Detect mode only.
+	KindCgroupFreeze Kind = 10 // a protected process's cgroup, or an ancestor, frozen
 )
 
 func (k Kind) String() string {
@@ -37,6 +45,14 @@ func (k Kind) String() string {
 		return "sigio"
 	case KindPtraceAccess:
 		return "ptrace_access"
+	case KindFile:
+		return "file"
+	case KindUmount:
+		return "umount"
+	case KindAuditControl:
+		return "audit_control"
+	case KindCgroupFreeze:
+		return "cgroup_freeze"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -56,17 +72,32 @@ type Event struct {
 	Comm      string
 	CgroupID  uint64 // cgroup v2 id: the inode number of its directory in the cgroup2 mount
 
-	// The protected process (zero for KindBPFGetFD).
+	// The protected process (zero for KindBPFGetFD, KindFile, KindUmount, KindAuditControl,
+	// KindCgroupFreeze).
 	TargetPID  int // thread the signal was generated for
 	TargetTGID int
 
 	Signal unix.Signal // KindSignal, KindSigIO
 	// KindSignal: si_code; KindPtrace: the request; KindPtraceAccess: the PTRACE_MODE_* bits;
-	// KindBPFGetFD: the bpf command.
-	Code    int32
-	Result  int32  // KindSignal in detect mode: TRACE_SIGNAL_* (0 delivered, 1 ignored, 2 already pending, ...)
-	Syscall int    // the system call number (x86_64), for all kinds but KindSignal and KindSigIO
-	ID      uint32 // KindBPFGetFD: the object id asked for
+	// KindBPFGetFD: the bpf command; KindFile: the FileOp; KindUmount: the umount2 flags;
+	// KindAuditControl: the netlink message type (AUDIT_SET 1001, AUDIT_ADD_RULE 1011, AUDIT_DEL_RULE 1012,
+	// AUDIT_TRIM 1014, AUDIT_MAKE_EQUIV 1015, AUDIT_SET_FEATURE 1018; 0: a batch too long to check).
+	Code int32
+	// KindSignal in detect mode: TRACE_SIGNAL_* (0 delivered, 1 ignored, 2 already pending, ...);
+	// KindFile: the PathFlag bits that protect the file (FlagFile: its own entry; FlagDir: its directory's;
+	// FlagCgroup: cgroup.kill or cgroup.freeze of a protected process's cgroup or an ancestor).
+	Result  int32
+	Syscall int // the system call number (x86_64), for all kinds but KindSignal and KindSigIO
+	// KindBPFGetFD: the object id asked for; KindFile: the open flags (FileOpenWrite, FileOpenRead) or the
+	// ATTR_* bits (FileSetattr); KindAuditControl: audit_status.mask of an AUDIT_SET.
+	ID uint32
+
+	// The object acted on. KindFile: the file (for FileRename the one renamed), KindUmount (enforce): the
+	// file system's root directory and the mount point's name (detect: the last component of the path
+	// given to umount2, no inode); KindCgroupFreeze: Ino is the cgroup's id, Name its directory's name.
+	Ino  uint64
+	Dev  uint64 // the file system's device number as stat(2) reports it (Stat_t.Dev); 0 when none
+	Name string // at most 31 bytes of the name
 
 	// Stopped reports that SIGSTOP was queued for the doer's process before its system call returned.
 	// When it was not, StopErr says why: nil when no stop was attempted (a kernel-generated signal),
@@ -108,13 +139,23 @@ func (g *Guard) decode(r *detectEvent) Event {
 	if r.Stop < 0 {
 		e.StopErr = unix.Errno(-r.Stop)
 	}
-	comm := make([]byte, 0, len(r.Comm))
-	for _, c := range r.Comm {
-		comm = append(comm, byte(c))
+	e.Comm = cString(r.Comm[:])
+	e.Name = cString(r.Name[:])
+	e.Ino = r.Ino
+	if r.Dev != 0 {
+		e.Dev = userDev(r.Dev)
 	}
-	if i := bytes.IndexByte(comm, 0); i >= 0 {
-		comm = comm[:i]
-	}
-	e.Comm = string(comm)
 	return e
+}
+
+// cString returns the bytes of b up to its first NUL.
+func cString(b []int8) string {
+	s := make([]byte, 0, len(b))
+	for _, c := range b {
+		s = append(s, byte(c))
+	}
+	if i := bytes.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	return string(s)
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,10 @@ const (
 	envTarget = "AUDITARCH_POLICY_TARGET" // pid, or object id for bpf methods
 	envSignal = "AUDITARCH_POLICY_SIGNAL"
 	envRounds = "AUDITARCH_POLICY_ROUNDS"
+	envPath   = "AUDITARCH_POLICY_PATH"  // the file the file methods act on
+	envPath2  = "AUDITARCH_POLICY_PATH2" // rename's and link's new name
+	envData   = "AUDITARCH_POLICY_DATA"  // what write writes
+	envWait   = "AUDITARCH_POLICY_WAIT"  // 1: read a byte from stdin before the first round (time to Protect it)
 )
 
 func TestMain(m *testing.M) {
@@ -42,6 +47,7 @@ func TestMain(m *testing.M) {
 }
 
 func attack(method string) error {
+	runtime.LockOSThread() // the system calls come from the main thread: the record's pid is the process id
 	if _, err := unix.Setsid(); err != nil {
 		return fmt.Errorf("setsid: %w", err)
 	}
@@ -50,6 +56,12 @@ func attack(method string) error {
 	rounds, _ := strconv.Atoi(os.Getenv(envRounds))
 	if rounds == 0 {
 		rounds = 1
+	}
+	if os.Getenv(envWait) == "1" {
+		var b [1]byte
+		if _, err := os.Stdin.Read(b[:]); err != nil {
+			return fmt.Errorf("wait: %w", err)
+		}
 	}
 	var after [9]byte
 	after[0] = 'A'
@@ -165,6 +177,44 @@ func send(method string, pid int, sig unix.Signal) error {
 		remote := []unix.RemoteIovec{{Base: 0x10000, Len: 8}} // the address need not be mapped
 		_, err := unix.ProcessVMReadv(pid, local, remote, 0)
 		return err
+	case "unlink":
+		return unix.Unlink(os.Getenv(envPath))
+	case "rmdir":
+		return unix.Rmdir(os.Getenv(envPath))
+	case "rename":
+		return unix.Rename(os.Getenv(envPath), os.Getenv(envPath2))
+	case "link":
+		return unix.Link(os.Getenv(envPath), os.Getenv(envPath2))
+	case "truncate":
+		return unix.Truncate(os.Getenv(envPath), 0)
+	case "open-write", "open-read", "write":
+		mode := unix.O_RDONLY
+		if method != "open-read" {
+			mode = unix.O_WRONLY
+		}
+		fd, err := unix.Open(os.Getenv(envPath), mode|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if method == "write" {
+			_, err = unix.Write(fd, []byte(os.Getenv(envData)))
+		}
+		return err
+	case "umount":
+		return unix.Unmount(os.Getenv(envPath), 0)
+	case "audit-del-rule": // AUDIT_DEL_RULE of an empty audit_rule_data
+		return auditSend(auditMsg(auditDelRule, make([]byte, 1040)))
+	case "audit-set-enabled0": // AUDIT_SET enabled=0
+		return auditSend(auditMsg(auditSet, auditStatus(auditStatusEnabled, 0)))
+	case "audit-set-pid": // AUDIT_SET pid=self: register as the audit daemon
+		return auditSend(auditMsg(auditSet, auditStatus(auditStatusPID, uint32(os.Getpid()))))
+	case "audit-set-none": // AUDIT_SET changing nothing (mask 0)
+		return auditSend(auditMsg(auditSet, auditStatus(0, 0)))
+	case "audit-get-then-del": // AUDIT_GET, then AUDIT_DEL_RULE, in one sendmsg
+		return auditSend(append(auditMsg(auditGet, nil), auditMsg(auditDelRule, make([]byte, 1040))...))
+	case "audit-get":
+		return auditSend(auditMsg(auditGet, nil))
 	case "bpf-prog":
 		attr := [3]uint32{uint32(pid)} // prog_id, next_id, open_flags
 		fd, _, e := unix.Syscall(unix.SYS_BPF, bpfProgGetFDByID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
@@ -184,8 +234,9 @@ type attacker struct {
 	pid int
 }
 
-// startAttacker starts the attacker and registers a cleanup that kills it by pid.
-func startAttacker(t testing.TB, method string, target int, sig unix.Signal, rounds int) *attacker {
+// startAttacker starts the attacker and registers a cleanup that kills it by pid; env adds KEY=value pairs
+// (envPath, envData, ...).
+func startAttacker(t testing.TB, method string, target int, sig unix.Signal, rounds int, env ...string) *attacker {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -194,6 +245,7 @@ func startAttacker(t testing.TB, method string, target int, sig unix.Signal, rou
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envAttack+"="+method, envTarget+"="+strconv.Itoa(target),
 		envSignal+"="+strconv.Itoa(int(sig)), envRounds+"="+strconv.Itoa(rounds))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout = w
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -296,7 +348,15 @@ func pinDir(t testing.TB) string {
 		privtest.Unavailable(t, "mount a bpf filesystem: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+		// A link whose last reference went with its pin detaches asynchronously: in enforce mode its
+		// sb_umount program may still refuse for a moment.
+		var err error
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if err = unix.Unmount(mnt, unix.MNT_DETACH); err != unix.EPERM || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
 			t.Errorf("unmount %s: %v", mnt, err)
 		}
 	})
@@ -353,4 +413,50 @@ func noEventFrom(t testing.TB, g *Guard, tgid int, d time.Duration) {
 			return
 		}
 	}
+}
+
+// Audit netlink message types and AUDIT_SET mask bits (include/uapi/linux/audit.h).
+const (
+	auditGet           = 1000
+	auditSet           = 1001
+	auditDelRule       = 1012
+	auditStatusEnabled = 1
+	auditStatusPID     = 4
+)
+
+// auditMsg returns a netlink message of type typ (NLM_F_REQUEST|NLM_F_ACK) with payload, padded to 4 bytes.
+func auditMsg(typ uint16, payload []byte) []byte {
+	n := unix.NLMSG_HDRLEN + len(payload)
+	b := make([]byte, (n+3)&^3)
+	binary.NativeEndian.PutUint32(b[0:], uint32(n))
+	binary.NativeEndian.PutUint16(b[4:], typ)
+	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	binary.NativeEndian.PutUint32(b[8:], 1)
+	copy(b[unix.NLMSG_HDRLEN:], payload)
+	return b
+}
+
+// auditStatus returns a struct audit_status (its first ten fields) setting mask's field to v: enabled for
+// auditStatusEnabled, pid for auditStatusPID.
+func auditStatus(mask, v uint32) []byte {
+	b := make([]byte, 40)
+	binary.NativeEndian.PutUint32(b[0:], mask)
+	switch mask {
+	case auditStatusEnabled:
+		binary.NativeEndian.PutUint32(b[4:], v)
+	case auditStatusPID:
+		binary.NativeEndian.PutUint32(b[12:], v)
+	}
+	return b
+}
+
+// auditSend sends msgs to the kernel on a NETLINK_AUDIT socket and returns sendto's error; the kernel's
+// replies are not read.
+func auditSend(msgs []byte) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_AUDIT)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Sendto(fd, msgs, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 }

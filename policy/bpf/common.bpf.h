@@ -12,6 +12,28 @@
 #define KIND_BPF_GET_FD 4
 #define KIND_SIGIO 5
 #define KIND_PTRACE_ACCESS 6
+#define KIND_FILE 7            // enforce: a protected file or directory entry; code: FILE_*
+#define KIND_UMOUNT 8          // a bpf filesystem unmounted; code: the umount flags
+#define KIND_AUDIT_CONTROL 9   // enforce: an audit netlink control message; code: its type
+#define KIND_CGROUP_FREEZE 10  // detect: a protected process's cgroup (or an ancestor) frozen
+
+// KIND_FILE codes: what was attempted on the file.
+#define FILE_OPEN_WRITE 1
+#define FILE_OPEN_READ 2
+#define FILE_UNLINK 3
+#define FILE_RENAME 4
+#define FILE_SETATTR 5
+#define FILE_LINK 6
+#define FILE_RMDIR 7
+
+// inodes map values: what of the inode is protected (policy.PathFlag mirrors them).
+#define FLAG_DIR 1    // the directory's entries: unlink, rmdir, rename out of or into it, open for write, setattr
+#define FLAG_FILE 2   // the inode itself: open for write, unlink, rmdir, rename, setattr, link
+#define FLAG_NOREAD 4 // with FLAG_FILE the inode, with FLAG_DIR the entries: any open at all
+#define FLAG_CGROUP 8 // not in the map: a record's result for cgroup.kill/freeze of a cgroup in the cgroups map
+
+#define NAME_LEN 32
+#define BPFFS_PATH_LEN 256
 
 #define NR_BPF 321 // x86_64
 
@@ -37,6 +59,9 @@ struct event {
 	__s32 stop;   // detect: bpf_send_signal(SIGSTOP)'s return (0 queued, 1 not attempted, <0 -errno); enforce: 2, denied
 	__u32 id;     // KIND_BPF_GET_FD: the object id asked for
 	char comm[16];
+	__u64 ino;           // KIND_FILE: the inode acted on; KIND_UMOUNT: the root's; KIND_CGROUP_FREEZE: the cgroup id
+	__u64 dev;           // its file system's device, the kernel's encoding (sb->s_dev: major << 20 | minor)
+	char name[NAME_LEN]; // the dentry's name (KIND_FILE, KIND_CGROUP_FREEZE) or the mount point's (KIND_UMOUNT)
 };
 const struct event *unused_event __attribute__((unused)); // keeps struct event in the BTF for bpf2go -type
 
@@ -61,6 +86,43 @@ struct {
 	__type(key, struct object_key);
 	__type(value, __u8);
 } objects SEC(".maps");
+
+// inodes: the protected files and directories, by {s_dev, i_ino}; the value is FLAG_* bits. Read by the
+// enforce programs only.
+struct inode_key {
+	__u64 dev; // sb->s_dev, the kernel's encoding
+	__u64 ino;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct inode_key);
+	__type(value, __u32);
+} inodes SEC(".maps");
+
+// cgroups: the cgroup v2 ids (kernfs node ids) of the protected processes' cgroups and all their ancestors;
+// freezing or killing one freezes or kills a protected process. Detect watches freezes; enforce refuses
+// opening their cgroup.kill and cgroup.freeze for write.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroups SEC(".maps");
+
+// bpffs: [0] is the mount point of the bpf filesystem holding the pins, NUL-terminated ("" for none), and
+// where its last component starts; the detect program watches umount2 of that path. Read by the detect
+// programs only.
+struct bpffs_path {
+	char path[BPFFS_PATH_LEN];
+	__u32 base;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpffs_path);
+} bpffs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -19,6 +19,8 @@ char LICENSE[] SEC("license") = "GPL"; // bpf_send_signal and the task kfuncs ar
 #define NR_PTRACE 101
 #define NR_PROCESS_VM_READV 310
 #define NR_PROCESS_VM_WRITEV 311
+#define NR_UMOUNT2 166
+#define PF_KTHREAD 0x00200000
 #define PTRACE_ATTACH 16
 #define PTRACE_SEIZE 0x4206
 
@@ -27,8 +29,10 @@ void bpf_task_release(struct task_struct *p) __ksym;
 
 // stop_and_record stops the current task's process, then records the event. The stop comes first: it must
 // not wait on the ring buffer, and it happens even when the record is lost.
-static __always_inline void stop_and_record(struct task_struct *target, __u32 kind, int sig, int code, int result,
-					    bool stop, __u32 id)
+// ino, dev and name (a kernel or BPF stack string, or NULL) name the object acted on.
+static __always_inline void stop_and_record_obj(struct task_struct *target, __u32 kind, int sig, int code,
+						int result, bool stop, __u32 id, __u64 ino, __u64 dev,
+						const char *name)
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
 	int stopped = 1;
@@ -61,7 +65,18 @@ static __always_inline void stop_and_record(struct task_struct *target, __u32 ki
 	e->stop = stopped;
 	e->id = id;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->ino = ino;
+	e->dev = dev;
+	e->name[0] = 0;
+	if (name)
+		bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void stop_and_record(struct task_struct *target, __u32 kind, int sig, int code, int result,
+					    bool stop, __u32 id)
+{
+	stop_and_record_obj(target, kind, sig, code, result, stop, id, 0, 0, NULL);
 }
 
 // A signal is generated for a task (kill, tgkill, sigqueue, pidfd_send_signal, a process group, a write to
@@ -104,16 +119,48 @@ static __always_inline bool protected_pid(s32 pid, struct task_struct **found)
 	return true;
 }
 
+// umount2 of the bpf filesystem that holds the pins, named by the path the bpffs map holds (exactly, or with
+// one trailing slash; a relative or otherwise spelled path is not recognised). The record's name is the
+// path's last component.
+static __always_inline void watch_umount(struct pt_regs *regs, long id)
+{
+	__u32 zero = 0;
+	struct bpffs_path *w = bpf_map_lookup_elem(&bpffs, &zero);
+	if (!w || w->path[0] == 0)
+		return;
+	char buf[BPFFS_PATH_LEN];
+	if (bpf_probe_read_user_str(buf, sizeof(buf), (void *)PT_REGS_PARM1_CORE_SYSCALL(regs)) <= 0)
+		return;
+	for (__u32 i = 0; i < BPFFS_PATH_LEN - 1; i++) {
+		char c = buf[i];
+		if (w->path[i] == 0) {
+			if (c == 0 || (c == '/' && buf[i + 1] == 0))
+				break;
+			return;
+		}
+		if (c != w->path[i])
+			return;
+	}
+	stop_and_record_obj(NULL, KIND_UMOUNT, (int)id, (int)PT_REGS_PARM2_CORE_SYSCALL(regs), 0, true, 0, 0, 0,
+			    w->path + (w->base & (BPFFS_PATH_LEN - 1)));
+}
+
 // System calls that reach into a protected process without a signal: ptrace attach or seize,
-// process_vm_readv/writev, and bpf() asking for an fd to one of this package's objects by id.
+// process_vm_readv/writev, and bpf() asking for an fd to one of this package's objects by id; and umount2
+// of the pins' bpf filesystem.
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
-	if (id != NR_PTRACE && id != NR_PROCESS_VM_READV && id != NR_PROCESS_VM_WRITEV && id != NR_BPF)
+	if (id != NR_PTRACE && id != NR_PROCESS_VM_READV && id != NR_PROCESS_VM_WRITEV && id != NR_BPF &&
+	    id != NR_UMOUNT2)
 		return 0;
 	struct task_struct *cur = bpf_get_current_task_btf();
 	if (is_protected(cur))
 		return 0;
+	if (id == NR_UMOUNT2) {
+		watch_umount(regs, id);
+		return 0;
+	}
 
 	struct task_struct *t = NULL;
 	if (id == NR_PTRACE) {
@@ -141,5 +188,25 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	if (!bpf_map_lookup_elem(&objects, &k))
 		return 0;
 	stop_and_record(NULL, KIND_BPF_GET_FD, (int)id, (int)k.cmd, 0, true, k.id);
+	return 0;
+}
+
+// A cgroup is frozen (a write of 1 to its cgroup.freeze, or to an ancestor's: the tracepoint fires for each
+// cgroup whose state changes) and it is in the cgroups map: a protected process's cgroup or an ancestor.
+// The writer is stopped and recorded (ino: the cgroup id, name: its directory's name); the freeze itself
+// goes through. Protected processes and kernel threads are let through.
+SEC("tp_btf/cgroup_freeze")
+int BPF_PROG(cgroup_freeze, struct cgroup *cgrp, const char *path)
+{
+	struct kernfs_node *kn = BPF_CORE_READ(cgrp, kn);
+	__u64 id = BPF_CORE_READ(kn, id);
+	if (!bpf_map_lookup_elem(&cgroups, &id))
+		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	if ((BPF_CORE_READ(cur, flags) & PF_KTHREAD) || is_protected(cur))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(cur);
+	stop_and_record_obj(NULL, KIND_CGROUP_FREEZE, (int)BPF_CORE_READ(regs, orig_ax), 0, 0, true, 0, id, 0,
+			    BPF_CORE_READ(kn, name));
 	return 0;
 }
