@@ -46,6 +46,8 @@ type Config struct {
 	// Sandbox is SandboxOn (default: the daemon confines itself once set up) or SandboxOff.
 	Sandbox string `yaml:"sandbox"`
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
+
+	source string // the file it was read from, if any
 }
 
 // Protection modes (docs/protect.md).
@@ -103,6 +105,7 @@ func loadConfig(path string) (Config, error) {
 	if path == "" {
 		return cfg, nil
 	}
+	cfg.source = path
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)

@@ -359,20 +359,44 @@ func TestDetectSigkillRecordedByNextRun(t *testing.T) {
 }
 
 // TestEnforceRefusesAttacker runs in a VM booted with the bpf LSM (this host refuses BPF LSM programs):
-// with --protect enforce, a root process in another session cannot kill -9, stop, or ptrace the daemon
-// (EPERM), its session is frozen, a POLICY leaf says denied, and the daemon runs on and verifies PASS.
+// with --protect enforce, a root process in another session cannot kill -9, stop, or ptrace the daemon,
+// remove, rename, truncate or read its files (a segment, the identity key, a pin), unmount the pins'
+// bpf filesystem, kill or freeze the daemon's cgroup, or delete the audit rules, disable auditing or take
+// the audit pid: each is refused (EPERM), its session frozen, a POLICY leaf says denied, and the daemon
+// runs on and verifies PASS. A next run starts on the pins left behind.
 func TestEnforceRefusesAttacker(t *testing.T) {
 	if !vmtest.InVM() {
 		vmtest.RunTest(t, "TestEnforceRefusesAttacker", vmtest.Options{Cmdline: "lsm=landlock,lockdown,yama,bpf", Timeout: 4 * time.Minute})
 		return
 	}
 	ctl := privtest.Kernel(t)
-	cmd, stderr, dir, keys, _ := protectedDaemon(t, ctl, ProtectEnforce, "--rules", execRules(t))
+	// The daemon (and this test, its starter) in a cgroup of their own, as under a service manager: the
+	// guest's root cgroup has no cgroup.kill or cgroup.freeze.
+	mnt, err := freeze.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg := filepath.Join(mnt, "daemon.test")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr, dir, keys, args := protectedDaemon(t, ctl, ProtectEnforce, "--rules", execRules(t))
 	daemon := cmd.Process.Pid
+	pins := args[3]
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*"))
+	if len(segs) == 0 {
+		t.Fatalf("no segment in %s", dir)
+	}
+	seg, key := segs[0], filepath.Join(keys, archive.IdentityKeyFile)
 	// (No process-group row here: in the guest the daemon shares its process group with the test and the
 	// guest's init, and that row froze nothing within 10 s; not investigated. The host's detect matrix
 	// has the row.)
-	rows := []string{"kill 9", "kill 19", "pidfd 9", "kill64 9", "tgkill 9", "seize"}
+	rows := []string{"kill 9", "kill 19", "pidfd 9", "kill64 9", "tgkill 9", "seize",
+		"unlink " + seg, "rename " + seg, "truncate " + seg, "read " + key, "unlink " + filepath.Join(pins, "events"),
+		"umount " + filepath.Dir(pins), "cgroupkill", "cgroupfreeze", "auditdel", "auditoff", "auditpid"}
 	attackers := map[string]int{}
 	for _, row := range rows {
 		atk := startAttacker(t, fmt.Sprintf("%d %s", daemon, row))
@@ -384,20 +408,35 @@ func TestEnforceRefusesAttacker(t *testing.T) {
 			t.Fatalf("%s: the daemon is gone or stopped: %v %s\n%s", row, err, stat, stderr)
 		}
 	}
-	cmd.Process.Signal(unix.SIGTERM) // its supervisor may
+	if st, err := ctl.GetStatus(); err != nil || int(st.PID) != daemon || st.Enabled != 1 {
+		t.Errorf("kernel audit status after the attacks: %+v %v, want pid %d enabled", st, err, daemon)
+	}
+	if _, err := os.Stat(seg); err != nil {
+		t.Errorf("the segment: %v", err)
+	}
+	cmd.Process.Signal(unix.SIGTERM) // its starter may
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("daemon: %v\n%s", err, stderr)
 	}
-	got := map[int]raw.Policy{}
+	got := map[int]raw.Policy{} // the denial per sender (a key read is also caught by the audit watch)
 	for _, p := range policyLeaves(t, dir) {
-		if p.Sender != nil {
+		if p.Sender != nil && (p.Verdict == raw.PolicyVerdictDenied || got[p.Sender.TGID].Verdict != raw.PolicyVerdictDenied) {
 			got[p.Sender.TGID] = p
 		}
 	}
 	for _, row := range rows {
 		if p, ok := got[attackers[row]]; !ok || p.Verdict != raw.PolicyVerdictDenied {
 			t.Errorf("%s: POLICY %+v (found %v), want verdict denied", row, p, ok)
+		} else {
+			t.Logf("%s: %s %s", row, p.Action, p.Detail)
 		}
+	}
+	// The programs stay pinned and keep refusing audit control messages from anyone unprotected: the
+	// next run adopts them and protects itself before it registers.
+	cmd, stderr = daemonProcess(t, ctl, dir, keys, args...)
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the next run: %v\n%s", err, stderr)
 	}
 	if rep := verifyKeys(t, dir, keys); rep.Status != verify.Pass {
 		t.Errorf("verify: %s %+v", rep.Status, rep.Problems)

@@ -121,6 +121,17 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Protection first: pinned enforce-mode programs outlive a stop or a crash and refuse the audit
+	// control messages (register, rules) of any process they do not protect, this one included until it
+	// has adopted them and protected itself.
+	var g *policy.Guard
+	if cfg.Protect.Mode != ProtectOff {
+		if g, err = startProtect(cfg.Protect.Mode, cfg.Protect.Pins, log); err != nil {
+			return &hinted{fmt.Errorf("protect: %w", err), "protection needs BPF (root, a kernel with BTF) and a bpf filesystem; run with --protect off to go without"}
+		}
+		defer g.Close() // the pins stay: protection outlives the daemon
+		log.Info().Str("mode", string(g.Mode())).Str("pins", cfg.Protect.Pins).Interface("hooks", g.Hooks()).Msg("protection")
+	}
 	conn, err := audit.Dial(cfg.ReceiveBuffer)
 	if err != nil {
 		return &hinted{err, "auditarch run needs root (CAP_AUDIT_CONTROL, CAP_AUDIT_READ) and a kernel with CONFIG_AUDIT"}
@@ -214,21 +225,11 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	}
 	defended := make(chan struct{})
 	frozen := &frozenSessions{} // the sessions frozen after an attempt, for watchThaws
-	if cfg.Protect.Mode != ProtectOff {
-		g, err := startProtect(cfg.Protect.Mode, cfg.Protect.Pins, log)
-		if err != nil {
-			if applied != nil {
-				if rerr := applied.Restore(); rerr == nil {
-					os.Remove(filepath.Join(cfg.Archive, kernelStateFile))
-				}
-			}
-			conn.Unregister()
-			w.Close()
-			ship.stop(w, time.Second)
-			return &hinted{fmt.Errorf("protect: %w", err), "protection needs BPF (root, a kernel with BTF) and a bpf filesystem; run with --protect off to go without"}
+	if g != nil {
+		if g.Mode() == policy.ModeEnforce {
+			// Kept through a crash (the pins hold them); a clean stop hands the files back.
+			defer unprotectPaths(g, protectPaths(g, cfg, log), log)
 		}
-		defer g.Close() // the pins stay: protection outlives the daemon
-		log.Info().Str("mode", string(g.Mode())).Str("pins", cfg.Protect.Pins).Interface("hooks", g.Hooks()).Msg("protection")
 		go func() {
 			defer close(defended)
 			defend(ctx, g, w, frozen, log)
@@ -373,8 +374,17 @@ func defend(ctx context.Context, g *policy.Guard, w *writer.Writer, frozen *froz
 					Comm: ev.Comm, Exe: exeOf(ev.TGID), Cgroup: strconv.FormatUint(ev.CgroupID, 10)},
 				Target: &raw.Process{PID: ev.TargetPID, TGID: ev.TargetTGID}}
 			detail := []string{}
-			if ev.Kind == policy.KindSignal {
+			switch ev.Kind {
+			case policy.KindSignal:
 				detail = append(detail, fmt.Sprintf("signal %d (%s)", int(ev.Signal), unix.SignalName(ev.Signal)))
+			case policy.KindFile:
+				detail = append(detail, fmt.Sprintf("%s of %q (inode %d, %s)", policy.FileOp(ev.Code), ev.Name, ev.Ino, policy.PathFlag(ev.Result)))
+			case policy.KindUmount:
+				detail = append(detail, fmt.Sprintf("umount of the bpf filesystem %q (flags %#x)", ev.Name, ev.Code))
+			case policy.KindAuditControl:
+				detail = append(detail, fmt.Sprintf("audit netlink message type %d (set mask %#x)", ev.Code, ev.ID))
+			case policy.KindCgroupFreeze:
+				detail = append(detail, fmt.Sprintf("cgroup.freeze of %q (cgroup id %d), which holds a protected process", ev.Name, ev.Ino))
 			}
 			if ev.Denied {
 				p.Verdict = raw.PolicyVerdictDenied
@@ -629,6 +639,62 @@ func watchThaws(ctx context.Context, known *frozenSessions, w *writer.Writer, lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// protectPaths has enforce mode refuse what others do to the daemon's files (policy.PathFlag): the
+// entries of the archive directory and of its subdirectories (consumers' cursors), of the pins' directory
+// and of the embedded store's; the identity key (not even read), its public half, the configuration file
+// and the daemon's binary. A path that cannot be protected is logged and left: capture goes on. It returns
+// the paths protected.
+func protectPaths(g *policy.Guard, cfg Config, log zerolog.Logger) []string {
+	type path struct {
+		name  string
+		flags policy.PathFlag
+	}
+	paths := []path{{cfg.Archive, policy.FlagDir}, {cfg.Protect.Pins, policy.FlagDir},
+		{cfg.Key, policy.FlagFile | policy.FlagNoRead}, {filepath.Join(filepath.Dir(cfg.Key), archive.IdentityPubFile), policy.FlagFile}}
+	if ents, err := os.ReadDir(cfg.Archive); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				paths = append(paths, path{filepath.Join(cfg.Archive, e.Name()), policy.FlagDir})
+			}
+		}
+	}
+	if cfg.Store.Address == "" {
+		dir := cfg.Store.Dir
+		if dir == "" {
+			if abs, err := filepath.Abs(cfg.Archive); err == nil {
+				dir = filepath.Join(filepath.Dir(abs), "store") // as startShipping
+			}
+		}
+		paths = append(paths, path{dir, policy.FlagDir})
+	}
+	if cfg.source != "" {
+		paths = append(paths, path{cfg.source, policy.FlagFile})
+	}
+	if exe, err := os.Executable(); err == nil {
+		paths = append(paths, path{exe, policy.FlagFile})
+	}
+	var done, logged []string
+	for _, p := range paths {
+		if err := g.ProtectPath(p.name, p.flags); err != nil {
+			log.Warn().Err(err).Str("path", p.name).Msg("protection: this path is not protected")
+			continue
+		}
+		done = append(done, p.name)
+		logged = append(logged, p.name+" ("+p.flags.String()+")")
+	}
+	log.Info().Strs("paths", logged).Msg("protection: files")
+	return done
+}
+
+// unprotectPaths ends protectPaths' protection of paths.
+func unprotectPaths(g *policy.Guard, paths []string, log zerolog.Logger) {
+	for _, p := range paths {
+		if err := g.UnprotectPath(p); err != nil {
+			log.Warn().Err(err).Str("path", p).Msg("protection: release a path")
 		}
 	}
 }
