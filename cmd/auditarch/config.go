@@ -44,7 +44,7 @@ type Config struct {
 	Store   StoreConfig   `yaml:"store"`
 	Protect ProtectConfig `yaml:"protect"`
 	// Sandbox is SandboxOn (default: the daemon confines itself once set up) or SandboxOff.
-	Sandbox string `yaml:"sandbox"`
+	Sandbox string        `yaml:"sandbox"`
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
 
 	source string // the file it was read from, if any
