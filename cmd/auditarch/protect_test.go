@@ -602,8 +602,9 @@ func TestDetectFreezesConfigTamper(t *testing.T) {
 	}
 }
 
-// TestSupervisorRestartsKilledDaemon: run --supervise in detect mode; root in another session SIGKILLs the
-// daemon, which detect mode cannot refuse. The supervisor starts a new daemon at once; it adopts the
+// TestSupervisorRestartsKilledDaemon: run --supervise in detect mode. Root in another session SIGSTOPs the
+// daemon: the supervisor resumes it, and it freezes the sender. Then another SIGKILLs the daemon, which
+// detect mode cannot refuse either. The supervisor starts a new daemon at once; it adopts the
 // pinned programs, freezes the killer's session (stopped in the kernel meanwhile) and archives the POLICY
 // leaf. A SIGTERM to the supervisor stops the daemon cleanly; verify reports the killed run and nothing
 // else.
@@ -640,6 +641,14 @@ func TestSupervisorRestartsKilledDaemon(t *testing.T) {
 		return 0
 	}
 	first := daemon(0)
+	// SIGSTOP cannot be refused here either: the supervisor resumes the daemon, which freezes the sender.
+	stopper := startAttacker(t, fmt.Sprintf("%d kill %d", first, int(unix.SIGSTOP)))
+	if frozenWithin(t, stopper.Process.Pid, 5*time.Second) == nil {
+		t.Errorf("the SIGSTOP sender's session was not frozen within 5 s (the daemon not resumed?)\n%s", stderr)
+	}
+	if stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", first)); bytes.Contains(stat, []byte(") T ")) {
+		t.Errorf("the daemon is still stopped: %s", stat)
+	}
 	atk := startAttacker(t, fmt.Sprintf("%d kill %d", first, int(unix.SIGKILL)))
 	killedAt := time.Now()
 	second := daemon(first)
@@ -668,6 +677,17 @@ func TestSupervisorRestartsKilledDaemon(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no POLICY leaf for the SIGKILL of %d by %d\n%s", first, atk.Process.Pid, stderr)
+	}
+	found = false
+	for _, p := range policyLeaves(t, dir) {
+		found = found || (p.Action == "signal" && p.Sender != nil && p.Sender.TGID == stopper.Process.Pid && strings.Contains(p.Detail, "SIGSTOP") &&
+			p.Verdict == raw.PolicyVerdictFrozen)
+	}
+	if !found {
+		t.Errorf("no POLICY leaf for the SIGSTOP of %d by %d\n%s", first, stopper.Process.Pid, stderr)
+	}
+	if !strings.Contains(stderr.String(), "the daemon was stopped; resumed it") {
+		t.Errorf("the supervisor did not log the resume\n%s", stderr)
 	}
 	shiptest.OnlyCrashes(t, dir, verifyKeys(t, dir, keys))
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -53,6 +55,8 @@ func supervise(args []string, log zerolog.Logger) error {
 		log.Info().Int("pid", cmd.Process.Pid).Msg("daemon started")
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
+		stopWatch := make(chan struct{})
+		go resumeStopped(cmd.Process.Pid, stopWatch, log)
 		var waitErr error
 	wait:
 		for {
@@ -66,6 +70,7 @@ func supervise(args []string, log zerolog.Logger) error {
 				break wait
 			}
 		}
+		close(stopWatch)
 		code := cmd.ProcessState.ExitCode()
 		if stopping || code == 0 || code == 2 {
 			if waitErr != nil {
@@ -85,6 +90,35 @@ func supervise(args []string, log zerolog.Logger) error {
 		case s := <-sigs:
 			if s != unix.SIGHUP {
 				return nil
+			}
+		}
+	}
+}
+
+// stoppedCheck is how often the supervisor looks whether the daemon was stopped.
+const stoppedCheck = 100 * time.Millisecond
+
+// resumeStopped continues the daemon whenever it is found stopped (SIGSTOP, SIGTSTP: detect mode cannot
+// refuse them, and a stopped daemon makes every audited process wait once the kernel's backlog is full)
+// until done is closed. The supervisor is protected, so its SIGCONT passes; the sender was stopped by
+// the protection and is frozen by the daemon once it runs again.
+func resumeStopped(pid int, done <-chan struct{}, log zerolog.Logger) {
+	t := time.NewTicker(stoppedCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 0 && f[0] == "T" {
+			if err := unix.Kill(pid, unix.SIGCONT); err == nil {
+				log.Error().Int("pid", pid).Msg("ALERT: the daemon was stopped; resumed it")
 			}
 		}
 	}
