@@ -6,7 +6,7 @@ KEY     ?= var/keys/host.key
 STATICCHECK_VERSION := v0.6.1
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build deps test bench lint run clean generate vmlinux
+.PHONY: build deps test bench lint run clean reset generate vmlinux
 
 build:
 	$(GO) build -o $(BIN) ./cmd/auditarch
@@ -66,3 +66,9 @@ run: build
 
 clean:
 	rm -rf bin bench-out
+
+# Resets the demo of make run: the archive, its keys and the embedded store. The store's sealed segments
+# are immutable (chattr +i), which rm -rf alone cannot remove (root needed, as for make run).
+reset:
+	chattr -R -i $(dir $(ARCHIVE)) 2>/dev/null || true
+	rm -rf $(dir $(ARCHIVE))

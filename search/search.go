@@ -148,9 +148,16 @@ func Parse(opts map[string]string, now time.Time) (Query, error) {
 // reports it), so that the events before and after it are still emitted. Any other error — the archive
 // cannot be opened or read, ctx is done — stops Run at once.
 func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error) error {
+	_, err := RunCounted(ctx, dir, q, emit)
+	return err
+}
+
+// RunCounted is Run, and also returns how many event, LOST and POLICY leaves it read (whether q selected
+// them or not).
+func RunCounted(ctx context.Context, dir string, q Query, emit func(*audit.Event) error) (scanned int, err error) {
 	r, err := archive.Open(dir)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !q.since.IsZero() || !q.until.IsZero() {
 		r.SkipOutside(q.since, q.until)
@@ -160,7 +167,7 @@ func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error
 	for {
 		select {
 		case <-done:
-			return ctx.Err()
+			return scanned, ctx.Err()
 		default:
 		}
 		l, idx, err := r.NextLeaf()
@@ -172,13 +179,15 @@ func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error
 			continue
 		}
 		if err != nil {
-			return err
+			return scanned, err
 		}
 		var ev *audit.Event
 		switch l.Kind {
 		case archive.LeafEvent, archive.LeafLost:
+			scanned++
 			ev = q.selects(&l.Event)
 		case archive.LeafPolicy:
+			scanned++
 			ev = q.selectsPolicy(l)
 		}
 		if ev == nil {
@@ -186,10 +195,10 @@ func Run(ctx context.Context, dir string, q Query, emit func(*audit.Event) error
 		}
 		ev.Index = idx
 		if err := emit(ev); err != nil {
-			return err
+			return scanned, err
 		}
 	}
-	return errors.Join(corrupt...)
+	return scanned, errors.Join(corrupt...)
 }
 
 // selectsPolicy returns the decoded POLICY leaf when q selects it: inside the time window and with no

@@ -53,7 +53,8 @@ Commands:
             tampering (altered, re-signed, spliced, replayed, rolled-back or truncated data); 1: the
             archive could not be read, or a store receipt is not signed by the store key.
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
-    search  Print the events that match every given filter, like show.
+    search  Print the events that match every given filter, like show, and on stderr how many
+            events were scanned and matched.
     export  Write the events that match, as the SIEM sinks send them: ECS JSON or RFC 5424.
     rules   Print the effective audit rules in auditctl syntax.
     protect "status" shows what detect mode has pinned and the login sessions frozen after an
@@ -176,7 +177,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "verify":
 		return verifyCmd(args[1:], stdout)
 	case "search":
-		return searchCmd(args[1:], stdout)
+		return searchCmd(args[1:], stdout, stderr)
 	case "export":
 		return exportCmd(args[1:], stdout)
 	case "store":

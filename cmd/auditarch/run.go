@@ -105,7 +105,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	if cfg.Archive == "" {
 		return fmt.Errorf("%w: run needs --archive DIR (or archive: in the config)", errUsage)
 	}
-	log := zerolog.New(stderr).With().Timestamp().Logger()
+	log := zerolog.New(stderr).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	if (cfg.Supervise || *supervised) && os.Getenv(supervisedEnv) == "" {
 		return supervise(args, log)
 	}
@@ -242,8 +242,12 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if err := conn.Mark(fmt.Sprintf("op=auditarch-start pid=%d", os.Getpid())); err != nil {
 		log.Warn().Err(err).Msg("mark the run's start in the audit trail")
 	}
+	backlog := st.BacklogLimit // as found; the rules may have set another
+	if now, err := conn.Control().GetStatus(); err == nil {
+		backlog = now.BacklogLimit
+	}
 	log.Info().Str("archive", w.Dir()).Int("pid", os.Getpid()).Uint32("kernel_lost", st.Lost).
-		Uint32("backlog_limit", st.BacklogLimit).Msg("capturing")
+		Uint32("backlog_limit", backlog).Msg("capturing")
 
 	guarded := make(chan struct{}) // closed when the configuration guard has stopped
 	c := &audit.Capture{Conn: conn, Reassembler: re, PollInterval: cfg.LostPoll, Log: log,

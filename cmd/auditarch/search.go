@@ -43,7 +43,7 @@ Examples:
 
 // searchCmd prints the events of an archive that match every filter given (searchUsage). The options
 // are package search's query; their values are checked before the archive is opened.
-func searchCmd(args []string, stdout io.Writer) error {
+func searchCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("search")
 	asJSON := fs.Bool("json", false, "")
 	for _, name := range search.OptionNames() {
@@ -70,5 +70,5 @@ func searchCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return printEvents(pos[0], stdout, *asJSON, q, "searched")
+	return printEvents(pos[0], stdout, stderr, *asJSON, q, "searched")
 }

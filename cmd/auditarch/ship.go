@@ -41,12 +41,16 @@ func startShipping(cfg Config, id *archive.Identity, w *writer.Writer, log zerol
 			dir = filepath.Join(filepath.Dir(abs), "store")
 		}
 		slog := log.With().Str("component", "store").Logger()
+		// A demo reset with rm -rf leaves the store's sealed segments (immutable) and removes its keys.
+		reset := &hinted{hint: "the embedded store in " + dir + " is incomplete or belongs to another host key; to reset a demo: make reset (chattr -R -i the directories, then remove them)"}
 		srv, err := store.Open(store.Config{Dir: dir, Log: slog})
 		if err != nil {
-			return nil, fmt.Errorf("embedded store: %w", err)
+			reset.err = fmt.Errorf("embedded store: %w", err)
+			return nil, reset
 		}
 		if err := srv.Enroll(id.VKey); err != nil {
-			return nil, fmt.Errorf("embedded store: %w", err)
+			reset.err = fmt.Errorf("embedded store: %w", err)
+			return nil, reset
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -57,7 +57,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
-	log := zerolog.New(stderr).With().Timestamp().Logger()
+	log := zerolog.New(stderr).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	if err := enrollFiles(*dir, enroll, func(origin string) { log.Info().Str("host", origin).Msg("enrolled") }); err != nil {
 		return err
 	}
@@ -186,7 +186,8 @@ func storeVerifyCmd(args []string, stdout io.Writer) error {
 	} else {
 		for _, hr := range rep.Hosts {
 			r := hr.Report
-			fmt.Fprintf(stdout, "%s: %s, %d leaves (%d verified), %d segments, %d receipts", hr.Host, r.Status, r.Leaves, r.Verified, len(r.Segments), hr.Receipts)
+			fmt.Fprintf(stdout, "%s: %s, %s (%d verified), %s, %s", hr.Host, r.Status, plural(int(r.Leaves), "leaf", "leaves"), r.Verified,
+				plural(len(r.Segments), "segment", "segments"), plural(hr.Receipts, "receipt", "receipts"))
 			if hr.BadReceipts > 0 {
 				fmt.Fprintf(stdout, ", %d receipts NOT signed by the store key", hr.BadReceipts)
 			}
@@ -219,4 +220,12 @@ func exitFor(status string) int {
 		return 3
 	}
 	return 0
+}
+
+// plural is "1 segment", "2 segments".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
