@@ -29,7 +29,7 @@ const usage = `Usage:
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
     auditarch export [--format ecs|rfc5424] [--original] [--host NAME] DIR [search options]
     auditarch rules [--rules FILE] [--config FILE]
-    auditarch protect status | thaw SESSION
+    auditarch protect status | thaw SESSION | unpin [DIR]
 
 Commands:
     run     Register as the kernel's audit daemon, program the audit rules and append every event,
@@ -58,7 +58,8 @@ Commands:
     rules   Print the effective audit rules in auditctl syntax.
     protect "status" shows what detect mode has pinned and the login sessions frozen after an
             attempt on the daemon (cgroup v2 freezer: SIGCONT cannot resume them); "thaw SESSION"
-            releases one (root). See docs/protect.md.
+            releases one (root); "unpin" removes the pinned programs (an uninstall: the package's
+            prerm runs it on remove, after stopping the daemon). See docs/protect.md.
 
 Options:
     --archive DIR          Where events are archived (run).
