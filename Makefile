@@ -1,4 +1,4 @@
-# auditarch: make build | test | bench | lint | run
+# auditarch: make build | test | bench | lint | run | deb
 GO      ?= go
 BIN     := bin/auditarch
 ARCHIVE ?= var/archive
@@ -6,7 +6,7 @@ KEY     ?= var/keys/host.key
 STATICCHECK_VERSION := v0.6.1
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build deps test bench lint run clean reset generate vmlinux
+.PHONY: build deps test bench lint run clean reset generate vmlinux deb
 
 build:
 	$(GO) build -o $(BIN) ./cmd/auditarch
@@ -64,8 +64,28 @@ lint:
 run: build
 	$(BIN) run --archive $(ARCHIVE) --key $(KEY) --segment-duration 1h
 
+# The Debian package (docs/install.md): static binaries, the units, the documented configuration, the
+# built-in rules as /etc/audit/rules.d/auditarch.rules (auditarch rules), the man page generated from
+# the usage text; built by nfpm, pinned. DEB_VERSION: the version in the START leaves, ~git.<commits>.
+NFPM_VERSION := v2.48.0
+DEB_VERSION  ?= $(shell sed -n 's/^const version = "auditarch \(.*\)"/\1/p' cmd/auditarch/run.go | tr - '~').git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)-1
+DEB_BUILD    ?= build/deb
+DEB_OUT      ?= bin
+DEB_DATE     ?= $(shell git log -1 --format=%cs 2>/dev/null || date -u +%F)
+deb:
+	rm -rf $(DEB_BUILD) $(DEB_OUT)/auditarch_*.deb && mkdir -p $(DEB_BUILD) $(DEB_OUT)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(DEB_BUILD)/auditarch ./cmd/auditarch
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(DEB_BUILD)/auditarch-confine ./cmd/auditarch-confine
+	$(DEB_BUILD)/auditarch rules > $(DEB_BUILD)/auditarch.rules
+	$(DEB_BUILD)/auditarch --help | $(GO) run ./packaging/cmd/mkman -date $(DEB_DATE) -version $(DEB_VERSION) | gzip -9n > $(DEB_BUILD)/auditarch.8.gz
+	printf 'auditarch ($(DEB_VERSION)) unstable; urgency=medium\n\n  * Built from git $(shell git rev-parse --short HEAD 2>/dev/null).\n\n -- auditarch maintainers <auditarch@localhost>  %s\n' \
+		"$$(date -R -u -d $(DEB_DATE))" | gzip -9n > $(DEB_BUILD)/changelog.Debian.gz
+	sed 's|@DEB_BUILD@|$(DEB_BUILD)|g' packaging/nfpm.yaml > $(DEB_BUILD)/nfpm.yaml
+	DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		-f $(DEB_BUILD)/nfpm.yaml -p deb -t $(DEB_OUT)/auditarch_$(DEB_VERSION)_amd64.deb
+
 clean:
-	rm -rf bin bench-out
+	rm -rf bin bench-out build
 
 # Resets the demo of make run: the archive, its keys and the embedded store. The store's sealed segments
 # are immutable (chattr +i), which rm -rf alone cannot remove (root needed, as for make run).

@@ -34,6 +34,10 @@ type Capture struct {
 	// ConfigChange, when set, is signalled (without blocking) for every CONFIG_CHANGE record: someone
 	// changed the kernel's audit rules or settings.
 	ConfigChange chan<- struct{}
+	// Alive, when set, is called by the capture loop at every turn (a record, or the 100 ms receive timeout
+	// when idle) with the time: a liveness signal that only a turning loop gives, for a watchdog. It must
+	// not block.
+	Alive func(now int64)
 	// Reregistered counts how often the kernel had dropped the daemon and it registered again.
 	Reregistered int
 	// Baseline is the kernel's lost counter from which every increase is reported as LOST: the value
@@ -129,6 +133,9 @@ func (c *Capture) Run(ctx context.Context, sink Sink) error {
 		default:
 			r.Flush(now)
 			return err
+		}
+		if c.Alive != nil {
+			c.Alive(now)
 		}
 		if now-lastTick >= int64(100*time.Millisecond) {
 			lastTick = now

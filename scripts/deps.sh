@@ -4,7 +4,8 @@
 # versitygw: S3 gateway with Object Lock, the peer of store/s3lock's tests (internal/peers);
 # qemu-system-x86 and a Debian cloud kernel unpacked into $VM_CACHE (not installed): internal/vmtest;
 # python3-aiosmtpd: the SMTP hub alert/mail's tests deliver to (run by Debian's /usr/bin/python3);
-# clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h): make generate, policy's tests.
+# clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h): make generate, policy's tests;
+# lintian and mmdebstrap: the package's tests.
 set -euo pipefail
 
 # versitygw builds from source: 1-4 minutes, about 80 MB. Pinned: its behaviour is recorded in FACTS.md.
@@ -29,6 +30,9 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || need+=(bpftool)
+# make deb's checks (packaging/deb_test.go): lintian, and mmdebstrap for the install test's Debian root.
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: need root to apt-get install ${need[*]}" >&2

@@ -17,7 +17,7 @@ const usage = `Usage:
                   [--store ADDR --store-key PUBFILE | --store-dir DIR] [--protect MODE [--protect-pins DIR]]
                   [--supervise]
                   [--sandbox on|off]
-    auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
+    auditarch store [--config FILE] --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
                     [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
     auditarch store enroll --dir DIR PUBFILE...
     auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
@@ -29,7 +29,7 @@ const usage = `Usage:
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
     auditarch export [--format ecs|rfc5424] [--original] [--host NAME] DIR [search options]
     auditarch rules [--rules FILE] [--config FILE]
-    auditarch protect status | thaw SESSION
+    auditarch protect status | thaw SESSION | unpin [DIR]
 
 Commands:
     run     Register as the kernel's audit daemon, program the audit rules and append every event,
@@ -59,7 +59,8 @@ Commands:
     rules   Print the effective audit rules in auditctl syntax.
     protect "status" shows what detect mode has pinned and the login sessions frozen after an
             attempt on the daemon (cgroup v2 freezer: SIGCONT cannot resume them); "thaw SESSION"
-            releases one (root). See docs/protect.md.
+            releases one (root); "unpin" removes the pinned programs (an uninstall: the package's
+            prerm runs it on remove, after stopping the daemon). See docs/protect.md.
 
 Options:
     --archive DIR          Where events are archived (run).
@@ -79,7 +80,8 @@ Options:
                            protects; for hosts where no service manager restarts it (config supervise).
     --sandbox on|off       run: once set up, the daemon confines itself (Landlock, seccomp, capabilities;
                            default on, config sandbox:). off is for diagnosis (docs/protect.md).
-    --config FILE          A YAML configuration file; flags override it.
+    --config FILE          A YAML configuration file; flags override it (run: /etc/auditarch/auditarch.yaml
+                           in the package; store: /etc/auditarch/store.yaml, the flags' names as keys).
     --lock                 Lock the kernel's audit configuration until reboot (-e 2) once the rules are loaded.
     --store ADDR           run: the store's host:port (config store.address).
     --store-key FILE       run: the store's public key to pin (store.pub); verify: see below.

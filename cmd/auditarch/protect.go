@@ -18,6 +18,18 @@ func protectCmd(args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: protect needs status or thaw SESSION", errUsage)
 	}
 	switch args[0] {
+	case "unpin": // an uninstall (the package's prerm, on remove): the programs stop protecting anything
+		dir := policy.DefaultPinDir
+		if len(args) == 2 {
+			dir = args[1]
+		} else if len(args) > 2 {
+			return fmt.Errorf("%w: protect unpin takes at most the pins' directory", errUsage)
+		}
+		if err := policy.Unpin(dir); err != nil {
+			return &hinted{err, "stop the daemon first (systemctl stop auditarch): a running daemon keeps its pins"}
+		}
+		fmt.Fprintf(stdout, "unpinned %s: the protection programs detach once no daemon holds them\n", dir)
+		return nil
 	case "status":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: protect status takes no argument", errUsage)

@@ -121,6 +121,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sd := newNotifier(log) // systemd (systemd.go); opened before the self-sandbox
+	defer sd.close()
 	// Protection first: pinned enforce-mode programs outlive a stop or a crash and refuse the audit
 	// control messages (register, rules) of any process they do not protect, this one included until it
 	// has adopted them and protected itself.
@@ -289,6 +291,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		sink = ps
 		go defendAudit(ctx, ps, w, frozen, log)
 	}
+	c.Alive = sd.alive                 // watchdog pings from the capture loop
+	sd.start(ctx, w, shipLag(ship, w)) // READY=1 once capturing with a durable checkpoint; STATUS=; STOPPING=1
 	capErr := c.Run(ctx, sink)
 	<-defended // what the protection saw up to the stop is archived before it
 	closeErr := w.Close()

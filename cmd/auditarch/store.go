@@ -45,6 +45,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	s3Retention := fs.Duration("s3-retention", 0, "")
 	s3Canary := fs.Duration("s3-canary", time.Hour, "")
 	trace := fs.String("trace", "", "") // benchmarks: a line per acknowledgement (store.Config.Trace)
+	configFile := fs.String("config", "", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -52,8 +53,13 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
+	if *configFile != "" {
+		if err := applyStoreConfig(fs, *configFile); err != nil {
+			return err
+		}
+	}
 	if *listen == "" || *dir == "" {
-		return fmt.Errorf("%w: store needs --listen ADDR and --dir DIR", errUsage)
+		return fmt.Errorf("%w: store needs --listen ADDR and --dir DIR (or listen: and dir: in --config)", errUsage)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
