@@ -85,7 +85,7 @@ func defaultConfig() Config {
 		LostPoll:      time.Second,
 		// Events ship once durable locally: the flush interval is most of the time to the store.
 		FlushInterval: 20 * time.Millisecond,
-		Key:           "/etc/auditarch/host.key",
+		Key:           "/etc/auditarch/keys/host.key", // a 0700 directory: /etc/auditarch holds readable configuration
 		Protect:       ProtectConfig{Mode: ProtectOff, Pins: policy.DefaultPinDir},
 
 		SegmentDuration: time.Hour,

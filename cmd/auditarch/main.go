@@ -65,7 +65,7 @@ Commands:
 Options:
     --archive DIR          Where events are archived (run).
     --key FILE             run: the host identity key, created on first run if missing
-                           (default /etc/auditarch/host.key); verify: the pinned public key (host.pub).
+                           (default /etc/auditarch/keys/host.key); verify: the pinned public key (host.pub).
     --segment-duration D   Cut segments at multiples of D (default 1h).
     --rules FILE           An auditctl-syntax rule file (/etc/audit/rules.d style) instead of the built-in set.
     --protect MODE         run: off (default), detect, enforce or auto (enforce where the kernel runs BPF
@@ -102,8 +102,8 @@ Options:
     --json                 One JSON object per event and line (show, search); the report (verify).
 
 Examples:
-    auditarch keygen --out /etc/auditarch
-    auditarch run --archive /var/lib/auditarch --key /etc/auditarch/host.key
+    auditarch keygen --out /etc/auditarch/keys
+    auditarch run --archive /var/lib/auditarch --key /etc/auditarch/keys/host.key
     auditarch verify --key host.pub /var/lib/auditarch
     auditarch verify --key host.pub --store-key store.pub --receipts receipts-from-store /var/lib/auditarch
     auditarch store --listen :7361 --dir /var/lib/auditarch-store --enroll web1.pub
