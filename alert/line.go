@@ -254,7 +254,6 @@ func value(k string, v []byte, f field) {
 	}
 }
 
-
 // AppendControl appends the line of a control leaf (START, STOP, KEY, HEARTBEAT, CLOCK, SEAL) to b.
 // POLICY leaves are events (DecodePolicy, AppendEvent).
 func AppendControl(b []byte, l *archive.Leaf) []byte {
