@@ -78,7 +78,16 @@ type Status struct {
 	Shedding  bool   // the backlog is over its bound
 	LastError string // why the last connection ended
 	Receipt   []byte // the latest receipt
+	// Refused: the store holds another history for this host key (it refused the archive as a replay or
+	// a fork, or holds more than it); the shipper has stopped retrying (ErrOtherHistory).
+	Refused bool
 }
+
+// ErrOtherHistory: the store holds another history for this host's key than the local archive. The
+// store is right to refuse; retrying cannot help. Either the archive was reset while its key was kept (a
+// reset archive needs a new key and a new enrolment), or the archive was cut short, which is what
+// truncation looks like: verify it against the store's receipts.
+var ErrOtherHistory = errors.New("the store holds another history for this host key than the local archive")
 
 // Shipper ships one archive to one store.
 type Shipper struct {
@@ -215,6 +224,14 @@ func (s *Shipper) Run(ctx context.Context) error {
 		s.update(func(st *Status) { st.Connected, st.LastError, s.lastErr = false, err.Error(), err })
 		ev := s.cfg.Log.Warn()
 		var re *wire.RemoteError
+		if errors.As(err, &re) && (re.Code == wire.CodeReplay || re.Code == wire.CodeFork) || errors.Is(err, errAhead) {
+			s.update(func(st *Status) { st.Refused = true })
+			s.cfg.Log.Error().Str("alarm", "ship").Err(err).
+				Str("hint", "if this archive was reset on purpose, give it a new key (auditarch keygen) and enrol that; otherwise the local archive was cut short: auditarch verify --store-key STORE.pub --receipts RECEIPTS-FROM-THE-STORE ARCHIVE").
+				Msg(ErrOtherHistory.Error() + ": shipping stopped (capture goes on locally)")
+			<-ctx.Done()
+			break
+		}
 		if errors.As(err, &re) || errors.Is(err, ErrStoreKey) || errors.Is(err, errAhead) {
 			ev = s.cfg.Log.Error().Str("alarm", "ship")
 		}

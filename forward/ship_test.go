@@ -1,11 +1,14 @@
 package forward_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,4 +149,71 @@ func TestShipEndToEnd(t *testing.T) {
 	if err == nil && !imm && os.Geteuid() == 0 {
 		t.Errorf("sealed segment %s is not immutable", segs[0])
 	}
+}
+
+// TestResetArchiveRefused: a host ships, then its archive is reset (a new one, the key kept) and shipped
+// to the same store. The store refuses it (another history for this key); the shipper says so once, stops
+// retrying, and marks its status Refused; the store's copy is untouched.
+func TestResetArchiveRefused(t *testing.T) {
+	h := newHost(t, "host-r.example")
+	st := shiptest.StartStore(t, "", store.Config{}, h.pub)
+	h.start(st, fastOptions(h.id), forward.Config{})
+	for i := 1; i <= 200; i++ {
+		h.w.Append(event(uint32(i)))
+	}
+	h.stop(10 * time.Second)
+	held := shiptest.Leaves(t, st.HostDir("host-r.example"))
+
+	h.dir = filepath.Join(t.TempDir(), "archive") // reset: a new archive, the same key
+	var logBuf bytes.Buffer
+	var mu sync.Mutex
+	w, err := writer.Create(h.dir, fastOptions(h.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := 1; i <= 50; i++ {
+		w.Append(event(uint32(i)))
+	}
+	sh, err := forward.New(forward.Config{Addr: st.Addr, StoreKey: st.Key, Identity: h.id, Dir: h.dir, Writer: w,
+		MaxBackoff: 50 * time.Millisecond, Log: zerolog.New(lockedWriter{&mu, &logBuf})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sh.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !sh.Status().Refused && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sh.Status().Refused {
+		t.Fatalf("the shipper did not stop on the store's refusal: %+v", sh.Status())
+	}
+	time.Sleep(500 * time.Millisecond) // ten backoffs: none may be taken
+	cancel()
+	<-done
+	mu.Lock()
+	out := logBuf.String()
+	mu.Unlock()
+	if n := strings.Count(out, forward.ErrOtherHistory.Error()); n != 1 {
+		t.Errorf("the refusal was said %d times, want once:\n%s", n, out)
+	}
+	if strings.Contains(out, "shipping to the store interrupted") || !strings.Contains(out, "new key") {
+		t.Errorf("retried after the refusal, or no hint:\n%s", out)
+	}
+	if got := shiptest.Leaves(t, st.HostDir("host-r.example")); !slices.Equal(got, held) {
+		t.Errorf("the store's copy changed: %d leaves, had %d", len(got), len(held))
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -115,9 +115,16 @@ func (s *shipping) stop(w *writer.Writer, wait time.Duration) error {
 		}
 	}()
 	end := w.Durable()
-	err := s.sh.WaitShipped(ctx, end)
-	cancel()
-	if err != nil {
+	var err error
+	if s.sh.Status().Refused { // said when it happened; waiting cannot help
+		cancel()
+	} else {
+		err = s.sh.WaitShipped(ctx, end)
+		cancel()
+	}
+	switch {
+	case s.sh.Status().Refused: // logged by the shipper when it happened
+	case err != nil:
 		// Said once, here: how much of the archive the store does not hold.
 		ev := s.log.Warn().Err(err)
 		msg := "the archive's end was not shipped: it stays in the archive, and the next run ships it"
@@ -134,7 +141,7 @@ func (s *shipping) stop(w *writer.Writer, wait time.Duration) error {
 			msg = fmt.Sprintf("the store was not reached: at least %d bytes of the archive were not shipped; they stay in the archive, and the next run ships them", n)
 		}
 		ev.Msg(msg)
-	} else {
+	default:
 		st := s.sh.Status()
 		s.log.Info().Uint64("leaves", st.Size).Msg("the store holds the whole archive, its stop included, under a receipt")
 	}
