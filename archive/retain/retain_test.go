@@ -63,7 +63,7 @@ func checkpoints(t *testing.T, dir string) []checkpoint {
 				break
 			}
 			if err != nil {
-				t.Fatal(err)
+				break // a block being written
 			}
 			if typ == archive.EntryCheckpoint {
 				c, err := archive.PeekCheckpoint(p)
