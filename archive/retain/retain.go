@@ -75,8 +75,12 @@ func New(opts Options) (*Pruner, error) {
 	return &Pruner{opts: opts, f: f}, nil
 }
 
-// Close releases the prune record.
-func (p *Pruner) Close() error { return p.f.Close() }
+// Close releases the prune record, once a pass under way has ended.
+func (p *Pruner) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.f.Close()
+}
 
 // Result is what one pass did.
 type Result struct {
