@@ -425,3 +425,44 @@ func (c *Cosigner) TLSKey() ed25519.PrivateKey { return c.priv }
 
 // PublicKey returns the store key's Ed25519 public key (what a host's TLS client pins).
 func (v *CosignVerifier) PublicKey() ed25519.PublicKey { return v.pub }
+
+// Last returns the last intact receipt of the receipts file at path (a shipper appends only receipts
+// for larger trees, so it is the newest) with its bytes, and whether its cosignature by store verifies.
+// ok is false when the file holds no complete receipt; a receipt that does not open under store is an
+// error wrapping ErrReceipt. It reads the whole file but verifies one signature.
+func Last(path string, store *CosignVerifier) (rc Receipt, text []byte, ok bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return rc, nil, false, nil
+	}
+	if err != nil {
+		return rc, nil, false, fmt.Errorf("read receipts: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var buf []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			break // the end, or a torn header: the receipts before it stand
+		}
+		ns, okf := strings.CutPrefix(strings.TrimSuffix(string(line), "\n"), receiptFrame)
+		size, perr := strconv.Atoi(ns)
+		if !okf || perr != nil || strconv.Itoa(size) != ns || size < 1 || size > MaxReceiptSize {
+			break // damage: what came before stands
+		}
+		rec := make([]byte, size)
+		if _, err := io.ReadFull(br, rec); err != nil {
+			break
+		}
+		buf = rec
+	}
+	if buf == nil {
+		return rc, nil, false, nil
+	}
+	c, t, err := Open(buf, store)
+	if err != nil {
+		return rc, nil, false, err
+	}
+	return Receipt{Checkpoint: c, Time: t}, buf, true, nil
+}

@@ -80,6 +80,10 @@ type Options struct {
 	// newest (Newest) is a checkpoint the store holds: an archive with fewer leaves was truncated,
 	// a different root at that size is a fork. Report.Receipt says what was found.
 	Receipts []receipt.Receipt
+	// StoreKey is the pinned store key. With it, Dir takes the leaves missing before the archive's first
+	// segment as pruned when the archive's prune record (archive.PruneFile) holds a receipt that opens
+	// under it and that the leaves kept reach (Report.Pruned); without it they are missing, as any.
+	StoreKey *receipt.CosignVerifier
 	// Now is the time the verdict is made (for a live writer's silence); default time.Now().
 	Now time.Time
 }
@@ -160,6 +164,7 @@ type Report struct {
 	Unsigned   *Tail           `json:"unsigned_tail,omitempty"`
 	Latest     string          `json:"latest_checkpoint,omitempty"` // the last valid signed checkpoint
 	Receipt    *ReceiptReport  `json:"receipt,omitempty"`           // the newest store receipt, when given
+	Pruned     *PrunedReport   `json:"pruned,omitempty"`            // the leaves retention removed, when the archive has a prune record
 	// Omitted counts what the report does not list: problems beyond the first 1000, LOST leaves and runs
 	// beyond the first 10000 (hostile archives can hold millions). The status counts them.
 	Omitted Omitted `json:"omitted,omitzero"`
@@ -260,6 +265,7 @@ type verifier struct {
 	witnessSeen bool
 	receipt     *receipt.Receipt // the newest store receipt
 	receiptSeen bool
+	prune       *pruneState // the prune record, while its receipt is to be judged
 
 	seg     *SegmentReport
 	segLast int64 // time of the segment's last leaf, formatted into seg.LastTime once the segment is read
@@ -332,6 +338,11 @@ func Dir(dir string, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	v.r.Dir, v.r.Live = dir, isLive(dir)
+	if rec, err := archive.ReadPruneRecord(dir); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	} else if rec != nil {
+		v.setPrune(rec)
+	}
 	s := &Stream{v: v}
 	buf := make([]byte, 1<<20)
 	for _, path := range files {
@@ -439,7 +450,12 @@ func (v *verifier) beginSegment(name string, h archive.SegmentHeader, herr error
 		v.problem(Tampered, CodeSegmentHeader, nil, "the file name does not name the segment's first leaf %d (seg-<first leaf, 20 digits>-<UTC start>.aseg): the file was renamed", h.FirstIndex)
 		return false
 	case !v.started || v.broken:
-		if !v.started && h.FirstIndex > 0 {
+		if !v.started && h.FirstIndex == 0 {
+			v.prune, v.r.Pruned = nil, nil // nothing was removed: a prune record written before a crash
+		}
+		if !v.started && h.FirstIndex > 0 && v.applyPrune(h) {
+			v.gap = true // the run open at the prune point started in the pruned leaves: its pairing is unknown
+		} else if !v.started && h.FirstIndex > 0 {
 			v.problem(Incomplete, CodeMissingStart, nil, "the archive starts at leaf %d: leaves 0..%d are missing", h.FirstIndex, h.FirstIndex-1)
 			v.gap = true
 			v.missing = append(v.missing, [2]uint64{0, h.FirstIndex})
@@ -911,7 +927,7 @@ func (v *verifier) checkpointEntry(msg []byte) {
 		if introducing {
 			v.adoptIntro(false)
 		}
-		v.unverifiedFrom(from, c.Size)
+		v.unverifiedOrAttested(from, c.Size)
 		return
 	}
 	_, serr := archive.OpenCheckpoint(msg, signer)
@@ -1000,6 +1016,7 @@ func (v *verifier) rootCheck() {
 			v.r.Receipt.Status = CodeFork
 		}
 	}
+	v.pruneCheck()
 }
 
 // finish checks what can only be judged at the end.
@@ -1047,6 +1064,9 @@ func (v *verifier) finish() {
 	}
 	if v.witness != nil && !v.witnessSeen {
 		v.problem(Tampered, CodeRollback, nil, "the archive holds %d leaves, but a checkpoint for %d leaves was witnessed before: it was rolled back or truncated", v.tree.Size, v.witness.Size)
+	}
+	if p := v.prune; p != nil && p.applied && !p.done {
+		v.refusePrune(ReceiptUnchecked, fmt.Sprintf("the archive does not reach the receipt's %d leaves leaf by leaf", p.ck.Size))
 	}
 	if rc := v.receipt; rc != nil && !v.receiptSeen {
 		v.receiptUnseen(rc.Checkpoint)

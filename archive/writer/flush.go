@@ -218,6 +218,11 @@ func (w *Writer) reopen(now time.Time) bool {
 	if err == nil {
 		err = w.openSegment(w.next, now, w.key.vkey, w.nextKernel)
 	}
+	if err != nil && w.pruned(err) {
+		if err = w.writeQueued(); err == nil {
+			err = w.openSegment(w.next, now, w.key.vkey, w.nextKernel)
+		}
+	}
 	w.noteWrite(err)
 	return err == nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -60,6 +61,12 @@ type Options struct {
 	Log   zerolog.Logger
 	// Now is the writer's clock; default time.Now (benchmarks generate months of archive in seconds).
 	Now func() time.Time
+	// Prune, when set, is asked for room when the disk refuses a write for want of space (ENOSPC,
+	// EDQUOT), before the writer holds events and, past MaxPending, drops them: it removes what retention
+	// allows (archive/retain) and returns the bytes it freed. need is what the writer holds unwritten.
+	// It runs on the flusher, so capture's events wait in memory meanwhile; after a call that freed
+	// nothing it is asked again at most every PruneRetry. SetPrune sets it on a running writer.
+	Prune func(need int64) (freed int64)
 }
 
 func (o *Options) defaults() error {
@@ -159,6 +166,8 @@ type Writer struct {
 	nextKernel []int64 // and its header's PrevKernelTimes
 	at         state   // at the end of the last block written
 	outage     outage
+	prune      atomic.Pointer[func(int64) int64]
+	pruneNext  time.Time // no Prune call before this (one freed nothing)
 }
 
 // segment is the open segment.
@@ -215,6 +224,7 @@ func Create(dir string, opts Options) (*Writer, error) {
 	}
 	w := &Writer{opts: opts, dir: dir, origin: opts.Identity.Signer.Name(), lock: lock,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan error, 1), durNote: make(chan struct{}, 1)}
+	w.SetPrune(opts.Prune)
 	if w.reserve, err = reserve(dir); err != nil {
 		lock.Close()
 		return nil, err
@@ -606,9 +616,12 @@ func (w *Writer) flusher() {
 	}
 }
 
-// flushQueue writes the queued blocks and records the outcome.
+// flushQueue writes the queued blocks and records the outcome. A disk without room is pruned first.
 func (w *Writer) flushQueue() error {
 	err := w.writeQueued()
+	if err != nil && w.pruned(err) {
+		err = w.writeQueued()
+	}
 	w.noteWrite(err)
 	return err
 }

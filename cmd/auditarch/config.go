@@ -46,6 +46,8 @@ type Config struct {
 	// Sandbox is SandboxOn (default: the daemon confines itself once set up) or SandboxOff.
 	Sandbox string        `yaml:"sandbox"`
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
+	// Retention removes the oldest segments once the store holds them (retention.go, docs/operate.md).
+	Retention RetentionConfig `yaml:"retention"`
 
 	source string // the file it was read from, if any
 }
@@ -96,6 +98,7 @@ func defaultConfig() Config {
 		DiskFull:          writer.DiskFullKeep,
 		Store:             StoreConfig{MaxBacklog: 1 << 30},
 		Sandbox:           SandboxOn,
+		Retention:         RetentionConfig{Keep: DefaultRetentionKeep},
 	}
 }
 
@@ -122,6 +125,8 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
 	case cfg.Sandbox != SandboxOn && cfg.Sandbox != SandboxOff:
 		return cfg, fmt.Errorf("config %s: sandbox: %q is not on or off", path, cfg.Sandbox)
+	case cfg.Retention.Keep < 0 || cfg.Retention.MaxBytes < 0:
+		return cfg, fmt.Errorf("config %s: retention: keep %s and max_bytes %d must not be negative (0: no limit)", path, cfg.Retention.Keep, cfg.Retention.MaxBytes)
 	}
 	if _, err := newSinks(cfg, cfg.Archive, nil, "", zerolog.Nop()); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)

@@ -94,6 +94,9 @@ Options:
     --store-key FILE       verify: the store's public key (store.pub). Every store receipt in --receipts
                            must carry its cosignature, and the archive must still hold the newest:
                            fewer leaves, or leaves missing below it, is a truncation, another root a fork.
+                           Leaves that retention removed (DIR/PRUNED) count as pruned, not missing, when
+                           the receipt recorded with them carries its cosignature and the archive kept
+                           reaches that receipt's root; the report says so ("pruned: leaves 0..N").
     --receipts FILE        verify: the store's receipts for this host (hosts/<origin>/receipts on the
                            store). The host's own DIR/receipts is no evidence: root on the host can cut it.
     --grace D              verify, store: how much longer than the heartbeat a silence may last (default 5s).

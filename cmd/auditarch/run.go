@@ -185,6 +185,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		return err
 	}
 	defer startSinks(ctx, cfg, w, id, log)() // SIEM sinks (forward.go), stopped when run returns
+	// Local retention (retention.go), stopped when run returns.
+	defer startRetention(ctx, cfg, w, id, log)()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

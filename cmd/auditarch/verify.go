@@ -79,6 +79,7 @@ func verifyCmd(args []string, stdout io.Writer) error {
 	for _, dir := range pos {
 		o := opts
 		if storeKey != nil {
+			o.StoreKey = storeKey
 			if o.Receipts, err = loadReceipts(*receiptsFile, storeKey); err != nil {
 				return err
 			}
@@ -247,6 +248,15 @@ func printReport(w io.Writer, r *verify.Report) {
 			what += " (see above)"
 		}
 		fmt.Fprintf(w, "  store receipt: %d leaves at %s: %s\n", rc.Size, rc.Time, what)
+	}
+	if p := r.Pruned; p != nil {
+		switch {
+		case p.Status == verify.PruneAttested:
+			fmt.Fprintf(w, "  pruned: leaves 0..%d attested by store receipt of %d leaves at %s (%d segment files removed by retention)\n",
+				p.Leaves-1, p.Receipt.Size, p.Receipt.Time, p.Segments)
+		default:
+			fmt.Fprintf(w, "  pruned: leaves 0..%d removed by retention are NOT attested (%s): %s\n", p.Leaves-1, p.Status, p.Message)
+		}
 	}
 	fmt.Fprintf(w, "%s: %s: %d leaves from %d, %d verified, time %s..%s\n", r.Status, r.Dir, r.Leaves, r.FirstIndex, r.Verified, r.FirstTime, r.LastTime)
 }
