@@ -75,3 +75,9 @@ func (c *Coalescer) Flush() (m Message, last uint64, ok bool) {
 	c.lastMail = now
 	return m, last, true
 }
+
+// FlushNow is Flush without waiting for the window: what a stopping consumer mails of its pending lines.
+func (c *Coalescer) FlushNow() (m Message, last uint64, ok bool) {
+	c.lastMail = time.Time{}
+	return c.Flush()
+}

@@ -42,6 +42,7 @@ type Config struct {
 
 	Store   StoreConfig   `yaml:"store"`
 	Protect ProtectConfig `yaml:"protect"`
+	Alert   AlertConfig   `yaml:"alert"` // alert.go
 }
 
 // Protection modes (docs/protect.md).
@@ -89,6 +90,7 @@ func defaultConfig() Config {
 		Sync:              writer.SyncBatch,
 		DiskFull:          writer.DiskFullKeep,
 		Store:             StoreConfig{MaxBacklog: 1 << 30},
+		Alert:             defaultAlertConfig(),
 	}
 }
 

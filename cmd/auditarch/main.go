@@ -27,6 +27,8 @@ const usage = `Usage:
     auditarch search DIR [--since T] [--until T] [--syscall S] [--pid N] [--auid N] [--uid N]
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
     auditarch rules [--rules FILE] [--config FILE]
+    auditarch report [--since T] [--level L] [--config FILE] DIR
+    auditarch alert test [--config FILE]
     auditarch protect status | thaw SESSION
 
 Commands:
@@ -53,6 +55,11 @@ Commands:
     show    Print the events archived in DIR, one per line; --json prints one JSON object per line.
     search  Print the events that match every given filter, like show.
     rules   Print the effective audit rules in auditctl syntax.
+    report  Print the logcheck-style report of the events archived in DIR since T (default 1h):
+            attacks, violations and unusual events by rule file, and the archive's state; the
+            same report the daemon mails every alert.report_interval (docs/alert.md).
+    alert   "test" sends a test mail now through the relay in the config's alert.mail (sSMTP's
+            "mail root" check; docs/mail.md).
     protect "status" shows what detect mode has pinned and the login sessions frozen after an
             attempt on the daemon (cgroup v2 freezer: SIGCONT cannot resume them); "thaw SESSION"
             releases one (root). See docs/protect.md.
@@ -92,6 +99,8 @@ Options:
     --stopped-alarm D      store: alarm when a host whose daemon stopped cleanly has not started again
                            within D of its STOP (default 10m); a stopped host raises no silence alarm.
     --json                 One JSON object per event and line (show, search); the report (verify).
+    --since T              report: from T, an RFC 3339 time, a date or a duration back from now (2h, 7d).
+    --level L              report: workstation, server or paranoid (default alert.level, server).
 
 Examples:
     auditarch keygen --out /etc/auditarch
@@ -102,7 +111,9 @@ Examples:
     auditarch store verify /var/lib/auditarch-store
     auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000
     auditarch show --json /var/lib/auditarch | jq 'select(.syscall=="execve") | .args'
-    auditarch rules --rules /etc/audit/rules.d/audit.rules`
+    auditarch rules --rules /etc/audit/rules.d/audit.rules
+    auditarch report --since 24h --config /etc/auditarch/auditarch.yaml /var/lib/auditarch
+    auditarch alert test --config /etc/auditarch/auditarch.yaml`
 
 // exitError carries a process exit status chosen by a subcommand.
 type exitError struct {
@@ -174,6 +185,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return searchCmd(args[1:], stdout)
 	case "store":
 		return storeCmd(args[1:], stdout, stderr)
+	case "report":
+		return reportCmd(args[1:], stdout)
+	case "alert":
+		return alertCmd(args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

@@ -164,6 +164,14 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		w.Close()
 		return err
 	}
+	alerts, err := startAlerts(cfg, w, ship, log)
+	if err != nil {
+		conn.Unregister()
+		w.Close()
+		ship.stop(w, time.Second)
+		return err
+	}
+	defer alerts.stop(w) // after w.Close: alerts read to the archive's end
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
