@@ -34,6 +34,7 @@ type AlertConfig struct {
 	Spool          string        `yaml:"spool"`
 	ReportInterval time.Duration `yaml:"report_interval"` // between reports; default 1h
 	AlertWindow    time.Duration `yaml:"alert_window"`    // at most one immediate alert mail per window; default 1m
+	RetryMax       time.Duration `yaml:"retry_max"`       // longest wait between delivery attempts; default 5m
 	Mail           mail.Config   `yaml:"mail"`            // the relay (docs/mail.md)
 }
 
@@ -117,7 +118,7 @@ func startAlerts(cfg Config, w *writer.Writer, ship *shipping, log zerolog.Logge
 		}
 		dir = filepath.Join(filepath.Dir(abs), "alert-spool")
 	}
-	sp, err := mail.OpenSpool(dir, ac.Mail, mail.SpoolOptions{Log: log})
+	sp, err := mail.OpenSpool(dir, ac.Mail, mail.SpoolOptions{RetryMax: ac.RetryMax, Log: log})
 	if err != nil {
 		return nil, &hinted{fmt.Errorf("alert mail spool: %w", err), "check alert.mail in the config (docs/mail.md); auditarch alert test --config FILE tries it"}
 	}

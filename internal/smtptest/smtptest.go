@@ -14,7 +14,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
+	"mime/quotedprintable"
 	"net"
 	"net/mail"
 	"os"
@@ -190,7 +192,8 @@ func (h *Hub) WaitLog(line string) {
 // Received is one message the hub accepted.
 type Received struct {
 	Msg  *mail.Message
-	Body string // with "\n" line ends
+	Body string // as sent (transfer-encoded), with "\n" line ends
+	Text string // Body decoded (quoted-printable), with "\n" line ends
 }
 
 // Header returns the message's header k.
@@ -229,7 +232,14 @@ func (h *Hub) Messages() []Received {
 			}
 		}
 		f.Close()
-		out = append(out, Received{Msg: m, Body: strings.ReplaceAll(b.String(), "\r\n", "\n")})
+		r := Received{Msg: m, Body: strings.ReplaceAll(b.String(), "\r\n", "\n")}
+		r.Text = r.Body
+		if strings.EqualFold(m.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+			if t, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(b.String()))); err == nil {
+				r.Text = strings.ReplaceAll(string(t), "\r\n", "\n")
+			}
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/auditarch/auditarch/internal/privtest"
+	"github.com/auditarch/auditarch/internal/smtptest"
+	"github.com/auditarch/auditarch/policy/freeze"
+)
+
+// alertConfig writes a config whose alert section mails through hub (STARTTLS, AUTH) with the given
+// report interval and alert window, and returns its path and the spool directory.
+func alertConfig(t *testing.T, hub *smtptest.Hub, interval, window string) (cfgFile, spool string) {
+	t.Helper()
+	dir := t.TempDir()
+	spool = filepath.Join(dir, "spool")
+	cfg := fmt.Sprintf(`alert:
+  rules: %s
+  level: server
+  spool: %s
+  report_interval: %s
+  alert_window: %s
+  retry_max: 2s
+  mail:
+    mailhub: 127.0.0.1
+    port: %d
+    tls: %s
+    ca_file: %s
+    auth_user: %s
+    auth_pass_file: %s
+    root: admin@example.org
+    hostname: bastion1
+    timeout: 3s
+`, filepath.Join(dir, "rules"), spool, interval, window, hub.Port, hub.TLS, hub.Cert, smtptest.User, hub.PassFile(t))
+	cfgFile = filepath.Join(dir, "auditarch.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgFile, spool
+}
+
+// waitMail waits up to d for a message the hub accepted whose Message-ID starts with prefix and whose
+// body holds every string of want, and returns it and when it was seen.
+func waitMail(t *testing.T, hub *smtptest.Hub, d time.Duration, prefix string, want ...string) (smtptest.Received, time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		for _, m := range hub.Messages() {
+			if !strings.HasPrefix(m.Header("Message-Id"), "<"+prefix) {
+				continue
+			}
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(m.Text, w)
+			}
+			if ok {
+				return m, time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			var got []string
+			for _, m := range hub.Messages() {
+				got = append(got, m.Header("Message-Id")+" "+m.Header("Subject")+"\n"+m.Text)
+			}
+			t.Fatalf("no mail %s… holding %q within %s; the hub holds:\n%s", prefix, want, d, strings.Join(got, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// uniqueIDs fails the test if the hub accepted one Message-ID twice, and returns the ids.
+func uniqueIDs(t *testing.T, hub *smtptest.Hub) map[string]smtptest.Received {
+	t.Helper()
+	seen := map[string]smtptest.Received{}
+	for _, m := range hub.Messages() {
+		id := m.Header("Message-Id")
+		if _, dup := seen[id]; dup {
+			t.Errorf("Message-ID %s accepted twice", id)
+		}
+		seen[id] = m
+	}
+	return seen
+}
+
+// shmExec runs a copy of /bin/true from /dev/shm with a marker argument: an attack for the built-in
+// rules (an exec from a memory-only place). It returns the marker.
+func shmExec(t *testing.T, what string) string {
+	t.Helper()
+	exe := filepath.Join("/dev/shm", fmt.Sprintf("auditarch-test-%d", os.Getpid()))
+	if _, err := os.Stat(exe); err != nil {
+		b, err := os.ReadFile("/bin/true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(exe, b, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(exe) })
+	}
+	marker := fmt.Sprintf("%s-%d", what, time.Now().UnixNano())
+	if err := exec.Command(exe, marker).Run(); err != nil {
+		t.Fatal(err)
+	}
+	return marker
+}
+
+// acceptOne accepts a connection on loopback (accept4: an inbound connection).
+func acceptOne(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+}
+
+// waitLogged waits until the daemon's log holds s.
+func waitLogged(t *testing.T, stderr *bytes.Buffer, s string, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !strings.Contains(stderr.String(), s); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon never logged %q:\n%s", s, stderr)
+		}
+	}
+}
+
+// TestAlertMailOnAttack: with protection in detect mode, a root process in another session sends the
+// daemon a signal (a real kill(2), SIGCONT, which the daemon survives): it is stopped and frozen, and
+// the POLICY leaf that names it reaches the administrator by mail through a real hub (STARTTLS, AUTH)
+// within 5 s. Then auditctl -D from another session: the CONFIG_CHANGE and the guard's POLICY leaf are
+// mailed at the end of the alert window, in one mail.
+func TestAlertMailOnAttack(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	auditctl := privtest.Command(t, "auditctl")
+	hub := smtptest.Start(t, "starttls", true)
+	cfgFile, _ := alertConfig(t, hub, "1h", "3s")
+	cmd, stderr, _, _, _ := protectedDaemon(t, ctl, ProtectDetect, "--config", cfgFile)
+	waitLogged(t, stderr, `"message":"alerting"`, 5*time.Second)
+	daemon := cmd.Process.Pid
+
+	start := time.Now()
+	atk := startAttacker(t, fmt.Sprintf("%d kill 18", daemon))
+	m, at := waitMail(t, hub, 5*time.Second, "alert.", "POLICY action=signal", fmt.Sprintf("target_pid=%d", daemon),
+		fmt.Sprintf("sender_pid=%d", atk.Process.Pid))
+	t.Logf("attack mail %s %.2f s after the kill:\n%s", m.Header("Message-Id"), at.Sub(start).Seconds(), m.Text)
+	if m.Header("X-TLS") != "True" || m.Header("X-Auth-User") != smtptest.User {
+		t.Errorf("the mail did not come over TLS with AUTH: X-TLS %q, X-Auth-User %q", m.Header("X-TLS"), m.Header("X-Auth-User"))
+	}
+	if !strings.HasSuffix(m.Header("Message-Id"), ".auditarch@bastion1>") || !strings.Contains(m.Header("Subject"), "bastion1") ||
+		!strings.Contains(m.Header("Subject"), "Security Alerts") || m.Header("To") != "<admin@example.org>" {
+		t.Errorf("headers: Message-ID %q, Subject %q, To %q", m.Header("Message-Id"), m.Header("Subject"), m.Header("To"))
+	}
+
+	sh := exec.Command("/bin/sh", "-c", auditctl+" -D >/dev/null 2>&1; exec sleep 600")
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	start = time.Now()
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, f := range mustList(t) {
+			if f.Session == sh.Process.Pid {
+				freeze.Thaw(f.Cgroup)
+			}
+		}
+		sh.Process.Kill()
+		sh.Wait()
+	})
+	m2, at := waitMail(t, hub, 10*time.Second, "alert.", "CONFIG_CHANGE", "op=remove_rule", "POLICY action=audit-config")
+	t.Logf("auditctl -D mail %s %.2f s after the command (window 3 s):\n%s", m2.Header("Message-Id"), at.Sub(start).Seconds(), m2.Text)
+	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr)
+	}
+	uniqueIDs(t, hub)
+}
+
+// TestAlertReport: the report arrives at the end of each interval (3 s here; 1 h by default) with one
+// section per class and rule file (an exec from /dev/shm: attack; chattr: violation; a listening
+// socket: unusual) and the archive state; auditarch report prints the same sections from the archive.
+// "alert test" sends a test mail.
+func TestAlertReport(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	hub := smtptest.Start(t, "starttls", true)
+	cfgFile, _ := alertConfig(t, hub, "3s", "1s")
+	var out bytes.Buffer
+	if code := Main([]string{"alert", "test", "--config", cfgFile}, &out, &out); code != 0 {
+		t.Fatalf("alert test: exit %d: %s", code, out.String())
+	}
+	waitMail(t, hub, 5*time.Second, "", "auditarch")
+
+	dir := filepath.Join(t.TempDir(), "archive")
+	cmd, stderr := daemonProcess(t, ctl, dir, filepath.Join(t.TempDir(), "keys"), "--config", cfgFile)
+	waitLogged(t, stderr, `"message":"alerting"`, 5*time.Second)
+	attack := shmExec(t, "report-attack")
+	chattr := privtest.Command(t, "chattr")
+	exec.Command(chattr, "-V", "--", filepath.Join(t.TempDir(), "absent")).Run() // violation: chattr ran
+	acceptOne(t)                                                                 // unusual: an inbound connection
+	m, at := waitMail(t, hub, 10*time.Second, "report.", attack, "Security Alerts for cracking.d/auditarch",
+		"Security Events for violations.d/auditarch", "/usr/bin/chattr", "System Events\n", "syscall=accept4", "Archive State", "store receipt age: ")
+	t.Logf("report %s (%s) at %s:\n%s", m.Header("Message-Id"), m.Header("Subject"), at.Format(time.RFC3339Nano), m.Text)
+	if !strings.HasSuffix(m.Header("Subject"), "Security Alerts") {
+		t.Errorf("subject %q does not end in the highest class", m.Header("Subject"))
+	}
+	if end := at.Truncate(3 * time.Second); at.Sub(end) > 2*time.Second {
+		t.Errorf("the report arrived %s after its window's end", at.Sub(end))
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr)
+	}
+	uniqueIDs(t, hub)
+	out.Reset()
+	if code := Main([]string{"report", "--since", "10m", "--config", cfgFile, dir}, &out, io.Discard); code != 0 {
+		t.Fatalf("report: exit %d", code)
+	}
+	for _, w := range []string{"Subject: bastion1 ", attack, "Security Alerts for cracking.d/auditarch", "Security Events for violations.d/auditarch", "System Events\n", "Archive State", "verify: not checked"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("auditarch report does not hold %q:\n%s", w, out.String())
+		}
+	}
+}
