@@ -165,7 +165,8 @@ func (h *Hub) Restart() {
 	h.t.Fatalf("smtpd restart: %v", err)
 }
 
-// SetMode makes the server accept (ok), refuse (451), reject (554) or drop the connection at DATA.
+// SetMode makes the server accept (ok), refuse (451), reject (554), drop the connection or hang (30 s,
+// then 451) at DATA.
 func (h *Hub) SetMode(mode string) {
 	h.t.Helper()
 	if err := os.WriteFile(h.modeFile, []byte(mode), 0o600); err != nil {
