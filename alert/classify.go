@@ -143,7 +143,7 @@ func (c *Classifier) Classify(it Item) Match {
 	m.Class, m.Rule = c.ClassifyLine(m.Line)
 	if c.sigma != nil {
 		sc := c.getScratch()
-		if r := c.sigma.match(sc, rawEv, ev, it.Alarm); r != nil {
+		if r := c.sigma.match(sc, rawEv, ev, it.Alarm, m.Line); r != nil {
 			m.Sigma = &r.info
 			if r.class > m.Class {
 				m.Class = r.class
