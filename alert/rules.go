@@ -75,18 +75,29 @@ var runPartsName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
 // pattern is one compiled line.
 type pattern struct {
-	re  *regexp.Regexp
-	lit string // a literal every match contains ("" when none is known): checked first, it is cheap
+	re *regexp.Regexp
+	// lits: every match contains one of them (nil when none is known): checked first, it is cheap
+	// (a regular expression with ".*" costs microseconds on a line; strings.Contains tens of ns).
+	lits []string
 	// keys are the line heads (lineKey) a match can have: nil when the pattern is not anchored on
 	// them (it is tried on every line).
 	keys []string
 }
 
 func (p *pattern) match(line string) bool {
-	if p.lit != "" && !strings.Contains(line, p.lit) {
+	if p.lits != nil && !containsAny(line, p.lits) {
 		return false
 	}
 	return p.re.MatchString(line)
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleFile is one file's patterns.
@@ -373,10 +384,42 @@ func compile(expr string) (pattern, error) {
 	}
 	p := pattern{re: re}
 	if st, err := syntax.Parse(expr, syntax.Perl); err == nil {
-		p.lit = requiredLiteral(st.Simplify())
+		p.lits = requiredAny(st.Simplify())
 		p.keys = headKeys(st)
 	}
 	return p, nil
+}
+
+// requiredAny returns strings one of which every match of re contains, or nil: the longest literal
+// every match contains, or, where a concatenation holds an alternation, the literal prefixes of what
+// follows a position (`path="/(etc/crontab|var/spool/cron/)` gives `path="/etc/crontab` and
+// `path="/var/spool/cron/`), whichever has the longest shortest string.
+func requiredAny(re *syntax.Regexp) []string {
+	var best []string
+	score := 0
+	if l := requiredLiteral(re); l != "" {
+		best, score = []string{l}, len(l)
+	}
+	if re.Op != syntax.OpConcat {
+		return best
+	}
+	for i := range re.Sub {
+		pre, _ := prefixes(&syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[i:]})
+		if len(pre) == 0 || len(pre) > 32 {
+			continue
+		}
+		short := len(pre[0])
+		for _, p := range pre {
+			short = min(short, len(p))
+		}
+		if short > score {
+			best, score = pre, short
+		}
+	}
+	if score < 3 {
+		return nil
+	}
+	return best
 }
 
 // requiredLiteral returns the longest literal string that every match of re contains, or "".
