@@ -394,7 +394,30 @@ func compile(expr string) (pattern, error) {
 // every match contains, or, where a concatenation holds an alternation, the literal prefixes of what
 // follows a position (`path="/(etc/crontab|var/spool/cron/)` gives `path="/etc/crontab` and
 // `path="/var/spool/cron/`), whichever has the longest shortest string.
+//
+// The literal head of an anchored pattern ("^SYSCALL syscall=(execve|execveat) ") is left out when
+// something after it qualifies: the dispatch by line head (headKeys) already guarantees it, and a
+// prefilter that every line of the kind passes would send each to the regular expression, which costs
+// milliseconds on a line of many kilobytes of arguments.
 func requiredAny(re *syntax.Regexp) []string {
+	if re.Op == syntax.OpConcat && len(re.Sub) > 2 && (re.Sub[0].Op == syntax.OpBeginText || re.Sub[0].Op == syntax.OpBeginLine) {
+		h := 1
+		for h < len(re.Sub) {
+			if _, complete := prefixes(re.Sub[h]); !complete {
+				break
+			}
+			h++
+		}
+		if h < len(re.Sub) {
+			if lits := requiredAnyIn(&syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[h:]}); lits != nil {
+				return lits
+			}
+		}
+	}
+	return requiredAnyIn(re)
+}
+
+func requiredAnyIn(re *syntax.Regexp) []string {
 	var best []string
 	score := 0
 	if l := requiredLiteral(re); l != "" {

@@ -455,7 +455,20 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 			return
 		}
 		var filter bool
+		filled := false
 		sc.hay, filter = hay(sc.hay[:0])
+		if !filter { // the values are not all in the text: take them from the field map
+			if sc.m == nil {
+				sc.m = make(map[string]string, 32)
+			}
+			clear(sc.m)
+			fill(sc.m)
+			filled, filter = true, true
+			sc.hay = sc.hay[:0]
+			for _, v := range sc.m {
+				sc.hay = appendLower(append(sc.hay, 0), v)
+			}
+		}
 		if cap(sc.hit) < len(x.rules) {
 			sc.hit = make([]bool, len(x.rules))
 		}
@@ -469,7 +482,6 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 				return true
 			})
 		}
-		filled := false
 		for i, r := range x.rules {
 			if best != nil && r.class <= best.class {
 				continue
@@ -528,7 +540,7 @@ var execveSplit = []byte("_len=")
 // recordHay appends the lower-cased text of a record and, after it, each hex-encoded value decoded
 // (the kernel hex-encodes untrusted strings that hold spaces, quotes or control bytes): every value
 // of recordMap is in it. ok is false for an EXECVE record with split arguments (a0_len=, a0[0]=...),
-// whose pieces are not joined here: its rules are all evaluated.
+// whose pieces are not joined here: the hay is then made of recordMap's values.
 func recordHay(b []byte, text []byte) ([]byte, bool) {
 	b = appendLower(b, text)
 	_, off, err := audit.ParseHeader(text)
