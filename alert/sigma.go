@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"strings"
 
+	ahocorasick "github.com/BobuSumisu/aho-corasick"
 	"github.com/auditarch/auditarch/audit"
 	"github.com/auditarch/auditarch/audit/raw"
-	ahocorasick "github.com/BobuSumisu/aho-corasick"
 	sigma "github.com/bradleyjkemp/sigma-go"
 	"github.com/bradleyjkemp/sigma-go/evaluator"
 )
