@@ -17,7 +17,7 @@ const usage = `Usage:
                   [--store ADDR --store-key PUBFILE | --store-dir DIR] [--protect MODE [--protect-pins DIR]]
                   [--supervise]
     auditarch store --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
-                    [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
+                    [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]] [--mail-config FILE]
     auditarch store enroll --dir DIR PUBFILE...
     auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
     auditarch keygen --out DIR [--origin NAME]
@@ -96,6 +96,9 @@ Options:
     --receipts FILE        verify: the store's receipts for this host (hosts/<origin>/receipts on the
                            store). The host's own DIR/receipts is no evidence: root on the host can cut it.
     --grace D              verify, store: how much longer than the heartbeat a silence may last (default 5s).
+    --mail-config FILE     store: mail the store's alarms (fork, tampered, silence, canary...) as the daemon
+                           mails its alerts: FILE is an auditarch config whose alert section (mail, rules,
+                           level, spool: default DIR/mail-spool) is used (docs/alert.md).
     --stopped-alarm D      store: alarm when a host whose daemon stopped cleanly has not started again
                            within D of its STOP (default 10m); a stopped host raises no silence alarm.
     --json                 One JSON object per event and line (show, search); the report (verify).
