@@ -116,17 +116,21 @@ func (c *Classifier) Classify(it Item) Match {
 	m := Match{Index: it.Index}
 	var ev *audit.Event
 	var rawEv *raw.Event
+	sc := c.getScratch()
+	defer c.pool.Put(sc)
 	switch {
 	case it.Alarm != nil:
 		m.Time = it.Alarm.Time
-		m.Line = string(AppendAlarm(nil, it.Alarm))
+		sc.line = AppendAlarm(sc.line[:0], it.Alarm)
+		m.Line = string(sc.line)
 	case it.Leaf == nil:
 		m.Line = "EMPTY"
 	case it.Leaf.Kind == archive.LeafEvent || it.Leaf.Kind == archive.LeafLost:
 		rawEv = &it.Leaf.Event
 		ev = audit.Decode(rawEv)
 		m.Time = rawEv.Sec*1e9 + int64(rawEv.Msec)*1e6
-		m.Line = string(AppendEvent(nil, ev))
+		sc.line = AppendEvent(sc.line[:0], ev)
+		m.Line = string(sc.line)
 	case it.Leaf.Kind == archive.LeafPolicy:
 		var p raw.Policy
 		m.Time = it.Leaf.Time
@@ -142,14 +146,12 @@ func (c *Classifier) Classify(it Item) Match {
 	}
 	m.Class, m.Rule = c.ClassifyLine(m.Line)
 	if c.sigma != nil {
-		sc := c.getScratch()
 		if r := c.sigma.match(sc, rawEv, ev, it.Alarm, m.Line); r != nil {
 			m.Sigma = &r.info
 			if r.class > m.Class {
 				m.Class = r.class
 			}
 		}
-		c.pool.Put(sc)
 	}
 	return m
 }

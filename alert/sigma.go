@@ -93,9 +93,10 @@ func newSigmaIndex(rules []*sigmaEntry) *sigmaIndex {
 
 // scratch is one Classify call's reusable memory.
 type scratch struct {
-	m   map[string]string
-	hay []byte
-	hit []bool
+	line []byte // the line being rendered
+	m    map[string]string
+	hay  []byte
+	hit  []bool
 }
 
 func anyIn(hay string, needles []string) bool {
