@@ -86,7 +86,15 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	b, err := os.ReadFile(cfg.StateFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		// The first start: from the archive's durable end. The history before it is not mailed
+		// (auditarch report --since prints it).
 		c.st.WindowStart = time.Now()
+		if cfg.Source != nil {
+			if d := cfg.Source.Durable(); d.Segment != "" {
+				c.st.Report = archive.Cursor{Segment: d.Segment, Offset: d.Offset, First: d.Size, Index: d.Size}
+				c.st.Alerted = d.Size
+			}
+		}
 	case err != nil:
 		return nil, fmt.Errorf("alert state: %w", err)
 	default:

@@ -340,21 +340,35 @@ func TestAlertKilledMidSend(t *testing.T) {
 	cfgFile, spool := alertConfig(t, hub, "1h", "1s")
 	dir, keys := filepath.Join(t.TempDir(), "archive"), filepath.Join(t.TempDir(), "keys")
 	cmd, stderr := daemonProcess(t, ctl, dir, keys, "--config", cfgFile)
+	first := stderr
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the killed daemon's alert log:\n%s", alertLog(first))
+		}
+	})
 	waitLogged(t, stderr, `"message":"alerting"`, 5*time.Second)
 	before := shmExec(t, "before-kill")
 	waitMail(t, hub, 5*time.Second, "alert.", before)
 	hub.SetMode("hang")
 	time.Sleep(1100 * time.Millisecond) // past the alert window
 	during := shmExec(t, "mid-send")
+	// Killed once the mail that lists it is in the spool and the hub holds a DATA without answering.
+	for deadline := time.Now().Add(5 * time.Second); !spoolHolds(t, spool, during); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no mail listing %s was queued within 5 s", during)
+		}
+	}
 	hub.WaitLog("DATA hang")
 	cmd.Process.Kill()
 	cmd.Wait()
-	queued, _ := filepath.Glob(filepath.Join(spool, "queue", "*.msg"))
-	if len(queued) == 0 {
-		t.Fatalf("nothing queued in the spool after the kill mid-send")
-	}
 	hub.SetMode("ok")
 	cmd, stderr = daemonProcess(t, ctl, dir, keys, "--config", cfgFile)
+	second := stderr
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the restarted daemon's alert log:\n%s", alertLog(second))
+		}
+	})
 	waitMail(t, hub, 10*time.Second, "alert.", during)
 	time.Sleep(2 * time.Second) // anything the restart would send again
 	cmd.Process.Signal(unix.SIGTERM)
@@ -370,4 +384,26 @@ func TestAlertKilledMidSend(t *testing.T) {
 	if len(alertMailsWith(hub, "START ")) == 0 || len(alertMailsWith(hub, "recovered=true")) == 0 {
 		t.Errorf("the restart after the kill (START recovered=true) was not mailed as an attack")
 	}
+}
+
+// alertLog is the alert and mail lines of a daemon's log.
+func alertLog(stderr *bytes.Buffer) string {
+	var out []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(l, `"component":"alert"`) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// spoolHolds reports whether a message queued in the spool holds s.
+func spoolHolds(t *testing.T, spool, s string) bool {
+	queued, _ := filepath.Glob(filepath.Join(spool, "queue", "*.msg"))
+	for _, q := range queued {
+		if b, err := os.ReadFile(q); err == nil && strings.Contains(string(b), s) {
+			return true
+		}
+	}
+	return false
 }
