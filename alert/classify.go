@@ -80,6 +80,8 @@ func Load(dir string, level Level, sigmaDir string) (*Classifier, error) {
 			return nil, err
 		}
 	}
+	c.cracking.holdBy(c.crackingIgnore)
+	c.violations.holdBy(c.violationsIgnore)
 	for _, sub := range level.dirs() {
 		d, err := readDir(dir, sub, &budget)
 		if err != nil {
@@ -202,7 +204,7 @@ func raise(dir, ign *ruleDir, line string) (f, held *ruleFile) {
 		if rf.name == "logcheck" || !rf.match(line) {
 			continue
 		}
-		h := heldBy(ign, rf.name, line)
+		h := rf.heldBy(line)
 		if h == nil {
 			return rf, nil
 		}
@@ -222,17 +224,29 @@ func raise(dir, ign *ruleDir, line string) (f, held *ruleFile) {
 	return f, held
 }
 
-// heldBy returns the file of ign that holds back what raise file name matched: ign/name,
-// ign/logcheck-name, ign/local, ign/local-*.
-func heldBy(ign *ruleDir, name, line string) *ruleFile {
-	for _, n := range []string{name, "logcheck-" + name, "local"} {
-		if f := ign.byName[n]; f != nil && f.match(line) {
-			return f
+// holdBy records, for each file F of d, the files of ign that hold back what F matches: ign/F,
+// ign/logcheck-F, ign/local, ign/local-*, in that order.
+func (d *ruleDir) holdBy(ign *ruleDir) {
+	for _, f := range d.files {
+		f.holders = nil
+		for _, n := range []string{f.name, "logcheck-" + f.name, "local"} {
+			if h := ign.byName[n]; h != nil {
+				f.holders = append(f.holders, h)
+			}
+		}
+		for _, h := range ign.files {
+			if len(h.name) > len("local-") && h.name[:len("local-")] == "local-" {
+				f.holders = append(f.holders, h)
+			}
 		}
 	}
-	for _, f := range ign.files {
-		if len(f.name) > len("local-") && f.name[:len("local-")] == "local-" && f.match(line) {
-			return f
+}
+
+// heldBy returns the ignore file that holds back what f matched in line (holdBy), or nil.
+func (f *ruleFile) heldBy(line string) *ruleFile {
+	for _, h := range f.holders {
+		if h.match(line) {
+			return h
 		}
 	}
 	return nil

@@ -107,6 +107,7 @@ type ruleFile struct {
 	patterns []pattern
 	always   []int            // patterns tried on every line
 	byKey    map[string][]int // patterns by the line head (lineKey) their matches have
+	holders  []*ruleFile      // in cracking.d and violations.d: the ignore files that hold back its matches
 }
 
 // match reports whether a pattern of f matches line. Only the patterns that can match a line with

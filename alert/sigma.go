@@ -42,6 +42,7 @@ type sigmaEntry struct {
 	types map[string]bool // record types the rule can match (nil: any)
 	// needles: one of them is in the record's or event's values whenever the rule matches (nil: unknown)
 	needles []string
+	fields  []string // the fields of the matchers that give needles (nil: no needles)
 }
 
 type sigmaSet struct {
@@ -62,17 +63,27 @@ type sigmaIndex struct {
 	rules  []*sigmaEntry
 	trie   *ahocorasick.Trie // nil: no rule has needles, or too many needle bytes (anyIn per rule)
 	needle [][]int           // needle number → positions in rules
+	// fields: the record fields the rules with needles name; a record's hay holds only their values
+	// (a SYSCALL record's exe and comm, not its 400 bytes). nil: the whole text.
+	fields map[string]bool
 }
 
 // maxTrieBytes bounds the needle bytes of one automaton (about 2 KiB of memory per byte).
 const maxTrieBytes = 16 << 10
 
 func newSigmaIndex(rules []*sigmaEntry) *sigmaIndex {
-	x := &sigmaIndex{rules: rules}
+	x := &sigmaIndex{rules: rules, fields: map[string]bool{}}
 	pos := map[string][]int{}
 	var order []string
 	total := 0
 	for i, r := range rules {
+		for _, f := range r.fields {
+			if x.fields != nil && plainField(f) {
+				x.fields[f] = true
+			} else {
+				x.fields = nil
+			}
+		}
 		for _, n := range r.needles {
 			if _, ok := pos[n]; !ok {
 				order = append(order, n)
@@ -224,6 +235,17 @@ func readSigma(path string) (*sigmaEntry, error) {
 		e.needles = append(e.needles, n)
 	}
 	sort.Strings(e.needles)
+	if e.needles != nil {
+		for _, s := range rule.Detection.Searches {
+			for _, em := range s.EventMatchers {
+				for _, fm := range em {
+					if needleValues(fm) != nil {
+						e.fields = append(e.fields, fm.Field)
+					}
+				}
+			}
+		}
+	}
 	return e, nil
 }
 
@@ -447,7 +469,7 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 	var best *sigmaEntry
 	// try evaluates the rules of typ whose needles are in the hay that hay writes (lower-case values;
 	// nil: evaluate every rule), filling the field map only if one is evaluated.
-	try := func(typ string, hay func([]byte) ([]byte, bool), fill func(m map[string]string)) {
+	try := func(typ string, hay func([]byte, *sigmaIndex) ([]byte, bool), fill func(m map[string]string)) {
 		x := s.byType[typ]
 		if x == nil {
 			x = s.anyType
@@ -457,7 +479,7 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 		}
 		var filter bool
 		filled := false
-		sc.hay, filter = hay(sc.hay[:0])
+		sc.hay, filter = hay(sc.hay[:0], x)
 		if !filter { // the values are not all in the text: take them from the field map
 			if sc.m == nil {
 				sc.m = make(map[string]string, 32)
@@ -504,11 +526,11 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 			}
 		}
 	}
-	lineHay := func(b []byte) ([]byte, bool) { return appendLower(b, line), true }
+	lineHay := func(b []byte, _ *sigmaIndex) ([]byte, bool) { return appendLower(b, line), true }
 	if ev != nil {
 		for _, rec := range ev.Records {
 			typ := audit.TypeName(rec.Type)
-			try(typ, func(b []byte) ([]byte, bool) { return recordHay(b, rec.Text) },
+			try(typ, func(b []byte, x *sigmaIndex) ([]byte, bool) { return recordHay(b, rec.Text, x.fields) },
 				func(m map[string]string) { recordMap(m, typ, rec.Text) })
 		}
 	}
@@ -522,6 +544,17 @@ func (s *sigmaSet) match(sc *scratch, ev *raw.Event, dec *audit.Event, alarm *Al
 		})
 	}
 	return best
+}
+
+// plainField reports whether a Sigma field name is one the record hay can look up as it is: lower-case
+// letters, digits and '_' (the kernel's keys).
+func plainField(f string) bool {
+	for i := 0; i < len(f); i++ {
+		if c := f[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return f != ""
 }
 
 // appendLower appends s lower-cased (ASCII: needles are printable ASCII) to b.
@@ -538,20 +571,72 @@ func appendLower[S string | []byte](b []byte, s S) []byte {
 
 var execveSplit = []byte("_len=")
 
-// recordHay appends the lower-cased text of a record and, after it, each hex-encoded value decoded
-// (the kernel hex-encodes untrusted strings that hold spaces, quotes or control bytes): every value
-// of recordMap is in it. ok is false for an EXECVE record with split arguments (a0_len=, a0[0]=...),
-// whose pieces are not joined here: the hay is then made of recordMap's values.
-func recordHay(b []byte, text []byte) ([]byte, bool) {
-	b = appendLower(b, text)
+// recordHay appends the lower-cased values of a record that recordMap gives the fields named (nil:
+// the whole text, and after it each hex-encoded value decoded; the kernel hex-encodes untrusted
+// strings that hold spaces, quotes or control bytes). With fields, an EXECVE argument split over
+// aN[0], aN[1]... is joined as recordMap joins it. ok is false when the whole text was asked for and
+// the record has split arguments: the hay is then made of recordMap's values.
+func recordHay(b []byte, text []byte, fields map[string]bool) ([]byte, bool) {
 	_, off, err := audit.ParseHeader(text)
 	if err != nil {
-		return b, false
+		return appendLower(b, text), false
 	}
+	if fields != nil {
+		return appendFieldValues(b, text[off:], fields), true
+	}
+	b = appendLower(b, text)
 	if bytes.Contains(text, execveSplit) {
 		return b, false
 	}
 	return appendHexValues(b, text[off:]), true
+}
+
+// appendFieldValues appends, each after a 0 byte, the lower-cased values of the fields named:
+// quotes removed, hex decoded, msg='...' opened, aN[k] pieces joined.
+func appendFieldValues(b, body []byte, fields map[string]bool) []byte {
+	for fs := audit.NewFields(body); fs.Next(); {
+		k, v := fs.Key, fs.Value
+		if string(k) == "msg" && len(v) >= 2 && v[0] == '\'' {
+			inner := v[1:]
+			if inner[len(inner)-1] == '\'' {
+				inner = inner[:len(inner)-1]
+			}
+			b = appendFieldValues(b, inner, fields)
+			continue
+		}
+		piece := false
+		if i := bytes.IndexByte(k, '['); i > 0 {
+			piece, k = !bytes.HasPrefix(k[i:], []byte("[0]")), k[:i]
+		}
+		if !fields[string(k)] {
+			continue
+		}
+		if !piece {
+			b = append(b, 0)
+		}
+		switch {
+		case len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"':
+			b = appendLower(b, v[1:len(v)-1])
+		case len(v) >= 2 && len(v)%2 == 0:
+			start := len(b)
+			for i := 0; i < len(v); i += 2 {
+				h, ok1 := hexVal(v[i])
+				l, ok2 := hexVal(v[i+1])
+				if !ok1 || !ok2 {
+					b = appendLower(b[:start], v)
+					break
+				}
+				c := h<<4 | l
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				b = append(b, c)
+			}
+		default:
+			b = appendLower(b, v)
+		}
+	}
+	return b
 }
 
 func appendHexValues(b, body []byte) []byte {
