@@ -18,6 +18,7 @@ import (
 	"github.com/auditarch/auditarch/internal/privtest"
 	"github.com/auditarch/auditarch/internal/smtptest"
 	"github.com/auditarch/auditarch/policy/freeze"
+	"github.com/auditarch/auditarch/store"
 )
 
 // alertConfig writes a config whose alert section mails through hub (STARTTLS, AUTH) with the given
@@ -409,4 +410,30 @@ func spoolHolds(t *testing.T, spool, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestAlertDaemonAlarm: the daemon's own alarms are classified and mailed. Shipping to a store that
+// presents another key than the pinned one raises ALARM source=daemon kind=store_key, an attack for
+// the built-in rules, mailed within seconds.
+func TestAlertDaemonAlarm(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	hub := smtptest.Start(t, "starttls", true)
+	cfgFile, _ := alertConfig(t, hub, "1h", "1s")
+	port := smtptest.FreePort(t)
+	storeProcess(t, filepath.Join(t.TempDir(), "store"), port)
+	otherDir := filepath.Join(t.TempDir(), "other")
+	other, err := store.Open(store.Config{Dir: otherDir}) // a key the running store does not hold
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	dir := filepath.Join(t.TempDir(), "archive")
+	cmd, stderr := daemonProcess(t, ctl, dir, filepath.Join(t.TempDir(), "keys"), "--config", cfgFile,
+		"--store", fmt.Sprintf("127.0.0.1:%d", port), "--store-key", filepath.Join(otherDir, store.PubFile))
+	m, _ := waitMail(t, hub, 10*time.Second, "alarm.store_key.", "ALARM source=daemon kind=store_key", "not the pinned store key")
+	t.Logf("%s:\n%s", m.Header("Message-Id"), m.Text)
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Logf("daemon: %v\n%s", err, stderr) // it could not ship its end: that is the point
+	}
 }
