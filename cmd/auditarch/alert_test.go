@@ -219,7 +219,7 @@ func TestAlertReport(t *testing.T) {
 	waitLogged(t, stderr, `"message":"alerting"`, 5*time.Second)
 	// The workload just after a window starts (windows end at multiples of 3 s), so that one report
 	// lists all of it.
-	time.Sleep(time.Until(time.Now().Truncate(3*time.Second).Add(3*time.Second + 100*time.Millisecond)))
+	time.Sleep(time.Until(time.Now().Truncate(3 * time.Second).Add(3*time.Second + 100*time.Millisecond)))
 	attack := shmExec(t, "report-attack")
 	chattr := privtest.Command(t, "chattr")
 	exec.Command(chattr, "-V", "--", filepath.Join(t.TempDir(), "absent")).Run() // violation: chattr ran
