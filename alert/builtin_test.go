@@ -32,6 +32,9 @@ var builtinCases = []struct {
 	{"store fork alarm", Item{Alarm: &Alarm{Source: "store", Kind: "fork", Host: "bastion1", Message: "refused bytes 0..10 of x that differ"}}, Attack, "cracking.d/auditarch"},
 	{"store tampered alarm", Item{Alarm: &Alarm{Source: "store", Kind: "tampered", Host: "bastion1", Message: "refused bytes that do not verify"}}, Attack, "cracking.d/auditarch"},
 	{"store silence alarm", Item{Alarm: &Alarm{Source: "store", Kind: "silence", Host: "bastion1", Message: "host has sent nothing"}}, Attack, "cracking.d/auditarch"},
+	{"store canary alarm", Item{Alarm: &Alarm{Source: "store", Kind: "write-once", Message: "the object store's canary check failed"}}, Attack, "cracking.d/auditarch"},
+	{"daemon: store key mismatch", Item{Alarm: &Alarm{Source: "daemon", Kind: "store_key", Message: "store certificate: not the pinned store key"}}, Attack, "cracking.d/auditarch"},
+	{"daemon: shedding", Item{Alarm: &Alarm{Source: "daemon", Kind: "ship_backlog", Message: "1073741824 bytes not shipped"}}, Attack, "cracking.d/auditarch"},
 	{"LOST leaf", Item{Leaf: func() *archive.Leaf {
 		l := &archive.Leaf{Kind: archive.LeafLost}
 		l.Event.Kind, l.Event.Lost.Reason, l.Event.Lost.Count = 2, 1, 404
@@ -40,6 +43,8 @@ var builtinCases = []struct {
 	{"crashed run", Item{Leaf: controlLeaf(archive.LeafStart, `{"version":"v1","origin":"h","pid":8000,"epoch":3,"recovered":{"segment":"s","unsigned":0}}`)}, Attack, "cracking.d/auditarch"},
 
 	// violations
+	{"daemon: shipping failing", Item{Alarm: &Alarm{Source: "daemon", Kind: "ship_failing", Message: "the store has not been reached for 1m0s"}}, Violation, "violations.d/auditarch"},
+	{"store quota alarm", Item{Alarm: &Alarm{Source: "store", Kind: "quota", Host: "bastion1", Message: "the host's area is at a limit"}}, Violation, "violations.d/auditarch"},
 	{"su failure", Item{Leaf: eventLeaf(20, rec{1100, `pid=9200 uid=65534 auid=1000 ses=3 subj=unconfined msg='op=PAM:authentication grantors=? acct="root" exe="/usr/bin/su" hostname=? addr=? terminal=/dev/pts/1 res=failed'`})}, Violation, "violations.d/auditarch"},
 	{"sudo refused", Item{Leaf: eventLeaf(21, rec{1123, `pid=9201 uid=1000 auid=1000 ses=3 subj=unconfined msg='cwd="/home/op" cmd=2F62696E2F7368 exe="/usr/bin/sudo" terminal=pts/1 res=failed'`})}, Violation, "violations.d/auditarch"},
 	{"account refused", Item{Leaf: eventLeaf(22, rec{1101, `pid=9202 uid=0 auid=4294967295 ses=4294967295 subj=unconfined msg='op=PAM:accounting grantors=? acct="op" exe="/usr/sbin/sshd" hostname=10.0.0.9 addr=10.0.0.9 terminal=ssh res=failed'`})}, Violation, "violations.d/auditarch"},

@@ -80,6 +80,8 @@ func Load(dir string, level Level, sigmaDir string) (*Classifier, error) {
 			return nil, err
 		}
 	}
+	c.cracking.holdBy(c.crackingIgnore)
+	c.violations.holdBy(c.violationsIgnore)
 	for _, sub := range level.dirs() {
 		d, err := readDir(dir, sub, &budget)
 		if err != nil {
@@ -116,17 +118,21 @@ func (c *Classifier) Classify(it Item) Match {
 	m := Match{Index: it.Index}
 	var ev *audit.Event
 	var rawEv *raw.Event
+	sc := c.getScratch()
+	defer c.pool.Put(sc)
 	switch {
 	case it.Alarm != nil:
 		m.Time = it.Alarm.Time
-		m.Line = string(AppendAlarm(nil, it.Alarm))
+		sc.line = AppendAlarm(sc.line[:0], it.Alarm)
+		m.Line = string(sc.line)
 	case it.Leaf == nil:
 		m.Line = "EMPTY"
 	case it.Leaf.Kind == archive.LeafEvent || it.Leaf.Kind == archive.LeafLost:
 		rawEv = &it.Leaf.Event
 		ev = audit.Decode(rawEv)
 		m.Time = rawEv.Sec*1e9 + int64(rawEv.Msec)*1e6
-		m.Line = string(AppendEvent(nil, ev))
+		sc.line = AppendEvent(sc.line[:0], ev)
+		m.Line = string(sc.line)
 	case it.Leaf.Kind == archive.LeafPolicy:
 		var p raw.Policy
 		m.Time = it.Leaf.Time
@@ -142,14 +148,12 @@ func (c *Classifier) Classify(it Item) Match {
 	}
 	m.Class, m.Rule = c.ClassifyLine(m.Line)
 	if c.sigma != nil {
-		sc := c.getScratch()
-		if r := c.sigma.match(sc, rawEv, ev, it.Alarm); r != nil {
+		if r := c.sigma.match(sc, rawEv, ev, it.Alarm, m.Line); r != nil {
 			m.Sigma = &r.info
 			if r.class > m.Class {
 				m.Class = r.class
 			}
 		}
-		c.pool.Put(sc)
 	}
 	return m
 }
@@ -200,7 +204,7 @@ func raise(dir, ign *ruleDir, line string) (f, held *ruleFile) {
 		if rf.name == "logcheck" || !rf.match(line) {
 			continue
 		}
-		h := heldBy(ign, rf.name, line)
+		h := rf.heldBy(line)
 		if h == nil {
 			return rf, nil
 		}
@@ -220,17 +224,29 @@ func raise(dir, ign *ruleDir, line string) (f, held *ruleFile) {
 	return f, held
 }
 
-// heldBy returns the file of ign that holds back what raise file name matched: ign/name,
-// ign/logcheck-name, ign/local, ign/local-*.
-func heldBy(ign *ruleDir, name, line string) *ruleFile {
-	for _, n := range []string{name, "logcheck-" + name, "local"} {
-		if f := ign.byName[n]; f != nil && f.match(line) {
-			return f
+// holdBy records, for each file F of d, the files of ign that hold back what F matches: ign/F,
+// ign/logcheck-F, ign/local, ign/local-*, in that order.
+func (d *ruleDir) holdBy(ign *ruleDir) {
+	for _, f := range d.files {
+		f.holders = nil
+		for _, n := range []string{f.name, "logcheck-" + f.name, "local"} {
+			if h := ign.byName[n]; h != nil {
+				f.holders = append(f.holders, h)
+			}
+		}
+		for _, h := range ign.files {
+			if len(h.name) > len("local-") && h.name[:len("local-")] == "local-" {
+				f.holders = append(f.holders, h)
+			}
 		}
 	}
-	for _, f := range ign.files {
-		if len(f.name) > len("local-") && f.name[:len("local-")] == "local-" && f.match(line) {
-			return f
+}
+
+// heldBy returns the ignore file that holds back what f matched in line (holdBy), or nil.
+func (f *ruleFile) heldBy(line string) *ruleFile {
+	for _, h := range f.holders {
+		if h.match(line) {
+			return h
 		}
 	}
 	return nil

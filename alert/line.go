@@ -244,7 +244,7 @@ func value(k string, v []byte, f field) {
 	case len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"':
 		f(k, string(v[1:len(v)-1]), true)
 	case untrustedKeys[k] && string(v) != "(null)" && string(v) != "(none)" && string(v) != "?":
-		if b, ok := audit.Unhex(v); ok && len(v) > 0 {
+		if b, ok := unhex(v); ok {
 			f(k, string(b), true)
 			return
 		}
@@ -340,4 +340,34 @@ func alarmFields(a *Alarm, f field) {
 		f("held", strconv.Itoa(a.Held), false)
 	}
 	f("msg", a.Message, true)
+}
+
+// unhex decodes a value the kernel encoded in hexadecimal. Unlike package audit's decoder it takes upper
+// case digits only, as the kernel writes them: here it also runs over values the kernel did not encode
+// (Sigma's field values), and a lower-case hex-looking one there is a number (a syscall argument).
+func unhex(v []byte) ([]byte, bool) {
+	if len(v) == 0 || len(v)%2 != 0 {
+		return nil, false
+	}
+	out := make([]byte, len(v)/2)
+	for i := 0; i < len(v); i += 2 {
+		h, ok1 := hexVal(v[i])
+		l, ok2 := hexVal(v[i+1])
+		if !ok1 || !ok2 {
+			return nil, false
+		}
+		out[i/2] = h<<4 | l
+	}
+	return out, true
+}
+
+// hexVal is the value of an upper-case hexadecimal digit.
+func hexVal(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -74,15 +75,29 @@ var runPartsName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
 // pattern is one compiled line.
 type pattern struct {
-	re  *regexp.Regexp
-	lit string // a literal every match contains ("" when none is known): checked first, it is cheap
+	re *regexp.Regexp
+	// lits: every match contains one of them (nil when none is known): checked first, it is cheap
+	// (a regular expression with ".*" costs microseconds on a line; strings.Contains tens of ns).
+	lits []string
+	// keys are the line heads (lineKey) a match can have: nil when the pattern is not anchored on
+	// them (it is tried on every line).
+	keys []string
 }
 
 func (p *pattern) match(line string) bool {
-	if p.lit != "" && !strings.Contains(line, p.lit) {
+	if p.lits != nil && !containsAny(line, p.lits) {
 		return false
 	}
 	return p.re.MatchString(line)
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleFile is one file's patterns.
@@ -90,15 +105,168 @@ type ruleFile struct {
 	name     string // the file name
 	path     string // dir/name relative to the rule directory, as a Match names it
 	patterns []pattern
+	always   []int            // patterns tried on every line
+	byKey    map[string][]int // patterns by the line head (lineKey) their matches have
+	holders  []*ruleFile      // in cracking.d and violations.d: the ignore files that hold back its matches
 }
 
+// match reports whether a pattern of f matches line. Only the patterns that can match a line with
+// its head (lineKey) are tried: a line is tested against a few regular expressions, not all of them
+// (most patterns are anchored on the kind word and the syscall name).
 func (f *ruleFile) match(line string) bool {
-	for i := range f.patterns {
+	kind, sys := lineKey(line)
+	for _, i := range f.always {
 		if f.patterns[i].match(line) {
 			return true
 		}
 	}
+	for _, list := range [2][]int{f.byKey[kind], f.byKey[sys]} {
+		for _, i := range list {
+			if f.patterns[i].match(line) {
+				return true
+			}
+		}
+	}
 	return false
+}
+
+// lineKey returns the head of a line: its kind word ("SYSCALL", "USER_AUTH"...), and for a syscall's
+// line also "SYSCALL syscall=NAME" ("" otherwise).
+func lineKey(line string) (kind, sys string) {
+	sp := strings.IndexByte(line, ' ')
+	if sp < 0 {
+		return line, ""
+	}
+	kind = line[:sp]
+	const sc = "SYSCALL syscall="
+	if kind == "SYSCALL" && strings.HasPrefix(line, sc) {
+		if e := strings.IndexByte(line[len(sc):], ' '); e >= 0 {
+			return kind, line[:len(sc)+e]
+		}
+		return kind, line
+	}
+	return kind, ""
+}
+
+// index files the patterns under the line heads they can match (pattern.keys).
+func (f *ruleFile) index() {
+	f.byKey = map[string][]int{}
+	for i, p := range f.patterns {
+		if p.keys == nil {
+			f.always = append(f.always, i)
+			continue
+		}
+		for _, k := range p.keys {
+			f.byKey[k] = append(f.byKey[k], i)
+		}
+	}
+	for k, l := range f.byKey { // a pattern under both a kind and a name of it is tried once per list
+		f.byKey[k] = slices.Compact(l)
+	}
+}
+
+// maxPrefixes bounds the literal prefixes of one pattern that headKeys expands.
+const maxPrefixes = 256
+
+// headKeys returns the line heads (lineKey) that every match of an anchored pattern has, or nil when
+// they are not known: "^SYSCALL syscall=(kill|tkill) " gives "SYSCALL syscall=kill" and "SYSCALL
+// syscall=tkill"; "^SYSCALL .*" gives "SYSCALL"; "^(USER_AUTH|LOGIN) " gives both kinds.
+func headKeys(re *syntax.Regexp) []string {
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 || (re.Sub[0].Op != syntax.OpBeginText && re.Sub[0].Op != syntax.OpBeginLine) {
+		return nil
+	}
+	pre, _ := prefixes(&syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[1:]})
+	if len(pre) == 0 {
+		return nil
+	}
+	var keys []string
+	for _, p := range pre {
+		sp := strings.IndexByte(p, ' ')
+		if sp <= 0 {
+			return nil // the kind word is not complete: any line may match
+		}
+		kind := p[:sp]
+		const sc = "SYSCALL syscall="
+		if kind == "SYSCALL" && strings.HasPrefix(p, sc) {
+			if e := strings.IndexByte(p[len(sc):], ' '); e > 0 {
+				keys = append(keys, p[:len(sc)+e])
+				continue
+			}
+		}
+		keys = append(keys, kind)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// prefixes returns the literal strings one of which starts every match of re, and whether they are
+// whole matches (complete: what follows re can be appended). nil: nothing is known.
+func prefixes(re *syntax.Regexp) (out []string, complete bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			return nil, false
+		}
+		return []string{string(re.Rune)}, true
+	case syntax.OpEmptyMatch:
+		return []string{""}, true
+	case syntax.OpCharClass:
+		var rs []string
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
+				if len(rs) >= 16 {
+					return nil, false
+				}
+				rs = append(rs, string(r))
+			}
+		}
+		return rs, true
+	case syntax.OpCapture:
+		return prefixes(re.Sub[0])
+	case syntax.OpQuest:
+		sub, ok := prefixes(re.Sub[0])
+		if !ok {
+			return nil, false
+		}
+		return append([]string{""}, sub...), true
+	case syntax.OpAlternate:
+		complete = true
+		for _, s := range re.Sub {
+			p, ok := prefixes(s)
+			if p == nil {
+				return nil, false
+			}
+			out = append(out, p...)
+			complete = complete && ok
+			if len(out) > maxPrefixes {
+				return nil, false
+			}
+		}
+		return out, complete
+	case syntax.OpConcat:
+		out = []string{""}
+		for _, s := range re.Sub {
+			p, ok := prefixes(s)
+			if p == nil {
+				return out, false
+			}
+			if len(out)*len(p) > maxPrefixes {
+				return out, false
+			}
+			next := make([]string, 0, len(out)*len(p))
+			for _, a := range out {
+				for _, b := range p {
+					next = append(next, a+b)
+				}
+			}
+			out = next
+			if !ok {
+				return out, false
+			}
+		}
+		return out, true
+	}
+	return nil, false
 }
 
 // ruleDir is the files of one directory, in run-parts order.
@@ -196,6 +364,7 @@ func parseRules(path string, b []byte, budget *int) (*ruleFile, error) {
 		}
 		rf.patterns = append(rf.patterns, p)
 	}
+	rf.index()
 	return rf, nil
 }
 
@@ -216,9 +385,65 @@ func compile(expr string) (pattern, error) {
 	}
 	p := pattern{re: re}
 	if st, err := syntax.Parse(expr, syntax.Perl); err == nil {
-		p.lit = requiredLiteral(st.Simplify())
+		p.lits = requiredAny(st.Simplify())
+		p.keys = headKeys(st)
 	}
 	return p, nil
+}
+
+// requiredAny returns strings one of which every match of re contains, or nil: the longest literal
+// every match contains, or, where a concatenation holds an alternation, the literal prefixes of what
+// follows a position (`path="/(etc/crontab|var/spool/cron/)` gives `path="/etc/crontab` and
+// `path="/var/spool/cron/`), whichever has the longest shortest string.
+//
+// The literal head of an anchored pattern ("^SYSCALL syscall=(execve|execveat) ") is left out when
+// something after it qualifies: the dispatch by line head (headKeys) already guarantees it, and a
+// prefilter that every line of the kind passes would send each to the regular expression, which costs
+// milliseconds on a line of many kilobytes of arguments.
+func requiredAny(re *syntax.Regexp) []string {
+	if re.Op == syntax.OpConcat && len(re.Sub) > 2 && (re.Sub[0].Op == syntax.OpBeginText || re.Sub[0].Op == syntax.OpBeginLine) {
+		h := 1
+		for h < len(re.Sub) {
+			if _, complete := prefixes(re.Sub[h]); !complete {
+				break
+			}
+			h++
+		}
+		if h < len(re.Sub) {
+			if lits := requiredAnyIn(&syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[h:]}); lits != nil {
+				return lits
+			}
+		}
+	}
+	return requiredAnyIn(re)
+}
+
+func requiredAnyIn(re *syntax.Regexp) []string {
+	var best []string
+	score := 0
+	if l := requiredLiteral(re); l != "" {
+		best, score = []string{l}, len(l)
+	}
+	if re.Op != syntax.OpConcat {
+		return best
+	}
+	for i := range re.Sub {
+		pre, _ := prefixes(&syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[i:]})
+		if len(pre) == 0 || len(pre) > 32 {
+			continue
+		}
+		short := len(pre[0])
+		for _, p := range pre {
+			short = min(short, len(p))
+		}
+		if short > score {
+			best, score = pre, short
+		}
+	}
+	if score < 3 {
+		return nil
+	}
+	return best
 }
 
 // requiredLiteral returns the longest literal string that every match of re contains, or "".

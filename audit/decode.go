@@ -419,10 +419,6 @@ func untrusted(v []byte) (string, bool) {
 	return string(v), true
 }
 
-// Unhex decodes a value the kernel encoded in hexadecimal (an untrusted string: proctitle, execve
-// arguments, paths with spaces), reporting false when v is not hex.
-func Unhex(v []byte) ([]byte, bool) { return unhex(v) }
-
 func unhex(v []byte) ([]byte, bool) {
 	if len(v)%2 != 0 {
 		return nil, false

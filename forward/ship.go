@@ -165,6 +165,14 @@ func (s *Shipper) Status() Status {
 	return s.st
 }
 
+// LastErr is why the last connection ended (nil while connected or before any attempt), for errors.Is
+// (ErrStoreKey).
+func (s *Shipper) LastErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
 func (s *Shipper) update(f func(st *Status)) {
 	s.mu.Lock()
 	f(&s.st)

@@ -14,6 +14,11 @@ const DefaultWindow = time.Minute
 // the next mail, every one listed. It holds lines in memory only: the caller must not commit its cursor
 // past the last leaf of a mail it has not enqueued (Flush returns it). Not safe for concurrent use.
 type Coalescer struct {
+	// Unit names what the numbers of Add are, in the mail's first line: "leaves" (the default), or
+	// "alarms.log lines" for the store's alarms.
+	Unit string
+	// What says what the events are, after their count: "classified as attacks" by default.
+	What   string
 	host   string
 	window time.Duration
 	now    func() time.Time
@@ -62,7 +67,15 @@ func (c *Coalescer) Flush() (m Message, last uint64, ok bool) {
 		return Message{}, 0, false
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d event(s) on %s classified as attacks (leaves %d to %d):\n\n", len(c.lines), c.host, c.first, c.last)
+	unit := c.Unit
+	if unit == "" {
+		unit = "leaves"
+	}
+	what := c.What
+	if what == "" {
+		what = "classified as attacks"
+	}
+	fmt.Fprintf(&b, "%d event(s) on %s %s (%s %d to %d):\n\n", len(c.lines), c.host, what, unit, c.first, c.last)
 	section(&b, ClassAttack.Heading(), c.lines)
 	m = Message{
 		ID:      fmt.Sprintf("alert.%d-%d", c.first, c.last),
@@ -74,4 +87,10 @@ func (c *Coalescer) Flush() (m Message, last uint64, ok bool) {
 	c.lines = nil
 	c.lastMail = now
 	return m, last, true
+}
+
+// FlushNow is Flush without waiting for the window: what a stopping consumer mails of its pending lines.
+func (c *Coalescer) FlushNow() (m Message, last uint64, ok bool) {
+	c.lastMail = time.Time{}
+	return c.Flush()
 }

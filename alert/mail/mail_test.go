@@ -46,15 +46,15 @@ func TestSendTestStartTLSAuth(t *testing.T) {
 		"X-Envelope-To":   "admin@example.org",
 		"Auto-Submitted":  "auto-generated",
 	} {
-		if v := m.header(k); v != want {
+		if v := m.Header(k); v != want {
 			t.Errorf("%s: %q, want %q", k, v, want)
 		}
 	}
-	if id := m.header("Message-Id"); !strings.HasPrefix(id, "<test.") || !strings.HasSuffix(id, ".auditarch@bastion1>") {
+	if id := m.Header("Message-Id"); !strings.HasPrefix(id, "<test.") || !strings.HasSuffix(id, ".auditarch@bastion1>") {
 		t.Errorf("Message-ID %q", id)
 	}
-	if !strings.Contains(m.header("Subject"), "bastion1") || !strings.Contains(m.body, "test mail from auditarch") {
-		t.Errorf("subject %q body %q", m.header("Subject"), m.body)
+	if !strings.Contains(m.Header("Subject"), "bastion1") || !strings.Contains(m.Body, "test mail from auditarch") {
+		t.Errorf("subject %q body %q", m.Header("Subject"), m.Body)
 	}
 }
 
@@ -88,7 +88,7 @@ func TestPlaintextRefusedByDefault(t *testing.T) {
 	if err := SendTest(ctxT(t), cfg); err != nil {
 		t.Fatalf("tls: none: %v", err)
 	}
-	if got := h.messages(); len(got) != 1 || got[0].header("X-TLS") != "False" {
+	if got := h.messages(); len(got) != 1 || got[0].Header("X-TLS") != "False" {
 		t.Fatalf("tls: none: hub holds %d messages", len(got))
 	}
 }
@@ -99,8 +99,8 @@ func TestImplicitTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := h.messages()
-	if len(got) != 1 || got[0].header("X-TLS") != "True" || got[0].header("X-Auth-User") != hubUser {
-		t.Fatalf("hub holds %d messages (%v)", len(got), got[0].msg.Header)
+	if len(got) != 1 || got[0].Header("X-TLS") != "True" || got[0].Header("X-Auth-User") != hubUser {
+		t.Fatalf("hub holds %d messages (%v)", len(got), got[0].Msg.Header)
 	}
 }
 
@@ -112,7 +112,7 @@ func TestServerAuthentication(t *testing.T) {
 	if err := SendTest(ctxT(t), cfg); err == nil {
 		t.Fatal("sent to a hub whose certificate chains to no trusted CA")
 	}
-	pemBytes, _ := os.ReadFile(h.cert)
+	pemBytes, _ := os.ReadFile(h.Cert)
 	blk, _ := pem.Decode(pemBytes)
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
@@ -218,7 +218,7 @@ func msg(i int) Message {
 func ids(ms []received) []string {
 	var out []string
 	for _, m := range ms {
-		out = append(out, m.header("Message-Id"))
+		out = append(out, m.Header("Message-Id"))
 	}
 	return out
 }
@@ -339,8 +339,8 @@ func TestKilledMidSend(t *testing.T) {
 			if got := ids(h.messages()); strings.Join(got, " ") != strings.Join(want, " ") {
 				t.Fatalf("hub holds %v, want %v", got, want)
 			}
-			if ms := h.messages(); point == "accepted" && (ms[0].header("Date") != ms[1].header("Date") || ms[0].body != ms[1].body) {
-				t.Fatalf("the resent copy differs: Date %q vs %q", ms[0].header("Date"), ms[1].header("Date"))
+			if ms := h.messages(); point == "accepted" && (ms[0].Header("Date") != ms[1].Header("Date") || ms[0].Body != ms[1].Body) {
+				t.Fatalf("the resent copy differs: Date %q vs %q", ms[0].Header("Date"), ms[1].Header("Date"))
 			}
 			// Delivered ids are never sent again, even when enqueued again.
 			if err := s.Enqueue(msg(1)); err != nil {
@@ -391,10 +391,10 @@ func TestSpoolOverflowReported(t *testing.T) {
 		t.Fatalf("hub holds %d messages, want the notice and 3", len(got))
 	}
 	n := got[0]
-	if n.header("Message-Id") != "<"+MessageID("bastion1", "overflow.0")+">" ||
-		!strings.Contains(n.header("Subject"), "2 alert mail(s) lost") ||
-		!strings.Contains(n.body, "2 message(s) dropped") || !strings.Contains(n.body, "first dropped: alert.30-39, last dropped: alert.40-49") {
-		t.Fatalf("notice: %q\n%s", n.header("Subject"), n.body)
+	if n.Header("Message-Id") != "<"+MessageID("bastion1", "overflow.0")+">" ||
+		!strings.Contains(n.Header("Subject"), "2 alert mail(s) lost") ||
+		!strings.Contains(n.Body, "2 message(s) dropped") || !strings.Contains(n.Body, "first dropped: alert.30-39, last dropped: alert.40-49") {
+		t.Fatalf("notice: %q\n%s", n.Header("Subject"), n.Body)
 	}
 }
 

@@ -48,6 +48,7 @@ type ArchiveState struct {
 	Verify     string        // the verify verdict, e.g. "PASS" or "FAIL: ..."; "" if not checked
 	Lost       []string      // one line per LOST leaf archived in the window
 	ReceiptAge time.Duration // how old the store's newest receipt is; < 0 when there is none
+	Notes      []string      // anything else to say about the window (lines left out, alarms lost...)
 }
 
 // Highest returns the most severe class with at least one line; ok is false when there is none.
@@ -109,6 +110,7 @@ func (r Report) Body() string {
 			state = append(state, "  "+l)
 		}
 	}
+	state = append(state, a.Notes...)
 	section(&b, "Archive State", state)
 	return b.String()
 }

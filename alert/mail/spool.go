@@ -389,6 +389,15 @@ func (s *Spool) Enqueue(m Message) error {
 	return nil
 }
 
+// Holds reports whether the message id is queued or recorded as accepted (among the last ids kept): an
+// Enqueue of it would queue nothing. A consumer that wrote down its intent to enqueue id before a crash
+// asks this to learn whether the Enqueue completed.
+func (s *Spool) Holds(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued[id] || s.sent[id]
+}
+
 func (s *Spool) signal() {
 	select {
 	case s.wake <- struct{}{}:

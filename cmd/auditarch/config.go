@@ -48,6 +48,7 @@ type Config struct {
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
 	// Retention removes the oldest segments once the store holds them (retention.go, docs/operate.md).
 	Retention RetentionConfig `yaml:"retention"`
+	Alert   AlertConfig   `yaml:"alert"` // alert.go
 
 	source string // the file it was read from, if any
 }
@@ -99,6 +100,7 @@ func defaultConfig() Config {
 		Store:             StoreConfig{MaxBacklog: 1 << 30},
 		Sandbox:           SandboxOn,
 		Retention:         RetentionConfig{Keep: DefaultRetentionKeep},
+		Alert:             defaultAlertConfig(),
 	}
 }
 

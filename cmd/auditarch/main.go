@@ -18,7 +18,7 @@ const usage = `Usage:
                   [--supervise]
                   [--sandbox on|off]
     auditarch store [--config FILE] --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
-                    [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
+                    [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]] [--mail-config FILE]
     auditarch store enroll --dir DIR PUBFILE...
     auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
     auditarch keygen --out DIR [--origin NAME]
@@ -29,6 +29,8 @@ const usage = `Usage:
                          [--exe P] [--path SUBSTR] [--addr IP[:PORT]] [--key K] [--json]
     auditarch export [--format ecs|rfc5424] [--original] [--host NAME] DIR [search options]
     auditarch rules [--rules FILE] [--config FILE]
+    auditarch report [--since T] [--level L] [--config FILE] DIR
+    auditarch alert test [--config FILE]
     auditarch protect status | thaw SESSION | unpin [DIR]
 
 Commands:
@@ -57,6 +59,11 @@ Commands:
             events were scanned and matched.
     export  Write the events that match, as the SIEM sinks send them: ECS JSON or RFC 5424.
     rules   Print the effective audit rules in auditctl syntax.
+    report  Print the logcheck-style report of the events archived in DIR since T (default 1h):
+            attacks, violations and unusual events by rule file, and the archive's state; the
+            same report the daemon mails every alert.report_interval (docs/alert.md).
+    alert   "test" sends a test mail now through the relay in the config's alert.mail (sSMTP's
+            "mail root" check; docs/mail.md).
     protect "status" shows what detect mode has pinned and the login sessions frozen after an
             attempt on the daemon (cgroup v2 freezer: SIGCONT cannot resume them); "thaw SESSION"
             releases one (root); "unpin" removes the pinned programs (an uninstall: the package's
@@ -100,9 +107,14 @@ Options:
     --receipts FILE        verify: the store's receipts for this host (hosts/<origin>/receipts on the
                            store). The host's own DIR/receipts is no evidence: root on the host can cut it.
     --grace D              verify, store: how much longer than the heartbeat a silence may last (default 5s).
+    --mail-config FILE     store: mail the store's alarms (fork, tampered, silence, canary...) as the daemon
+                           mails its alerts: FILE is an auditarch config whose alert section (mail, rules,
+                           level, spool: default DIR/mail-spool) is used (docs/alert.md).
     --stopped-alarm D      store: alarm when a host whose daemon stopped cleanly has not started again
                            within D of its STOP (default 10m); a stopped host raises no silence alarm.
     --json                 One JSON object per event and line (show, search); the report (verify).
+    --since T              report: from T, an RFC 3339 time, a date or a duration back from now (2h, 7d).
+    --level L              report: workstation, server or paranoid (default alert.level, server).
 
 Examples:
     auditarch keygen --out /etc/auditarch/keys
@@ -113,7 +125,9 @@ Examples:
     auditarch store verify /var/lib/auditarch-store
     auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000
     auditarch show --json /var/lib/auditarch | jq 'select(.syscall=="execve") | .args'
-    auditarch rules --rules /etc/audit/rules.d/audit.rules`
+    auditarch rules --rules /etc/audit/rules.d/audit.rules
+    auditarch report --since 24h --config /etc/auditarch/auditarch.yaml /var/lib/auditarch
+    auditarch alert test --config /etc/auditarch/auditarch.yaml`
 
 // exitError carries a process exit status chosen by a subcommand.
 type exitError struct {
@@ -187,6 +201,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return exportCmd(args[1:], stdout)
 	case "store":
 		return storeCmd(args[1:], stdout, stderr)
+	case "report":
+		return reportCmd(args[1:], stdout)
+	case "alert":
+		return alertCmd(args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

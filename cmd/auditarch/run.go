@@ -187,6 +187,14 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	defer startSinks(ctx, cfg, w, id, log)() // SIEM sinks (forward.go), stopped when run returns
 	// Local retention (retention.go), stopped when run returns.
 	defer startRetention(ctx, cfg, w, id, log)()
+	alerts, err := startAlerts(cfg, w, ship, log)
+	if err != nil {
+		conn.Unregister()
+		w.Close()
+		ship.stop(w, time.Second)
+		return err
+	}
+	defer alerts.stop(w) // after w.Close: alerts read to the archive's end
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

@@ -46,6 +46,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	s3Canary := fs.Duration("s3-canary", time.Hour, "")
 	trace := fs.String("trace", "", "") // benchmarks: a line per acknowledgement (store.Config.Trace)
 	configFile := fs.String("config", "", "")
+	mailConfig := fs.String("mail-config", "", "")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -92,6 +93,13 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	srv, err := store.Open(cfg)
 	if err != nil {
 		return err
+	}
+	if *mailConfig != "" {
+		stopMail, err := startStoreMail(ctx, *dir, *mailConfig, log)
+		if err != nil {
+			return err
+		}
+		defer stopMail()
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

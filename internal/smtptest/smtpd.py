@@ -5,9 +5,10 @@ Usage: smtpd.py --port P --maildir DIR --mode-file F [--cert C --key K] [--tls s
 
 Each accepted message is written to DIR/new/ (written in DIR/tmp/, then renamed) before the 250 reply.
 The mode file is read at each DATA: "ok" accepts, "refuse" answers 451, "reject" answers 554, "drop"
-closes the connection without answering; each DATA's mode is logged to stderr. Prints READY once it accepts connections; runs until killed.
+closes the connection without answering, "hang" waits 30 s and answers 451; each DATA's mode is logged to stderr. Prints READY once it accepts connections; runs until killed.
 """
 import argparse
+import asyncio
 import itertools
 import os
 import ssl
@@ -43,6 +44,9 @@ class Handler:
         if mode == "drop":
             server.transport.close()
             return "421 4.3.0 closing"  # never reaches the client
+        if mode == "hang":  # a sender killed now is killed in the middle of DATA: nothing is accepted
+            await asyncio.sleep(30)
+            return "451 4.3.0 test hub hung"
         name = "%d.%06d.%d.eml" % (time.time_ns(), next(counter), os.getpid())
         tmp = os.path.join(self.maildir, "tmp", name)
         with open(tmp, "wb") as f:
