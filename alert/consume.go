@@ -52,6 +52,27 @@ type consumerState struct {
 	PendingNext uint64 `json:"pending_next,omitempty"`
 }
 
+// Position returns the first leaf the consumer whose state is in stateFile still needs (the start of the
+// current report window, or the first leaf not yet alerted on, whichever is lower): local retention keeps
+// it. ok is false when there is no state yet: a first start begins at the archive's end.
+func Position(stateFile string) (index uint64, ok bool, err error) {
+	b, err := os.ReadFile(stateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("alert state: %w", err)
+	}
+	if len(b) > 4096 {
+		return 0, false, fmt.Errorf("alert state %s: %d bytes is not a state", stateFile, len(b))
+	}
+	var st consumerState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return 0, false, fmt.Errorf("alert state %s: %w", stateFile, err)
+	}
+	return min(st.Report.Index, st.Alerted), true, nil
+}
+
 // Consumer is the alert consumer (docs/alert.md, "The daemon"): it follows the archive from its durable
 // cursor, classifies every leaf, mails attacks at once (coalesced: at most one mail per window, each
 // naming its leaf range) and everything not ignored in the report at the end of each interval, through

@@ -41,6 +41,9 @@ type Options struct {
 	// Cursors are the cursor files of the archive's consumers (archive.SaveCursor). A file that does not
 	// exist is a consumer that has passed nothing. Every Dir/cursors/*.json counts too.
 	Cursors []string
+	// Positions are consumers that keep their place otherwise (the alert consumer's state): each returns
+	// the index of the first leaf it still needs, and ok false when it needs none of what is archived.
+	Positions []func() (index uint64, ok bool, err error)
 	// Keep is how long segments stay on the host once safe; 0 keeps them forever (only the budget
 	// and a full disk remove them).
 	Keep time.Duration
@@ -213,6 +216,15 @@ func (p *Pruner) consumers() (uint64, error) {
 			return 0, fmt.Errorf("retain: consumer %w", err)
 		}
 		limit = min(limit, c.Index)
+	}
+	for _, pos := range p.opts.Positions {
+		i, ok, err := pos()
+		if err != nil {
+			return 0, fmt.Errorf("retain: consumer: %w", err)
+		}
+		if ok {
+			limit = min(limit, i)
+		}
 	}
 	return limit, nil
 }

@@ -221,6 +221,17 @@ func TestPruneNeverUncovered(t *testing.T) {
 		if res, err := f.pruner(t, retain.Options{Keep: time.Nanosecond, Cursors: []string{missing}}).Prune(0); err != nil || res.Segments != 0 {
 			t.Fatalf("with a consumer at leaf 0: pruned %+v, %v", res, err)
 		}
+		// A consumer that keeps its place elsewhere (the alert consumer): at leaf 0, nothing goes; one
+		// with nothing to read yet holds nothing back; one that cannot say stops the pass.
+		at := func(i uint64, ok bool, err error) func() (uint64, bool, error) {
+			return func() (uint64, bool, error) { return i, ok, err }
+		}
+		if res, err := f.pruner(t, retain.Options{Keep: time.Nanosecond, Positions: []func() (uint64, bool, error){at(0, true, nil)}}).Prune(0); err != nil || res.Segments != 0 {
+			t.Fatalf("with a position at leaf 0: pruned %+v, %v", res, err)
+		}
+		if res, err := f.pruner(t, retain.Options{Keep: time.Nanosecond, Positions: []func() (uint64, bool, error){at(0, false, os.ErrInvalid)}}).Prune(0); err == nil || res.Segments != 0 {
+			t.Fatalf("with a position that fails: pruned %+v, %v", res, err)
+		}
 		res, err := f.pruner(t, retain.Options{Keep: time.Nanosecond}).Prune(0)
 		if err != nil {
 			t.Fatal(err)

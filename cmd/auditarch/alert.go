@@ -46,6 +46,18 @@ func defaultAlertConfig() AlertConfig {
 // alertStateFile, in the spool directory, is the consumer's cursors.
 const alertStateFile = "alert-state.json"
 
+// alertSpool is the alert mail spool's directory: alert.spool, or alert-spool beside the archive.
+func (c Config) alertSpool() (string, error) {
+	if c.Alert.Spool != "" {
+		return c.Alert.Spool, nil
+	}
+	abs, err := filepath.Abs(c.Archive)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(abs), "alert-spool"), nil
+}
+
 // classifier loads the pattern files (installing the built-in set where the directory is missing when
 // install is set, else reading the built-in set from a temporary copy) and the Sigma rules.
 func (a AlertConfig) classifier(level string, install bool, log zerolog.Logger) (*alert.Classifier, error) {
@@ -110,13 +122,9 @@ func startAlerts(cfg Config, w *writer.Writer, ship *shipping, log zerolog.Logge
 	if err != nil {
 		return nil, err
 	}
-	dir := ac.Spool
-	if dir == "" {
-		abs, err := filepath.Abs(cfg.Archive)
-		if err != nil {
-			return nil, err
-		}
-		dir = filepath.Join(filepath.Dir(abs), "alert-spool")
+	dir, err := cfg.alertSpool()
+	if err != nil {
+		return nil, err
 	}
 	sp, err := mail.OpenSpool(dir, ac.Mail, mail.SpoolOptions{RetryMax: ac.RetryMax, Log: log})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/auditarch/auditarch/alert"
+
 	"github.com/rs/zerolog"
 
 	"github.com/auditarch/auditarch/archive"
@@ -63,10 +65,19 @@ func startRetention(ctx context.Context, cfg Config, w *writer.Writer, id *archi
 	for _, s := range cfg.Forward.Sinks { // as forward.NewSink names them: a sink not yet started has passed nothing
 		cursors = append(cursors, filepath.Join(w.Dir(), "cursors", "sink-"+s.Name+".json"))
 	}
+	var positions []func() (uint64, bool, error)
+	if cfg.Alert.Mail.Mailhub != "" { // the alert consumer keeps its place in its spool
+		spool, serr := cfg.alertSpool()
+		if serr != nil {
+			err = serr
+		}
+		state := filepath.Join(spool, alertStateFile)
+		positions = append(positions, func() (uint64, bool, error) { return alert.Position(state) })
+	}
 	var p *retain.Pruner
 	if err == nil {
 		p, err = retain.New(retain.Options{Dir: w.Dir(), StoreKey: sk, Origin: id.Signer.Name(), Identity: id.VKey, Cursors: cursors,
-			Keep: cfg.Retention.Keep, MaxBytes: cfg.Retention.MaxBytes, Log: log})
+			Positions: positions, Keep: cfg.Retention.Keep, MaxBytes: cfg.Retention.MaxBytes, Log: log})
 	}
 	if err != nil {
 		log.Error().Str("alarm", "retention").Err(err).Msg("retention not started: segments stay on the host")
