@@ -48,7 +48,7 @@ type Config struct {
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
 	// Retention removes the oldest segments once the store holds them (retention.go, docs/operate.md).
 	Retention RetentionConfig `yaml:"retention"`
-	Alert   AlertConfig   `yaml:"alert"` // alert.go
+	Alert     AlertConfig     `yaml:"alert"` // alert.go
 
 	source string // the file it was read from, if any
 }
