@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 	"kernel.org/pub/linux/libs/security/libcap/cap"
 
+	"github.com/auditarch/auditarch/alert/mail"
+	"github.com/auditarch/auditarch/forward"
 	"github.com/auditarch/auditarch/policy/freeze"
 	"github.com/auditarch/auditarch/policy/sandbox"
 )
@@ -89,6 +91,9 @@ func applySandbox(cfg *Config, log zerolog.Logger) error {
 			}
 		}
 	}
+	if err := sandboxConsumers(cfg, &opts); err != nil {
+		return err
+	}
 	if cfg.Protect.Mode != ProtectOff {
 		pins, err := abs(cfg.Protect.Pins)
 		if err != nil {
@@ -121,6 +126,82 @@ func applySandbox(cfg *Config, log zerolog.Logger) error {
 		Str("tcp_connect", ports).Bool("net_enforced", rep.NetEnforced).Int("syscalls", rep.Syscalls).
 		Int("bpf_instructions", rep.Instructions).Strs("caps", rep.Caps).Str("threads", strconv.Itoa(rep.Threads)).
 		Msg("self-sandbox applied")
+	return nil
+}
+
+// certDirs hold the system's CA certificates, which Go reads at the first TLS handshake that needs them.
+var certDirs = []string{"/etc/ssl", "/etc/pki", "/usr/share/ca-certificates", "/usr/local/share/ca-certificates"}
+
+// sandboxConsumers adds what the archive's consumers need once the daemon is confined: the alert mail
+// spool (read-write), its rule and Sigma directories, the relay's CA and password files and the system's
+// CA certificates (read-only), the file sinks' directories (read-write), the sinks' TLS files, and, where
+// TCP connections are restricted, the relay's and the network sinks' ports and the resolver.
+func sandboxConsumers(cfg *Config, opts *sandbox.Options) error {
+	var ports []uint16
+	var names bool // a consumer connects to a host name
+	ro := func(paths ...string) {
+		for _, p := range paths {
+			if p == "" {
+				continue
+			}
+			if a, err := filepath.Abs(p); err == nil {
+				if _, err := os.Stat(a); err == nil {
+					opts.ReadOnly = append(opts.ReadOnly, a)
+				}
+			}
+		}
+	}
+	tls := false
+	if m := cfg.Alert.Mail; m.Mailhub != "" {
+		spool, err := cfg.alertSpool()
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		if spool, err = filepath.Abs(spool); err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		opts.ReadWrite = append(opts.ReadWrite, spool)
+		ro(cfg.Alert.Rules, cfg.Alert.Sigma, m.CAFile, m.AuthPassFile)
+		port := m.Port
+		if port == 0 {
+			port = map[mail.TLSMode]int{"": mail.PortStartTLS, mail.TLSStartTLS: mail.PortStartTLS, mail.TLSImplicit: mail.PortImplicit, mail.TLSNone: mail.PortNone}[m.TLS]
+		}
+		ports = append(ports, uint16(port))
+		names = names || net.ParseIP(strings.Trim(m.Mailhub, "[]")) == nil
+		tls = tls || (m.TLS != mail.TLSNone && m.CAFile == "" && m.PinSHA256 == "")
+	}
+	for _, sk := range cfg.Forward.Sinks {
+		ro(sk.TLS.CA, sk.TLS.Cert, sk.TLS.Key)
+		switch sk.Type {
+		case forward.SinkFile:
+			dir, err := filepath.Abs(filepath.Dir(sk.Address))
+			if err != nil {
+				return fmt.Errorf("sandbox: %w", err)
+			}
+			opts.ReadWrite = append(opts.ReadWrite, dir)
+		case forward.SinkStdout:
+		default:
+			host, port, err := net.SplitHostPort(sk.Address)
+			if err != nil {
+				return fmt.Errorf("sandbox: sink %s: %w", sk.Name, err)
+			}
+			if p, err := strconv.ParseUint(port, 10, 16); err == nil {
+				ports = append(ports, uint16(p))
+			}
+			names = names || net.ParseIP(host) == nil
+			tls = tls || (sk.TLS.CA == "" && sk.TLS.Pin == "")
+		}
+	}
+	if tls {
+		ro(certDirs...)
+	}
+	if opts.ConnectTCP != nil {
+		opts.ConnectTCP = append(opts.ConnectTCP, ports...)
+		if names {
+			opts.ConnectTCP = append(opts.ConnectTCP, 53)
+			ro(resolverFiles...)
+		}
+	}
 	return nil
 }
 
