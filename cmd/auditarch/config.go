@@ -46,6 +46,7 @@ type Config struct {
 	// Sandbox is SandboxOn (default: the daemon confines itself once set up) or SandboxOff.
 	Sandbox string        `yaml:"sandbox"`
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
+	Metrics MetricsConfig `yaml:"metrics"` // the Prometheus endpoint (metrics.go, docs/operate.md)
 
 	source string // the file it was read from, if any
 }
@@ -122,6 +123,9 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: disk_full: %q is not keep or exit", path, cfg.DiskFull)
 	case cfg.Sandbox != SandboxOn && cfg.Sandbox != SandboxOff:
 		return cfg, fmt.Errorf("config %s: sandbox: %q is not on or off", path, cfg.Sandbox)
+	}
+	if err := checkMetricsListen(cfg.Metrics.Listen); err != nil {
+		return cfg, fmt.Errorf("config %s: metrics.listen: %w", path, err)
 	}
 	if _, err := newSinks(cfg, cfg.Archive, nil, "", zerolog.Nop()); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
