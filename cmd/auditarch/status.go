@@ -307,7 +307,9 @@ func buildStatus(f statusFacts) statusReport {
 }
 
 // seconds is d in seconds, to the millisecond.
-func seconds(d time.Duration) float64 { return float64(d.Round(time.Millisecond)) / float64(time.Second) }
+func seconds(d time.Duration) float64 {
+	return float64(d.Round(time.Millisecond)) / float64(time.Second)
+}
 
 // ago is a duration for a person: "3s", "2m5s", "4h0m".
 func ago(d time.Duration) string {

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/auditarch/auditarch/archive"
+	"github.com/auditarch/auditarch/internal/privtest"
 	"github.com/auditarch/auditarch/policy/freeze"
 )
 
@@ -96,5 +100,81 @@ func TestStatusGolden(t *testing.T) {
 				t.Errorf("%d things need attention, want %d: %q", len(rep.Attention), c.attention, rep.Attention)
 			}
 		})
+	}
+}
+
+// TestStatusAndMetricsOfRunningDaemon runs the real daemon (confined, embedded store) with its metrics
+// endpoint on: status reports it running with the configured rules, a fresh checkpoint and a verified
+// receipt, and exits 0; the endpoint serves the kernel's status and the archive's figures (promtool
+// lints them). Once the daemon is stopped, status exits 3 and says it is not running.
+func TestStatusAndMetricsOfRunningDaemon(t *testing.T) {
+	ctl := privtest.Kernel(t)
+	privtest.Command(t, "promtool") // before the daemon: without it, this test fails (or skips) at once
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	base := t.TempDir()
+	dir, cfgFile := filepath.Join(base, "archive"), filepath.Join(base, "auditarch.yaml")
+	if err := os.WriteFile(cfgFile, []byte("metrics:\n  listen: "+addr+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr := daemonProcess(t, ctl, dir, filepath.Join(base, "keys"), "--config", cfgFile)
+	status := func() (int, statusReport, string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := Main([]string{"status", "--json", "--config", cfgFile, "--archive", dir}, &out, &errOut)
+		var rep statusReport
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatalf("status --json: %v\n%s%s", err, out.String(), errOut.String())
+		}
+		return code, rep, out.String() + errOut.String()
+	}
+	var code int
+	var rep statusReport
+	var out string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, rep, out = status()
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 0 {
+		t.Fatalf("status of a running daemon: exit %d\n%s\ndaemon: %s", code, out, stderr.String())
+	}
+	if !rep.Daemon.Running || rep.Daemon.PID != cmd.Process.Pid || rep.Daemon.Version != version ||
+		rep.Kernel.PID != uint32(cmd.Process.Pid) || !rep.Rules.Match || rep.Rules.Loaded == 0 ||
+		rep.Checkpoint.Index == 0 || !rep.Store.Verified || rep.Store.ReceiptLeaves == 0 {
+		t.Errorf("status of a running daemon:\n%s", out)
+	}
+	var text bytes.Buffer
+	if code := Main([]string{"status", "--config", cfgFile, "--archive", dir}, &text, &text); code != 0 || !strings.Contains(text.String(), "all well") {
+		t.Errorf("status (text): exit %d\n%s", code, text.String())
+	}
+
+	metrics := getMetrics(t, addr)
+	for series, want := range map[string]string{"auditarch_kernel_enabled": "1", "auditarch_ship_connected": "1"} {
+		if got := metricValue(metrics, series); got != want {
+			t.Errorf("%s = %q, want %q", series, got, want)
+		}
+	}
+	for _, name := range []string{"auditarch_events_archived_total", "auditarch_ship_receipt_leaves", "auditarch_checkpoints_total", "auditarch_kernel_backlog_limit"} {
+		if v := metricValue(metrics, name); v == "" || v == "0" {
+			t.Errorf("%s = %q, want more than 0", name, v)
+		}
+	}
+	promtoolCheck(t, metrics)
+
+	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon exit: %v\n%s", err, stderr.String())
+	}
+	code, rep, out = status()
+	if code != 3 || rep.Daemon.Running || len(rep.Attention) == 0 || !strings.Contains(rep.Attention[0], "not running") {
+		t.Errorf("status of a stopped daemon: exit %d, want 3 and not running first\n%s", code, out)
 	}
 }
