@@ -16,13 +16,14 @@ import (
 func TestCounters(t *testing.T) {
 	id, _ := archivetest.Identity(t, "host-a.example")
 	dir := filepath.Join(t.TempDir(), "archive")
-	evs := testEvents(t)
+	evs := append(testEvents(t), &raw.Event{Kind: raw.KindLost, EOE: true, Received: t0,
+		Lost: raw.Lost{Reason: raw.LostUnregistered, Count: 5, First: 10, Last: 14}}) // counted as no_daemon, not unknown
 	w, err := writer.Create(dir, archivetest.FastOptions(id))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var events, records uint64
-	var lostLeaves, lostEvents [raw.LostBacklog + 1]uint64
+	var lostLeaves, lostEvents [writer.LostReasons]uint64
 	for _, ev := range evs {
 		w.Append(ev)
 		if ev.Kind == raw.KindLost {

@@ -262,13 +262,17 @@ func (w *Writer) endOutage(dropped uint64) {
 	*o = outage{}
 }
 
+// LostReasons bounds the LOST reasons the writer counts by (raw.LostReason values below it; a leaf of
+// another is counted as 0, unknown).
+const LostReasons = raw.LostUnregistered + 1
+
 // tally counts the event and LOST leaves of some blocks or entries: how many were written (Stats), and
 // what a stop that cannot write them must count in its LOST leaves.
 type tally struct {
-	events  uint64                      // event leaves
-	records uint64                      // the kernel records they hold
-	losts   [raw.LostBacklog + 1]uint64 // LOST leaves by reason
-	counts  [raw.LostBacklog + 1]uint64 // the events they count, by reason
+	events  uint64              // event leaves
+	records uint64              // the kernel records they hold
+	losts   [LostReasons]uint64 // LOST leaves by reason
+	counts  [LostReasons]uint64 // the events they count, by reason
 }
 
 // add counts one leaf (an event or LOST leaf as AppendEventLeaf encodes it).

@@ -554,7 +554,7 @@ type Counters struct {
 	Records uint64 // the kernel records they hold
 	// LostLeaves and LostEvents are the durable LOST leaves of this run by reason (raw.LostReason: the
 	// index), and the events they count.
-	LostLeaves, LostEvents [raw.LostBacklog + 1]uint64
+	LostLeaves, LostEvents [LostReasons]uint64
 
 	Checkpoints      uint64    // signed checkpoints made durable by this run
 	LastCheckpointAt time.Time // when the latest durable checkpoint was signed (zero: none yet)
