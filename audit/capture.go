@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	libaudit "github.com/elastic/go-libaudit/v2"
@@ -47,6 +48,9 @@ type Capture struct {
 	lost      uint32
 	lostKnown bool
 	recheck   bool // verify, once the socket is drained, that the kernel still sends to us
+
+	// kernel is the latest reading of the kernel's audit status (KernelStatus).
+	kernel atomic.Pointer[KernelReading]
 
 	// ctl serialises the control socket between the status poller and the capture loop. The poller
 	// exists because go-libaudit's GetStatus sleeps 50 ms whenever the reply is not already queued (about
@@ -191,12 +195,24 @@ func (c *Capture) poll(ctx context.Context, out chan<- statusReply) {
 	}
 }
 
+// KernelReading is one reading of the kernel's audit status.
+type KernelReading struct {
+	Status libaudit.AuditStatus
+	At     time.Time
+}
+
+// KernelStatus returns the kernel's audit status as the capture last read it (every PollInterval, off
+// the capture loop), or nil before the first reading. Safe for concurrent use; it costs the capture
+// nothing per event.
+func (c *Capture) KernelStatus() *KernelReading { return c.kernel.Load() }
+
 // lostStatus handles a reading of the kernel's status: a changed pid, and lost-counter increases.
 func (c *Capture) lostStatus(st *libaudit.AuditStatus, err error, now int64) {
 	if err != nil {
 		c.Log.Warn().Err(err).Msg("read kernel audit status")
 		return
 	}
+	c.kernel.Store(&KernelReading{Status: *st, At: time.Unix(0, now)})
 	if int(st.PID) != os.Getpid() {
 		c.recheck = true
 	}

@@ -81,6 +81,9 @@ type Status struct {
 	// Refused: the store holds another history for this host key (it refused the archive as a replay or
 	// a fork, or holds more than it); the shipper has stopped retrying (ErrOtherHistory).
 	Refused bool
+	// ReceiptSize is the tree size the latest receipt covers, ReceiptTime the time the store put in it.
+	ReceiptSize uint64
+	ReceiptTime time.Time
 }
 
 // ErrOtherHistory: the store holds another history for this host's key than the local archive. The
@@ -527,7 +530,7 @@ func (s *Shipper) resume(st wire.StateMsg) (string, int64, error) {
 // keepReceipt checks a receipt's cosignature by the pinned store key and, when it covers more than the
 // receipts kept so far, appends it to the receipts file. It returns the checkpoint the receipt covers.
 func (s *Shipper) keepReceipt(r []byte) (archive.Checkpoint, error) {
-	c, _, err := receipt.Open(r, s.cfg.StoreKey)
+	c, at, err := receipt.Open(r, s.cfg.StoreKey)
 	if err != nil {
 		return c, fmt.Errorf("%w: receipt: %v", ErrStoreKey, err)
 	}
@@ -543,6 +546,7 @@ func (s *Shipper) keepReceipt(r []byte) (archive.Checkpoint, error) {
 		return c, fmt.Errorf("keep receipt: %w", err)
 	}
 	s.st.Receipt, s.receiptSize = append([]byte(nil), r...), c.Size
+	s.st.ReceiptSize, s.st.ReceiptTime = c.Size, at
 	return c, nil
 }
 

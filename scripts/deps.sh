@@ -5,7 +5,8 @@
 # qemu-system-x86 and a Debian cloud kernel unpacked into $VM_CACHE (not installed): internal/vmtest;
 # python3-aiosmtpd: the SMTP hub alert/mail's tests deliver to (run by Debian's /usr/bin/python3);
 # clang, llvm (llvm-strip), libbpf-dev (bpf_helpers.h) and bpftool (vmlinux.h): make generate, policy's tests;
-# lintian and mmdebstrap: the package's tests.
+# lintian and mmdebstrap: the package's tests; prometheus: promtool, which lints the metrics endpoints'
+# names and help texts (cmd/auditarch TestMetrics).
 set -euo pipefail
 
 # versitygw builds from source: 1-4 minutes, about 80 MB. Pinned: its behaviour is recorded in FACTS.md.
@@ -26,6 +27,7 @@ command -v ausearch >/dev/null 2>&1 || need+=(auditd)
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
 [ -x /sbin/audisp-remote ] || need+=(audispd-plugins) # bench/cmd/shipbench: auditd's remote-logging plugin
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)

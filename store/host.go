@@ -66,6 +66,19 @@ type host struct {
 	// no silence then, but a stopped alarm (stopAlarmed) after Config.StoppedAlarm.
 	stopped     time.Time
 	stopAlarmed bool
+
+	// What Figures reports, also guarded by smu: set with h.mu held, read without it (a connection holds
+	// h.mu for as long as it lasts).
+	fig hostFigures
+}
+
+// hostFigures is what the area holds, for HostFigures.
+type hostFigures struct {
+	leaves        uint64 // verified and durable
+	bytes         int64  // of its segment files
+	segments      int
+	receiptAt     time.Time
+	receiptLeaves uint64
 }
 
 // loadHost reads an enrolled host's key and verifies its area.
@@ -164,6 +177,12 @@ func (h *host) load() error {
 		return err
 	}
 	h.name, h.off, h.segs = "", 0, len(files)
+	var size int64
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			size += fi.Size()
+		}
+	}
 	// Resume from the state saved at the last seal: only the segments after it are read again.
 	st, files := h.resume(files)
 	if st == nil {
@@ -201,6 +220,9 @@ func (h *host) load() error {
 	// A torn end the area holds is pending in the stream, and held: pend starts after it.
 	h.pend, h.pendOff = h.pend[:0], h.off
 	h.latest = append([]byte(nil), st.Report().Latest...)
+	h.smu.Lock()
+	h.fig.leaves, h.fig.bytes, h.fig.segments = st.Size(), size, h.segs
+	h.smu.Unlock()
 	if h.receipts == nil {
 		rf, err := os.OpenFile(filepath.Join(h.dir, ReceiptsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
@@ -439,6 +461,10 @@ func (h *host) write(s *Server, remote, name string, b []byte) error {
 	}
 	h.off += int64(len(b))
 	h.dirty = true
+	h.smu.Lock()
+	h.fig.bytes += int64(len(b))
+	h.fig.segments = h.segs
+	h.smu.Unlock()
 	return nil
 }
 
@@ -592,6 +618,14 @@ func (h *host) sync(s *Server) error {
 				h.receiptSize = c.Size
 			}
 		}
+		h.smu.Lock()
+		h.fig.receiptAt, h.fig.receiptLeaves = time.Now(), h.receiptSize
+		h.smu.Unlock()
+	}
+	if h.stream != nil {
+		h.smu.Lock()
+		h.fig.leaves = h.stream.Size()
+		h.smu.Unlock()
 	}
 	return nil
 }

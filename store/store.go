@@ -183,7 +183,8 @@ type Server struct {
 	pending int // connections between accept and a valid HELLO
 	stats   Stats
 	alarms  []Alarm
-	limited limiter // alarms and log lines a client can cause at will
+	limited limiter              // alarms and log lines a client can cause at will
+	raised  map[[2]string]uint64 // alarms raised since Open by host and kind (HostFigures.Alarms)
 	afile   *os.File
 	wg      sync.WaitGroup
 }
@@ -358,6 +359,54 @@ func (s *Server) Alarms() []Alarm {
 	return append([]Alarm(nil), s.alarms...)
 }
 
+// HostFigures is what the store holds of one enrolled host and what it raised about it, for metrics.
+type HostFigures struct {
+	Origin   string
+	Leaves   uint64 // leaves of its archive the store holds, verified and durable
+	Bytes    int64  // bytes of its segment files
+	Segments int    // its segment files
+	// LastData is when the store last took bytes from it (since Open: Open's time until then).
+	LastData time.Time
+	// LastReceipt is when the store last gave it a receipt, covering ReceiptLeaves (zero: none since Open).
+	LastReceipt   time.Time
+	ReceiptLeaves uint64
+	Silent        bool // a silence alarm stands (nothing for its heartbeat and the grace, no clean stop)
+	Stopped       bool // its archive ends with a clean stop
+	// Alarms counts the alarms raised about it since Open by kind (those held back by AlarmRepeat
+	// included); the alarms about clients not known to be a host are under Origin "".
+	Alarms map[string]uint64
+}
+
+// Hosts returns the figures of every enrolled host, and an entry with Origin "" for the alarms about
+// clients that are none, in no particular order. It never waits for a host's connection.
+func (s *Server) Hosts() []HostFigures {
+	s.mu.Lock()
+	hosts := make([]*host, 0, len(s.hosts))
+	for _, h := range s.hosts {
+		hosts = append(hosts, h)
+	}
+	alarms := map[string]map[string]uint64{}
+	for k, n := range s.raised {
+		if alarms[k[0]] == nil {
+			alarms[k[0]] = map[string]uint64{}
+		}
+		alarms[k[0]][k[1]] = n
+	}
+	s.mu.Unlock()
+	out := make([]HostFigures, 0, len(hosts)+1)
+	for _, h := range hosts {
+		h.smu.Lock()
+		out = append(out, HostFigures{Origin: h.origin, Leaves: h.fig.leaves, Bytes: h.fig.bytes, Segments: h.fig.segments,
+			LastData: h.lastData, LastReceipt: h.fig.receiptAt, ReceiptLeaves: h.fig.receiptLeaves, Silent: h.silent,
+			Stopped: !h.stopped.IsZero(), Alarms: alarms[h.origin]})
+		h.smu.Unlock()
+	}
+	if a := alarms[""]; a != nil {
+		out = append(out, HostFigures{Alarms: a})
+	}
+	return out
+}
+
 // Stats returns the store's counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -408,6 +457,10 @@ func (s *Server) raise(a Alarm) {
 		ev = ev.Int("held", a.Held)
 	}
 	ev.Msg(a.Message)
+	if s.raised == nil {
+		s.raised = map[[2]string]uint64{}
+	}
+	s.raised[[2]string{a.Host, a.Kind}] += 1 + uint64(a.Held)
 	if len(s.alarms) >= maxAlarms {
 		s.alarms = s.alarms[1:]
 	}

@@ -262,12 +262,17 @@ func (w *Writer) endOutage(dropped uint64) {
 	*o = outage{}
 }
 
+// LostReasons bounds the LOST reasons the writer counts by (raw.LostReason values below it; a leaf of
+// another is counted as 0, unknown).
+const LostReasons = raw.LostUnregistered + 1
+
 // tally counts the event and LOST leaves of some blocks or entries: how many were written (Stats), and
 // what a stop that cannot write them must count in its LOST leaves.
 type tally struct {
-	events uint64                      // event leaves
-	losts  [raw.LostBacklog + 1]uint64 // LOST leaves by reason
-	counts [raw.LostBacklog + 1]uint64 // the events they count, by reason
+	events  uint64              // event leaves
+	records uint64              // the kernel records they hold
+	losts   [LostReasons]uint64 // LOST leaves by reason
+	counts  [LostReasons]uint64 // the events they count, by reason
 }
 
 // add counts one leaf (an event or LOST leaf as AppendEventLeaf encodes it).
@@ -275,6 +280,11 @@ func (t *tally) add(leaf []byte) {
 	switch archive.LeafKind(leaf[0]) {
 	case archive.LeafEvent:
 		t.events++
+		// After the fixed part (kind, flags, serial, sec, msec, received): uvarint record count.
+		if len(leaf) > 26 {
+			n, _ := binary.Uvarint(leaf[26:])
+			t.records += n
+		}
 	case archive.LeafLost:
 		// After the fixed part (kind, flags, serial, sec, msec, received): u8 reason, u64 count.
 		r := leaf[26]
@@ -289,6 +299,7 @@ func (t *tally) add(leaf []byte) {
 // merge adds o's counts to t.
 func (t *tally) merge(o *tally) {
 	t.events += o.events
+	t.records += o.records
 	for r := range t.losts {
 		t.losts[r] += o.losts[r]
 		t.counts[r] += o.counts[r]

@@ -159,6 +159,7 @@ func (w *Writer) checkpoint(ent []byte, s note.Signer, now time.Time) ([]byte, e
 	}
 	w.lastCk, w.ckSize, w.ckAt = msg, c.Size, now
 	w.seg.checkpoints++
+	w.ckQueued++
 	return archive.AppendEntry(ent, archive.EntryCheckpoint, msg), nil
 }
 
@@ -244,7 +245,8 @@ func (w *Writer) queue(f *os.File, ent []byte, held int, closeAfter bool, tl tal
 		publish = s
 	}
 	name := filepath.Base(strings.TrimSuffix(f.Name(), tmpSuffix))
-	p := pendingWrite{f: f, data: data, size: w.tree.Size, name: name, close: closeAfter, publish: publish, tally: tl, after: w.state(closeAfter)}
+	p := pendingWrite{f: f, data: data, size: w.tree.Size, name: name, close: closeAfter, publish: publish, tally: tl, after: w.state(closeAfter),
+		cks: w.ckQueued, ckAt: w.ckAt}
 	// Until it is written, the block holds in memory its bytes and the writer's state at its end, not the
 	// leaves' (their buffer takes the next events): held counts that, so that MaxPending bounds the memory
 	// of a disk that refuses writes for hours, when a quiet host makes many small blocks.
@@ -288,6 +290,7 @@ func (w *Writer) writeQueued() error {
 		w.mu.Lock()
 		w.held -= p.held
 		w.written += p.tally.leaves()
+		w.countDurable(p)
 		w.durable = p.size
 		w.durPos = archive.Position{Segment: p.name, Offset: off, Size: p.size}
 		w.mu.Unlock()
@@ -299,6 +302,26 @@ func (w *Writer) writeQueued() error {
 		w.writeWait = w.writeWait[1:]
 	}
 	return nil
+}
+
+// countDurable adds the block p, now durable, to the counters. w.mu is held.
+func (w *Writer) countDurable(p *pendingWrite) {
+	c := &w.counters
+	c.Events += p.tally.events
+	c.Records += p.tally.records
+	for r := range c.LostLeaves {
+		c.LostLeaves[r] += p.tally.losts[r]
+		c.LostEvents[r] += p.tally.counts[r]
+	}
+	if p.cks > c.Checkpoints {
+		c.Checkpoints, c.LastCheckpointAt = p.cks, p.ckAt
+	}
+	if p.close {
+		c.Sealed++
+	}
+	if p.size != w.durable || c.DurableAt.IsZero() {
+		c.DurableAt = w.opts.Now()
+	}
 }
 
 // Close writes what was appended, a STOP leaf and the segment's seal with its final checkpoint, syncs, and

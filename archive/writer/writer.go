@@ -149,6 +149,9 @@ type Writer struct {
 	closeErr  error
 	spare     []byte
 	writeWait []pendingWrite // owned by the flusher
+	counters  Counters       // what Counters returns, but for the fields it fills from the above
+
+	ckQueued uint64 // owned by the flusher: checkpoints signed by this run
 
 	// Owned by the flusher goroutine (and Create before it starts).
 	tree       archive.Frontier
@@ -194,8 +197,10 @@ type pendingWrite struct {
 	close   bool     // close f once written and synced (a sealed segment)
 	publish *segment // the block is in a segment not yet published: publish it once the block is durable
 	tally   tally    // its event and LOST leaves
-	after   state    // the writer's state at its end
-	written int      // bytes of it the file took (all of them, if only its sync failed)
+	cks     uint64   // checkpoints signed by the run up to its end (ckQueued)
+	ckAt    time.Time
+	after   state // the writer's state at its end
+	written int   // bytes of it the file took (all of them, if only its sync failed)
 }
 
 // Create opens the archive in dir for appending (dir is created 0700 if missing and must not be
@@ -415,6 +420,9 @@ func (w *Writer) openSegment(n uint64, now time.Time, epochKey string, prevKerne
 		os.Remove(path)
 		return fmt.Errorf("create segment %s: %w", name, err)
 	}
+	w.mu.Lock()
+	w.counters.Segments++
+	w.mu.Unlock()
 	d := w.opts.SegmentDuration
 	w.seg = &segment{f: f, name: name, tmp: path, number: n, first: w.tree.Size, end: now.Truncate(d).Add(d)}
 	return nil
@@ -478,6 +486,10 @@ func (w *Writer) Policy(p archive.Policy) {
 		w.mu.Unlock()
 		return
 	}
+	if w.counters.Policy == nil {
+		w.counters.Policy = map[PolicyKey]uint64{}
+	}
+	w.counters.Policy[PolicyKey{p.Action, p.Verdict}]++
 	n0 := len(w.buf)
 	w.buf = append(w.buf, archive.EntryLeaf, 0, 0, 0, 0)
 	w.buf = archive.AppendControlLeaf(w.buf, archive.LeafPolicy, w.opts.Now().UnixNano(), p)
@@ -538,6 +550,47 @@ func (w *Writer) Stats() (appended, dropped, durable uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.appended, w.recorded + w.dropped, w.durable
+}
+
+// Counters is what a Writer has done since Create, for metrics: read by Counters under the writer's
+// lock, kept up to date by the flusher once per block (never per event).
+type Counters struct {
+	Appended uint64 // event and LOST leaves appended (Stats)
+	Written  uint64 // of those, written and synced
+	Dropped  uint64 // events dropped (Stats): each is counted in a LOST leaf, local_drop
+	Durable  uint64 // the tree size on stable storage
+
+	Events  uint64 // event leaves made durable by this run
+	Records uint64 // the kernel records they hold
+	// LostLeaves and LostEvents are the durable LOST leaves of this run by reason (raw.LostReason: the
+	// index), and the events they count.
+	LostLeaves, LostEvents [LostReasons]uint64
+
+	Checkpoints      uint64    // signed checkpoints made durable by this run
+	LastCheckpointAt time.Time // when the latest durable checkpoint was signed (zero: none yet)
+	Segments         uint64    // segments opened by this run, its first included
+	Sealed           uint64    // segments sealed and closed by this run
+	DurableAt        time.Time // when Durable last moved (zero: not since Create)
+
+	// Policy counts the POLICY leaves appended by action and verdict (raw.PolicyAction*, raw.PolicyVerdict*);
+	// those dropped (a full memory bound) are in Dropped instead.
+	Policy map[PolicyKey]uint64
+}
+
+// PolicyKey is a POLICY leaf's action and verdict.
+type PolicyKey struct{ Action, Verdict string }
+
+// Counters returns a copy of the writer's counters.
+func (w *Writer) Counters() Counters {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.counters
+	c.Appended, c.Written, c.Dropped, c.Durable = w.appended, w.written, w.recorded+w.dropped, w.durable
+	c.Policy = make(map[PolicyKey]uint64, len(w.counters.Policy))
+	for k, v := range w.counters.Policy {
+		c.Policy[k] = v
+	}
+	return c
 }
 
 // Failed delivers the write error that made the writer give up (DiskFullExit only).

@@ -48,7 +48,8 @@ type Config struct {
 	Forward ForwardConfig `yaml:"forward"` // SIEM sinks (forward.go, docs/forward.md)
 	// Retention removes the oldest segments once the store holds them (retention.go, docs/operate.md).
 	Retention RetentionConfig `yaml:"retention"`
-	Alert     AlertConfig     `yaml:"alert"` // alert.go
+	Alert     AlertConfig     `yaml:"alert"`   // alert.go
+	Metrics   MetricsConfig   `yaml:"metrics"` // the Prometheus endpoint (metrics.go, docs/operate.md)
 
 	source string // the file it was read from, if any
 }
@@ -129,6 +130,9 @@ func loadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("config %s: sandbox: %q is not on or off", path, cfg.Sandbox)
 	case cfg.Retention.Keep < 0 || cfg.Retention.MaxBytes < 0:
 		return cfg, fmt.Errorf("config %s: retention: keep %s and max_bytes %d must not be negative (0: no limit)", path, cfg.Retention.Keep, cfg.Retention.MaxBytes)
+	}
+	if err := checkMetricsListen(cfg.Metrics.Listen); err != nil {
+		return cfg, fmt.Errorf("config %s: metrics.listen: %w", path, err)
 	}
 	if _, err := newSinks(cfg, cfg.Archive, nil, "", zerolog.Nop()); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)

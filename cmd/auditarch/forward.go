@@ -62,12 +62,12 @@ func newSinks(cfg Config, dir string, src archive.Source, origin string, log zer
 
 // startSinks starts the configured SIEM sinks over w's archive, each on its own goroutine and cursor, until
 // ctx ends or the function it returns is called, which stops them and waits. A sink that cannot start is logged as an alarm
-// and the others run: forwarding never stops capture.
-func startSinks(ctx context.Context, cfg Config, w *writer.Writer, id *archive.Identity, log zerolog.Logger) (wait func()) {
+// and the others run: forwarding never stops capture. It returns the sinks started (for metrics).
+func startSinks(ctx context.Context, cfg Config, w *writer.Writer, id *archive.Identity, log zerolog.Logger) (started []*forward.Sink, wait func()) {
 	sinks, err := newSinks(cfg, w.Dir(), w, id.Signer.Name(), log)
 	if err != nil {
 		log.Error().Str("alarm", "forward").Err(err).Msg("SIEM sinks not started")
-		return func() {}
+		return nil, func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -83,5 +83,5 @@ func startSinks(ctx context.Context, cfg Config, w *writer.Writer, id *archive.I
 	if len(sinks) > 0 {
 		log.Info().Int("sinks", len(sinks)).Msg("forwarding to SIEM sinks")
 	}
-	return func() { cancel(); wg.Wait() }
+	return sinks, func() { cancel(); wg.Wait() }
 }

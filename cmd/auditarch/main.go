@@ -17,8 +17,10 @@ const usage = `Usage:
                   [--store ADDR --store-key PUBFILE | --store-dir DIR] [--protect MODE [--protect-pins DIR]]
                   [--supervise]
                   [--sandbox on|off]
+    auditarch status [--json] [--config FILE] [--archive DIR] [--grace D] [--max-receipt-age D] [--max-lag N]
     auditarch store [--config FILE] --listen ADDR --dir DIR [--enroll PUBFILE]... [--grace D] [--stopped-alarm D]
-                    [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]] [--mail-config FILE]
+                    [--metrics ADDR] [--s3-endpoint URL --s3-bucket B --s3-retention D [--s3-canary D]]
+                    [--mail-config FILE]
     auditarch store enroll --dir DIR PUBFILE...
     auditarch store verify [--json] [--s3-endpoint URL --s3-bucket B] DIR
     auditarch keygen --out DIR [--origin NAME]
@@ -40,6 +42,12 @@ Commands:
             and exits 0. Every durable block is shipped to the store (--store, pinned by --store-key);
             without one, run starts a store in-process on loopback (--store-dir, default "store"
             beside DIR) and ships to it.
+    status  One screen on the daemon of this host (the archive of --config, or --archive): running or
+            not (pid, since, version), the kernel's audit status and whether its rules are the
+            configured set (digests), the last checkpoint and its age, the store's newest receipt
+            (age, leaves behind), each consumer's lag (SIEM sinks' cursors), protection and frozen
+            sessions. Exit status 0: all well; 3: something needs attention (listed); 1: error.
+            Run as root: the kernel's status needs it. See docs/operate.md.
     store   The write-once store: accepts enrolled hosts over TLS 1.3, verifies what they send
             before it fsyncs and acknowledges with a signed receipt, keeps what contradicts its copy
             as evidence, and logs alarms (DIR/alarms.log). With --s3-*, sealed segments also go to
@@ -106,10 +114,16 @@ Options:
                            reaches that receipt's root; the report says so ("pruned: leaves 0..N").
     --receipts FILE        verify: the store's receipts for this host (hosts/<origin>/receipts on the
                            store). The host's own DIR/receipts is no evidence: root on the host can cut it.
-    --grace D              verify, store: how much longer than the heartbeat a silence may last (default 5s).
+    --grace D              verify, store, status: how much longer than the heartbeat a silence may last
+                           (default 5s).
     --mail-config FILE     store: mail the store's alarms (fork, tampered, silence, canary...) as the daemon
                            mails its alerts: FILE is an auditarch config whose alert section (mail, rules,
                            level, spool: default DIR/mail-spool) is used (docs/alert.md).
+    --max-receipt-age D    status: a newest store receipt older than D while leaves are not covered needs
+                           attention (default 1m).
+    --max-lag N            status: a consumer more than N leaves behind needs attention (default 100000).
+    --metrics ADDR         store: serve Prometheus metrics on ADDR's /metrics, a loopback address such as
+                           127.0.0.1:9762 (the daemon: metrics.listen in the config). See docs/operate.md.
     --stopped-alarm D      store: alarm when a host whose daemon stopped cleanly has not started again
                            within D of its STOP (default 10m); a stopped host raises no silence alarm.
     --json                 One JSON object per event and line (show, search); the report (verify).
@@ -123,6 +137,7 @@ Examples:
     auditarch verify --key host.pub --store-key store.pub --receipts receipts-from-store /var/lib/auditarch
     auditarch store --listen :7361 --dir /var/lib/auditarch-store --enroll web1.pub
     auditarch store verify /var/lib/auditarch-store
+    auditarch status --config /etc/auditarch/auditarch.yaml
     auditarch search /var/lib/auditarch --since 2h --syscall execve --auid 1000
     auditarch show --json /var/lib/auditarch | jq 'select(.syscall=="execve") | .args'
     auditarch rules --rules /etc/audit/rules.d/audit.rules
@@ -205,6 +220,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return reportCmd(args[1:], stdout)
 	case "alert":
 		return alertCmd(args[1:], stdout)
+	case "status":
+		return statusCmd(args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

@@ -184,7 +184,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		w.Close()
 		return err
 	}
-	defer startSinks(ctx, cfg, w, id, log)() // SIEM sinks (forward.go), stopped when run returns
+	sinks, stopSinks := startSinks(ctx, cfg, w, id, log) // SIEM sinks (forward.go)
+	defer stopSinks()
 	// Local retention (retention.go), stopped when run returns.
 	defer startRetention(ctx, cfg, w, id, log)()
 	alerts, err := startAlerts(cfg, w, ship, log)
@@ -291,6 +292,8 @@ func run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		close(guarded)
 	}
 	c.Since(st.Lost) // losses while this run started up (archive, rules) count too
+	// The metrics endpoint (metrics.go) listens before the sandbox.
+	defer startDaemonMetrics(cfg, w, c, ship, sinks, log)()
 	// Confined from here on (docs/protect.md, "Self-sandbox"); capturing matters more than confinement.
 	if err := applySandbox(&cfg, log); err != nil {
 		log.Error().Err(err).Msg("self-sandbox not (fully) applied: the daemon goes on less confined")

@@ -44,6 +44,7 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	s3Region := fs.String("s3-region", "us-east-1", "")
 	s3Retention := fs.Duration("s3-retention", 0, "")
 	s3Canary := fs.Duration("s3-canary", time.Hour, "")
+	metrics := fs.String("metrics", "", "")
 	trace := fs.String("trace", "", "") // benchmarks: a line per acknowledgement (store.Config.Trace)
 	configFile := fs.String("config", "", "")
 	mailConfig := fs.String("mail-config", "", "")
@@ -61,6 +62,9 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if *listen == "" || *dir == "" {
 		return fmt.Errorf("%w: store needs --listen ADDR and --dir DIR (or listen: and dir: in --config)", errUsage)
+	}
+	if err := checkMetricsListen(*metrics); err != nil {
+		return fmt.Errorf("%w: --metrics: %v", errUsage, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
@@ -107,6 +111,14 @@ func storeCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if locked != nil {
 		go canaryLoop(ctx, locked, srv, *s3Canary)
+	}
+	if *metrics != "" {
+		_, stopMetrics, err := serveMetrics(*metrics, &storeCollector{srv}, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopMetrics()
 	}
 	return srv.Serve(ctx, ln)
 }
