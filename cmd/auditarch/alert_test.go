@@ -278,8 +278,18 @@ func TestAlertRelayOutage(t *testing.T) {
 		markers = append(markers, shmExec(t, fmt.Sprintf("outage%d", i)))
 		time.Sleep(10 * time.Second)
 	}
-	if n := len(hub.Messages()); time.Since(down) < 30*time.Second || n != 0 {
-		t.Fatalf("the hub was down %s and holds %d messages", time.Since(down), n)
+	// (Only this test's mails count: other tests running at once exec test binaries from /tmp, which the
+	// built-in rules call attacks, and those may have been mailed just before the hub went down.)
+	n := 0
+	for _, m := range hub.Messages() {
+		for _, mk := range markers {
+			if strings.Contains(m.Text, mk) {
+				n++
+			}
+		}
+	}
+	if time.Since(down) < 30*time.Second || n != 0 {
+		t.Fatalf("the hub was down %s and holds %d messages about this test's events", time.Since(down), n)
 	}
 	hub.Restart()
 	up := time.Now()
