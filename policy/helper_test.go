@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,7 +19,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/auditarch/auditarch/internal/kernlock"
 	"github.com/auditarch/auditarch/internal/privtest"
+	"github.com/auditarch/auditarch/internal/vmtest"
 )
 
 // The attacker is this test binary re-executed with envAttack set: it starts its own session, then for each
@@ -43,7 +46,21 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// The programs these tests attach act machine-wide, as do the protected daemons of cmd/auditarch's
+	// tests, which go test runs at the same time: a sender one of them stops, or a serial the other's
+	// activity takes, fails the other. The package holds the machine-wide kernel lock throughout.
+	release := func() {}
+	if os.Geteuid() == 0 && !vmtest.InVM() {
+		r, err := kernlock.Acquire(context.Background(), func() { fmt.Fprintln(os.Stderr, "policy: waiting for the kernel lock") })
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "policy:", err)
+			os.Exit(1)
+		}
+		release = r
+	}
+	code := m.Run()
+	release()
+	os.Exit(code)
 }
 
 func attack(method string) error {
