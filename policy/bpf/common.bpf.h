@@ -148,4 +148,45 @@ static __always_inline bool is_protected(struct task_struct *task)
 	return *start == BPF_CORE_READ(task, group_leader, start_boottime) / NSEC_PER_TICK;
 }
 
+// emit records an event done by the current task to target (NULL: none) in the events ring buffer, or
+// counts it in counters[0] when the buffer is full. stop is the verdict field (struct event's stop); ino,
+// dev and name (a kernel or BPF stack string, or NULL) name the object acted on.
+static __always_inline void emit(struct task_struct *target, __u32 kind, int sig, int code, int result, int stop,
+				 __u32 id, __u64 ino, __u64 dev, const char *name)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&counters, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->time_ns = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->kind = kind;
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->euid = BPF_CORE_READ(cur, cred, euid.val);
+	e->auid = BPF_CORE_READ(cur, loginuid.val);
+	e->sessionid = BPF_CORE_READ(cur, sessionid);
+	e->target_pid = target ? BPF_CORE_READ(target, pid) : 0;
+	e->target_tgid = target ? BPF_CORE_READ(target, tgid) : 0;
+	e->sig = sig;
+	e->code = code;
+	e->result = result;
+	e->stop = stop;
+	e->id = id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->ino = ino;
+	e->dev = dev;
+	e->name[0] = 0;
+	if (name)
+		bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
+	bpf_ringbuf_submit(e, 0);
+}
+
 #endif

@@ -34,43 +34,10 @@ static __always_inline void stop_and_record_obj(struct task_struct *target, __u3
 						int result, bool stop, __u32 id, __u64 ino, __u64 dev,
 						const char *name)
 {
-	struct task_struct *cur = bpf_get_current_task_btf();
 	int stopped = 1;
 	if (stop)
 		stopped = bpf_send_signal(SIGSTOP);
-
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&counters, &zero);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
-		return;
-	}
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->time_ns = bpf_ktime_get_boot_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->kind = kind;
-	e->pid = (__u32)pid_tgid;
-	e->tgid = pid_tgid >> 32;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->euid = BPF_CORE_READ(cur, cred, euid.val);
-	e->auid = BPF_CORE_READ(cur, loginuid.val);
-	e->sessionid = BPF_CORE_READ(cur, sessionid);
-	e->target_pid = target ? BPF_CORE_READ(target, pid) : 0;
-	e->target_tgid = target ? BPF_CORE_READ(target, tgid) : 0;
-	e->sig = sig;
-	e->code = code;
-	e->result = result;
-	e->stop = stopped;
-	e->id = id;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->ino = ino;
-	e->dev = dev;
-	e->name[0] = 0;
-	if (name)
-		bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
-	bpf_ringbuf_submit(e, 0);
+	emit(target, kind, sig, code, result, stopped, id, ino, dev, name);
 }
 
 static __always_inline void stop_and_record(struct task_struct *target, __u32 kind, int sig, int code, int result,
