@@ -154,7 +154,15 @@ func TestStatusAndMetricsOfRunningDaemon(t *testing.T) {
 		t.Errorf("status (text): exit %d\n%s", code, text.String())
 	}
 
+	// The kernel's status is polled every lost_poll and events are counted per durable block: wait (up
+	// to 10 s) for the first of each before judging the figures.
 	metrics := getMetrics(t, addr)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if v := metricValue(metrics, "auditarch_events_archived_total"); metricValue(metrics, "auditarch_kernel_enabled") != "" && v != "" && v != "0" {
+			break
+		}
+		metrics = getMetrics(t, addr)
+	}
 	for series, want := range map[string]string{"auditarch_kernel_enabled": "1", "auditarch_ship_connected": "1"} {
 		if got := metricValue(metrics, series); got != want {
 			t.Errorf("%s = %q, want %q", series, got, want)
